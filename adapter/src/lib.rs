@@ -1,0 +1,46 @@
+//! `ioscale-adapter`: a Redis pub/sub cluster adapter for socketioxide, on `fred`.
+//!
+//! # How it works
+//! Every node keeps its sockets and rooms in memory (socketioxide's local adapter) and talks to
+//! the other nodes through Redis pub/sub: `PUBLISH`/`SUBSCRIBE` on a standalone Redis or
+//! Sentinel, sharded `SPUBLISH`/`SSUBSCRIBE` on a Redis Cluster (chosen from the URL scheme).
+//!
+//! | channel | subscribers | messages |
+//! |---|---|---|
+//! | `{prefix}#{ns}#` | every node serving `ns` | broadcasts, join/leave/disconnect, requests, heartbeats |
+//! | `{prefix}#{ns}#{node}#` | `node` only | responses, requests aimed at that node |
+//!
+//! Life of a broadcast: `io.to("room").emit(..)` on node A queues one msgpack message on A's
+//! ordered publish queue, then delivers to A's own sockets; every other node receives it on its
+//! dispatcher, in order, and delivers to its matching sockets.
+//!
+//! Requests (broadcast with acks, fetchSockets, rooms, serverSideEmit) wait for the nodes
+//! known alive by heartbeats, never for a subscriber count: a stray subscriber changes nothing,
+//! and a node that dies stops being waited for within two heartbeat intervals. A timeout is not
+//! silent: the reports say which nodes did not answer.
+//!
+//! Nothing is dropped silently: the publish queue is bounded and applies backpressure; what
+//! must be dropped (Redis down, subscriber overflow, full socket buffers, undecodable input) is
+//! counted in `ioscale_adapter_dropped_total{reason}` and logged at most once per second.
+
+mod channel;
+mod config;
+mod driver;
+mod error;
+mod membership;
+pub mod metrics;
+mod namespace;
+mod request;
+mod state;
+pub mod wire;
+
+pub use channel::{all_nodes as all_nodes_channel, one_node as node_channel};
+pub use config::*;
+pub use error::{Error, Result};
+pub use membership::NodeInfo;
+pub use metrics::Metrics;
+pub use namespace::{
+    AckEntry, AckReport, FetchReport, InitRes, NamespaceHandle, RedisAdapter, RoomsReport,
+    ServerEmitReport, SocketInfo,
+};
+pub use state::{Cluster, ServerEventHandler};

@@ -1,0 +1,204 @@
+//! Prometheus metrics of the adapter, registered once per node in the caller's registry.
+//!
+//! Names follow `ioscale_adapter_<name>_<unit>`; label values come from bounded sets
+//! (message kinds and drop reasons), never socket ids or rooms.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Why a message was dropped. Each one is counted under its own label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Redis was unreachable when the message had to be published.
+    RedisUnavailable,
+    /// Redis refused or failed the publish.
+    PublishFailed,
+    /// The subscriber fell behind and the Redis client's buffer overflowed.
+    SubscriberLagged,
+    /// A message from the wire could not be decoded.
+    Decode,
+    /// A message came in a newer wire version.
+    Version,
+    /// A socket's send buffer was full.
+    SocketBufferFull,
+    /// A message was larger than the configured maximum.
+    TooLarge,
+}
+
+impl DropReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::RedisUnavailable => "redis_unavailable",
+            DropReason::PublishFailed => "publish_failed",
+            DropReason::SubscriberLagged => "subscriber_lagged",
+            DropReason::Decode => "decode",
+            DropReason::Version => "version",
+            DropReason::SocketBufferFull => "socket_buffer_full",
+            DropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The adapter's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Broadcasts this node published to the cluster.
+    pub broadcasts_published: IntCounter,
+    /// Broadcasts this node received from other nodes.
+    pub broadcasts_received: IntCounter,
+    /// Messages published, by kind.
+    pub messages_out: IntCounterVec,
+    /// Messages received from other nodes, by kind.
+    pub messages_in: IntCounterVec,
+    /// Bytes published, by kind.
+    pub bytes_out: IntCounterVec,
+    /// Bytes received, by kind.
+    pub bytes_in: IntCounterVec,
+    /// Requests this node made to the cluster, by kind.
+    pub requests: IntCounterVec,
+    /// Requests that timed out waiting for some node, by kind.
+    pub request_timeouts: IntCounterVec,
+    /// Request duration, by kind.
+    pub request_duration: HistogramVec,
+    /// Dropped messages, by reason.
+    pub dropped: IntCounterVec,
+    /// Reconnections of the Redis clients.
+    pub redis_reconnects: IntCounter,
+    /// 1 while both Redis connections are up.
+    pub redis_connected: IntGauge,
+    /// Other nodes currently alive (summed over namespaces).
+    pub nodes_alive: IntGauge,
+    /// Messages waiting in the publish queue.
+    pub publish_queue_depth: IntGauge,
+    /// Packets delivered to local sockets from remote broadcasts.
+    pub remote_deliveries: IntCounter,
+    /// Publish-to-receive latency of broadcasts from other nodes.
+    pub broadcast_latency: Histogram,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    ///
+    /// # Errors
+    /// If a metric with the same name is already registered.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let kind = &["kind"];
+        let m = Self {
+            broadcasts_published: IntCounter::new(
+                "ioscale_adapter_broadcasts_published_total",
+                "Broadcasts published to the other nodes",
+            )?,
+            broadcasts_received: IntCounter::new(
+                "ioscale_adapter_broadcasts_received_total",
+                "Broadcasts received from other nodes",
+            )?,
+            messages_out: IntCounterVec::new(
+                Opts::new("ioscale_adapter_messages_out_total", "Messages published, by kind"),
+                kind,
+            )?,
+            messages_in: IntCounterVec::new(
+                Opts::new(
+                    "ioscale_adapter_messages_in_total",
+                    "Messages received from other nodes, by kind",
+                ),
+                kind,
+            )?,
+            bytes_out: IntCounterVec::new(
+                Opts::new("ioscale_adapter_bytes_out_total", "Bytes published, by kind"),
+                kind,
+            )?,
+            bytes_in: IntCounterVec::new(
+                Opts::new("ioscale_adapter_bytes_in_total", "Bytes received, by kind"),
+                kind,
+            )?,
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "ioscale_adapter_requests_total",
+                    "Requests made to the other nodes, by kind",
+                ),
+                kind,
+            )?,
+            request_timeouts: IntCounterVec::new(
+                Opts::new(
+                    "ioscale_adapter_request_timeouts_total",
+                    "Requests that stopped waiting for a node, by kind",
+                ),
+                kind,
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "ioscale_adapter_request_duration_seconds",
+                    "Time until every live node answered a request, by kind",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ]),
+                kind,
+            )?,
+            dropped: IntCounterVec::new(
+                Opts::new("ioscale_adapter_dropped_total", "Messages dropped, by reason"),
+                &["reason"],
+            )?,
+            redis_reconnects: IntCounter::new(
+                "ioscale_adapter_redis_reconnects_total",
+                "Reconnections to Redis",
+            )?,
+            redis_connected: IntGauge::new(
+                "ioscale_adapter_redis_connected",
+                "1 while the Redis connections are up",
+            )?,
+            nodes_alive: IntGauge::new(
+                "ioscale_adapter_nodes_alive",
+                "Other nodes alive, summed over namespaces",
+            )?,
+            publish_queue_depth: IntGauge::new(
+                "ioscale_adapter_publish_queue_depth",
+                "Messages waiting to be published",
+            )?,
+            remote_deliveries: IntCounter::new(
+                "ioscale_adapter_remote_deliveries_total",
+                "Broadcasts from other nodes delivered to at least the matching local sockets",
+            )?,
+            broadcast_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ioscale_adapter_broadcast_latency_seconds",
+                    "Publish-to-receive latency of broadcasts from other nodes",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0,
+                ]),
+            )?,
+        };
+        registry.register(Box::new(m.broadcasts_published.clone()))?;
+        registry.register(Box::new(m.broadcasts_received.clone()))?;
+        registry.register(Box::new(m.messages_out.clone()))?;
+        registry.register(Box::new(m.messages_in.clone()))?;
+        registry.register(Box::new(m.bytes_out.clone()))?;
+        registry.register(Box::new(m.bytes_in.clone()))?;
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_timeouts.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.dropped.clone()))?;
+        registry.register(Box::new(m.redis_reconnects.clone()))?;
+        registry.register(Box::new(m.redis_connected.clone()))?;
+        registry.register(Box::new(m.nodes_alive.clone()))?;
+        registry.register(Box::new(m.publish_queue_depth.clone()))?;
+        registry.register(Box::new(m.remote_deliveries.clone()))?;
+        registry.register(Box::new(m.broadcast_latency.clone()))?;
+        Ok(m)
+    }
+
+    /// Metrics registered in a private registry, for tests and embedders that don't export them.
+    pub fn unregistered() -> Self {
+        Self::new(&Registry::new()).expect("a fresh registry has no duplicate names")
+    }
+
+    /// Counts `n` dropped messages.
+    pub fn drop_n(&self, reason: DropReason, n: u64) {
+        self.dropped.with_label_values(&[reason.as_str()]).inc_by(n);
+    }
+}

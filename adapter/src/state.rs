@@ -1,0 +1,238 @@
+//! The cluster handle shared by every namespace of a node: the Redis driver, the namespace
+//! registry the node's API uses, cluster-visible socket data and the server-event handler.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::future::BoxFuture;
+use socketioxide_core::Sid;
+
+use crate::{AdapterConfig, Result, driver::Driver, metrics::Metrics, namespace::NamespaceHandle};
+
+/// Answers server-to-server events sent with [`NamespaceHandle::server_side_emit`].
+pub trait ServerEventHandler: Send + Sync + 'static {
+    /// Handles `event` with `args` sent by node `from` on namespace `ns`; the returned value is
+    /// the response the sender receives when it asked for one.
+    fn on_event(
+        &self,
+        ns: &str,
+        from: &str,
+        event: &str,
+        args: serde_json::Value,
+    ) -> BoxFuture<'static, serde_json::Value>;
+}
+
+/// Per-socket data, readable by every node through fetchSockets. The node that holds a socket
+/// keeps its data; other nodes ask for it, so nothing outlives the socket.
+#[derive(Debug, Default)]
+struct SocketData {
+    map: RwLock<HashMap<(String, Sid), serde_json::Value>>,
+}
+
+pub(crate) struct ClusterInner {
+    pub(crate) config: AdapterConfig,
+    pub(crate) driver: Arc<Driver>,
+    namespaces: RwLock<HashMap<String, Weak<dyn NamespaceHandle>>>,
+    socket_data: SocketData,
+    server_events: RwLock<Option<Arc<dyn ServerEventHandler>>>,
+    next_req: AtomicU64,
+}
+
+/// A node's membership in the cluster. Pass it to
+/// `SocketIo::builder().with_adapter::<RedisAdapter<_>>(cluster.clone())`; keep a clone for the
+/// node's API.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<ClusterInner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.inner.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to Redis. Waits up to `connect_wait` for the first connection; past that the
+    /// cluster is returned not ready and keeps retrying in the background.
+    ///
+    /// # Errors
+    /// An invalid configuration or Redis URL.
+    pub async fn connect(
+        config: AdapterConfig,
+        metrics: Metrics,
+        connect_wait: Duration,
+    ) -> Result<Self> {
+        config.validate()?;
+        let driver = Driver::connect(&config, metrics, connect_wait).await?;
+        Ok(Self::with_driver(config, driver))
+    }
+
+    /// A node alone, without Redis: the same API, over the local sockets only.
+    ///
+    /// # Errors
+    /// An invalid configuration.
+    pub fn standalone(config: AdapterConfig, metrics: Metrics) -> Result<Self> {
+        config.validate()?;
+        let driver = Driver::memory(&config, metrics);
+        Ok(Self::with_driver(config, driver))
+    }
+
+    fn with_driver(config: AdapterConfig, driver: Arc<Driver>) -> Self {
+        Self {
+            inner: Arc::new(ClusterInner {
+                config,
+                driver,
+                namespaces: RwLock::new(HashMap::new()),
+                socket_data: SocketData::default(),
+                server_events: RwLock::new(None),
+                next_req: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Whether the node talks to other nodes through Redis.
+    pub fn has_redis(&self) -> bool {
+        self.inner.driver.has_redis()
+    }
+
+    /// A Redis client on the adapter's publishing connection, for the node's own data.
+    pub fn redis_client(&self) -> Option<fred::clients::Client> {
+        self.inner.driver.client()
+    }
+
+    /// The adapter configuration.
+    pub fn config(&self) -> &AdapterConfig {
+        &self.inner.config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.config.node_id
+    }
+
+    /// Whether Redis is reachable (both connections up).
+    pub fn is_ready(&self) -> bool {
+        self.inner.driver.is_connected()
+    }
+
+    /// Whether channels are sharded (Redis Cluster, `SPUBLISH`/`SSUBSCRIBE`).
+    pub fn is_sharded(&self) -> bool {
+        self.inner.driver.sharded()
+    }
+
+    /// The adapter's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.driver.metrics
+    }
+
+    /// The adapter of namespace `ns`, once it is initialised.
+    pub fn namespace(&self, ns: &str) -> Option<Arc<dyn NamespaceHandle>> {
+        self.inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ns)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Sets the data of socket `sid` of namespace `ns`, visible to every node through fetchSockets.
+    pub fn set_socket_data(&self, ns: &str, sid: Sid, data: serde_json::Value) {
+        self.inner
+            .socket_data
+            .map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((ns.to_owned(), sid), data);
+    }
+
+    /// The data of a local socket (`Null` if none was set).
+    pub fn socket_data(&self, ns: &str, sid: Sid) -> serde_json::Value {
+        self.inner.socket_data(ns, sid)
+    }
+
+    /// Forgets a socket's data (call on disconnect).
+    pub fn remove_socket_data(&self, ns: &str, sid: Sid) {
+        self.inner
+            .socket_data
+            .map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(ns.to_owned(), sid));
+    }
+
+    /// Installs the handler of server-to-server events.
+    pub fn on_server_event(&self, handler: impl ServerEventHandler) {
+        *self
+            .inner
+            .server_events
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handler));
+    }
+
+    /// Tells the other nodes this node leaves (graceful shutdown), on every namespace, so they
+    /// stop waiting for it at once.
+    pub async fn leave(&self) {
+        let namespaces: Vec<_> = self
+            .inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for ns in namespaces {
+            ns.leave().await;
+        }
+    }
+
+    /// Closes the Redis connections.
+    pub async fn shutdown(&self) {
+        self.inner.driver.quit().await;
+    }
+}
+
+impl ClusterInner {
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_req.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn register(&self, ns: &str, handle: Weak<dyn NamespaceHandle>) {
+        self.namespaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ns.to_owned(), handle);
+    }
+
+    pub(crate) fn deregister(&self, ns: &str) {
+        self.namespaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(ns);
+    }
+
+    pub(crate) fn socket_data(&self, ns: &str, sid: Sid) -> serde_json::Value {
+        self.socket_data
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(ns.to_owned(), sid))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    pub(crate) fn server_event_handler(&self) -> Option<Arc<dyn ServerEventHandler>> {
+        self.server_events
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,401 @@
+//! The server HTTP API for backends (`/api/v1/*`): emit, sockets, rooms, join/leave,
+//! disconnect, nodes and server-to-server events, across the whole cluster.
+//!
+//! JSON in and out; binary values are `{"$binary": "<base64>"}`; errors are
+//! `{"error": "..."}` with a 4xx code; `Authorization: Bearer <key>` when a key is set.
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Query, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use ioscale_adapter::NamespaceHandle;
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value as Json, json};
+use socketioxide::operators::BroadcastOperators;
+use socketioxide_core::{
+    adapter::{BroadcastFlags, BroadcastOptions},
+    packet::Packet,
+    parser::Parse,
+};
+use socketioxide_parser_common::CommonParser;
+use subtle::ConstantTimeEq;
+
+use crate::{
+    app::{Adapter, HttpState},
+    value::{ApiValue, Args},
+};
+
+/// Longest ack timeout a caller may ask for.
+pub const MAX_ACK_TIMEOUT_MS: u64 = 60_000;
+/// Events a backend may not emit: they are part of the protocol.
+const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// An API error: a status and a message for the caller.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+type ApiResult = Result<axum::Json<Json>, ApiError>;
+
+/// The routes, behind the bearer-token check.
+pub fn router(state: HttpState) -> Router<HttpState> {
+    Router::new()
+        .route("/api/v1/emit", post(emit))
+        .route("/api/v1/sockets", get(sockets))
+        .route("/api/v1/rooms", get(rooms))
+        .route("/api/v1/join", post(join))
+        .route("/api/v1/leave", post(leave))
+        .route("/api/v1/disconnect", post(disconnect))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/server-emit", post(server_emit))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "unknown API route".into()) })
+        .layer(middleware::from_fn_with_state(state, auth))
+}
+
+async fn auth(State(st): State<HttpState>, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.app.config.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Constant time, so the key cannot be guessed byte by byte from response times.
+        if !bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
+            st.app
+                .metrics
+                .api_requests
+                .with_label_values(&["auth", "401"])
+                .inc();
+            return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into())
+                .into_response();
+        }
+    }
+    let route = req.uri().path().trim_start_matches("/api/v1/").to_owned();
+    let route = match route.as_str() {
+        "emit" | "sockets" | "rooms" | "join" | "leave" | "disconnect" | "nodes"
+        | "server-emit" => route,
+        _ => "other".to_owned(),
+    };
+    let res = next.run(req).await;
+    st.app
+        .metrics
+        .api_requests
+        .with_label_values(&[&route, res.status().as_str()])
+        .inc();
+    res
+}
+
+/// Parses a JSON body; any malformed or mistyped body is a 400 with serde's explanation.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+fn namespace(st: &HttpState, ns: Option<String>) -> Result<(String, BroadcastOperators<Adapter>), ApiError> {
+    let ns = ns.unwrap_or_else(|| "/".to_owned());
+    match st.io.of(&ns) {
+        Some(op) => Ok((ns, op)),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown namespace {ns:?}"),
+        )),
+    }
+}
+
+fn handle(st: &HttpState, ns: &str) -> Result<std::sync::Arc<dyn NamespaceHandle>, ApiError> {
+    st.app.cluster.namespace(ns).ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("namespace {ns:?} is not ready"),
+        )
+    })
+}
+
+fn check_rooms(rooms: &[String]) -> Result<(), ApiError> {
+    if rooms.iter().any(|r| r.is_empty() || r.len() > 1024) {
+        return Err(ApiError::bad("room names must be 1-1024 bytes"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmitBody {
+    namespace: Option<String>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    except: Vec<String>,
+    event: String,
+    #[serde(default)]
+    args: Vec<Json>,
+    #[serde(default)]
+    volatile: bool,
+    ack_timeout_ms: Option<u64>,
+}
+
+async fn emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
+    let b: EmitBody = body(&bytes)?;
+    if b.event.is_empty() || RESERVED_EVENTS.contains(&b.event.as_str()) {
+        return Err(ApiError::bad(format!("event {:?} cannot be emitted", b.event)));
+    }
+    check_rooms(&b.rooms)?;
+    check_rooms(&b.except)?;
+    let args = b
+        .args
+        .into_iter()
+        .map(ApiValue::from_json)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let args = Args(args);
+    let (ns, op) = namespace(&st, b.namespace)?;
+    match b.ack_timeout_ms {
+        None => {
+            let mut op = op.to(b.rooms).except(b.except);
+            if b.volatile {
+                op = op.volatile();
+            }
+            // Sockets with a full buffer are counted by the adapter; the emit itself went out.
+            if let Err(e) = op.emit(&b.event, &args).await {
+                tracing::debug!(error = %e, "emit partially delivered");
+            }
+            Ok(axum::Json(json!({"ok": true})))
+        }
+        Some(ms) if ms == 0 || ms > MAX_ACK_TIMEOUT_MS => Err(ApiError::bad(format!(
+            "ack_timeout_ms must be 1-{MAX_ACK_TIMEOUT_MS}"
+        ))),
+        Some(ms) => {
+            let h = handle(&st, &ns)?;
+            let parser = CommonParser;
+            let value = parser
+                .encode_value(&args, Some(&b.event))
+                .map_err(|e| ApiError::bad(format!("cannot encode args: {e}")))?;
+            let packet = Packet::event(ns.clone(), value);
+            let mut opts = BroadcastOptions::default();
+            opts.rooms = b.rooms.into_iter().map(Into::into).collect();
+            opts.except = b.except.into_iter().map(Into::into).collect();
+            if b.volatile {
+                opts.add_flag(BroadcastFlags::Volatile);
+            }
+            let report = h
+                .broadcast_with_ack_report(packet, opts, Duration::from_millis(ms))
+                .await
+                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            let acks: Vec<Json> = report
+                .acks
+                .into_iter()
+                .map(|a| match a.response {
+                    Ok(mut v) => {
+                        let response = parser
+                            .decode_value::<ApiValue>(&mut v, false)
+                            .map(ApiValue::into_json)
+                            .unwrap_or(Json::Null);
+                        json!({"socket": a.socket, "node": a.node, "response": response})
+                    }
+                    Err(e) => json!({"socket": a.socket, "node": a.node, "error": e}),
+                })
+                .collect();
+            Ok(axum::Json(json!({
+                "acks": acks,
+                "complete": report.complete,
+                "missing_nodes": report.missing_nodes,
+            })))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SocketsQuery {
+    namespace: Option<String>,
+    rooms: Option<String>,
+}
+
+fn split_rooms(rooms: Option<String>) -> Vec<String> {
+    rooms
+        .map(|r| {
+            r.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn sockets(State(st): State<HttpState>, Query(q): Query<SocketsQuery>) -> ApiResult {
+    let (ns, _) = namespace(&st, q.namespace)?;
+    let mut opts = BroadcastOptions::default();
+    opts.rooms = split_rooms(q.rooms).into_iter().map(Into::into).collect();
+    let report = handle(&st, &ns)?
+        .fetch_sockets_report(opts)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let sockets: Vec<Json> = report
+        .sockets
+        .into_iter()
+        .map(|s| json!({"id": s.id, "node": s.node, "rooms": s.rooms, "data": s.data}))
+        .collect();
+    Ok(axum::Json(
+        json!({"sockets": sockets, "missing_nodes": report.missing_nodes}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct NsQuery {
+    namespace: Option<String>,
+}
+
+async fn rooms(State(st): State<HttpState>, Query(q): Query<NsQuery>) -> ApiResult {
+    let (ns, _) = namespace(&st, q.namespace)?;
+    let report = handle(&st, &ns)?
+        .rooms_report(BroadcastOptions::default())
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(axum::Json(
+        json!({"rooms": report.rooms, "missing_nodes": report.missing_nodes}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetBody {
+    namespace: Option<String>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    except: Vec<String>,
+    #[serde(default)]
+    sockets: Vec<String>,
+    #[serde(default)]
+    join: Vec<String>,
+    #[serde(default)]
+    leave: Vec<String>,
+}
+
+/// The sockets a join/leave/disconnect call targets: rooms and socket ids (every socket is in
+/// its own-id room), all sockets when neither is given.
+fn target(st: &HttpState, b: &TargetBody) -> Result<BroadcastOperators<Adapter>, ApiError> {
+    check_rooms(&b.rooms)?;
+    check_rooms(&b.except)?;
+    check_rooms(&b.sockets)?;
+    let (_, op) = namespace(st, b.namespace.clone())?;
+    let mut within: Vec<String> = b.rooms.clone();
+    within.extend(b.sockets.iter().cloned());
+    Ok(op.within(within).except(b.except.clone()))
+}
+
+async fn join(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
+    let b: TargetBody = body(&bytes)?;
+    if b.join.is_empty() || !b.leave.is_empty() {
+        return Err(ApiError::bad("join needs a non-empty \"join\" list of rooms"));
+    }
+    check_rooms(&b.join)?;
+    target(&st, &b)?
+        .join(b.join.clone())
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(axum::Json(json!({"ok": true})))
+}
+
+async fn leave(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
+    let b: TargetBody = body(&bytes)?;
+    if b.leave.is_empty() || !b.join.is_empty() {
+        return Err(ApiError::bad("leave needs a non-empty \"leave\" list of rooms"));
+    }
+    check_rooms(&b.leave)?;
+    target(&st, &b)?
+        .leave(b.leave.clone())
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(axum::Json(json!({"ok": true})))
+}
+
+async fn disconnect(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
+    let b: TargetBody = body(&bytes)?;
+    if !b.join.is_empty() || !b.leave.is_empty() {
+        return Err(ApiError::bad("disconnect takes no join or leave list"));
+    }
+    if let Err(e) = target(&st, &b)?.disconnect().await {
+        // Sockets already gone are not an error for the caller.
+        tracing::debug!(error = %e, "disconnect partially applied");
+    }
+    Ok(axum::Json(json!({"ok": true})))
+}
+
+async fn nodes(State(st): State<HttpState>, Query(q): Query<NsQuery>) -> ApiResult {
+    let (ns, _) = namespace(&st, q.namespace)?;
+    let nodes: Vec<Json> = handle(&st, &ns)?
+        .nodes()
+        .into_iter()
+        .map(|n| json!({"id": n.id, "sockets": n.sockets, "last_seen_ms": n.last_seen.as_millis() as u64}))
+        .collect();
+    Ok(axum::Json(json!({"nodes": nodes})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerEmitBody {
+    namespace: Option<String>,
+    event: String,
+    #[serde(default)]
+    args: Vec<Json>,
+    ack_timeout_ms: Option<u64>,
+}
+
+async fn server_emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
+    let b: ServerEmitBody = body(&bytes)?;
+    if b.event.is_empty() {
+        return Err(ApiError::bad("event must not be empty"));
+    }
+    if matches!(b.ack_timeout_ms, Some(ms) if ms == 0 || ms > MAX_ACK_TIMEOUT_MS) {
+        return Err(ApiError::bad(format!(
+            "ack_timeout_ms must be 1-{MAX_ACK_TIMEOUT_MS}"
+        )));
+    }
+    let (ns, _) = namespace(&st, b.namespace)?;
+    let report = handle(&st, &ns)?
+        .server_side_emit(
+            b.event,
+            Json::Array(b.args),
+            b.ack_timeout_ms.map(Duration::from_millis),
+        )
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if b.ack_timeout_ms.is_none() {
+        return Ok(axum::Json(json!({"ok": true})));
+    }
+    let responses: Vec<Json> = report
+        .responses
+        .into_iter()
+        .map(|(node, response)| json!({"node": node, "response": response}))
+        .collect();
+    Ok(axum::Json(json!({
+        "responses": responses,
+        "complete": report.complete,
+        "missing_nodes": report.missing_nodes,
+    })))
+}

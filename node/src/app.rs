@@ -1,0 +1,77 @@
+//! The node's shared state, handed to socket handlers and HTTP routes.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use ioscale_adapter::{Cluster, RedisAdapter};
+use prometheus::Registry;
+use socketioxide::{SocketIo, adapter::Emitter};
+
+use crate::{config::Config, metrics::NodeMetrics, store::ChatStore};
+
+/// The adapter every namespace of the node uses.
+pub type Adapter = RedisAdapter<Emitter>;
+
+/// Namespaces the node serves.
+pub const NAMESPACES: [&str; 3] = ["/", "/custom", crate::pubsub::NAMESPACE];
+
+/// Everything a handler may need.
+#[derive(Debug)]
+pub struct App {
+    /// Effective configuration.
+    pub config: Config,
+    /// This node's id.
+    pub node_id: String,
+    /// The cluster (or the node alone).
+    pub cluster: Cluster,
+    /// Chat history.
+    pub chat: ChatStore,
+    /// Node metrics.
+    pub metrics: NodeMetrics,
+    /// Registry of every metric.
+    pub registry: Registry,
+    shutting_down: AtomicBool,
+}
+
+impl App {
+    /// Bundles the state.
+    pub fn new(
+        config: Config,
+        node_id: String,
+        cluster: Cluster,
+        chat: ChatStore,
+        metrics: NodeMetrics,
+        registry: Registry,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            node_id,
+            cluster,
+            chat,
+            metrics,
+            registry,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks the node as leaving: readiness turns false.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the node should receive new traffic.
+    pub fn is_ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::SeqCst) && self.cluster.is_ready()
+    }
+}
+
+/// The state of the HTTP routes.
+#[derive(Clone, Debug)]
+pub struct HttpState {
+    /// Shared node state.
+    pub app: Arc<App>,
+    /// Socket.IO server handle.
+    pub io: SocketIo<Adapter>,
+}

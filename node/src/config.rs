@@ -1,0 +1,171 @@
+//! The node's configuration: every flag is also an `IOSCALE_*` environment variable.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for containers).
+    Json,
+}
+
+/// A Socket.IO transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// WebSocket.
+    Websocket,
+    /// HTTP long-polling.
+    Polling,
+}
+
+/// Configuration of `ioscale-node`.
+#[derive(Clone, Parser)]
+#[command(name = "ioscale-node", version, about = "A stateless Socket.IO node of an ioscale cluster")]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the bound address is logged).
+    #[arg(long, env = "IOSCALE_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+    /// Redis URL (`redis://`, `rediss://`, `redis-cluster://`, `redis-sentinel://`). Without
+    /// it the node runs alone, in memory.
+    #[arg(long, env = "IOSCALE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// This node's id, unique in the cluster (generated when absent).
+    #[arg(long, env = "IOSCALE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Bearer token of the server API (`/api/v1/*`); the API is open when absent.
+    #[arg(long, env = "IOSCALE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Prefix of every Redis channel and key.
+    #[arg(long, env = "IOSCALE_REDIS_PREFIX", default_value = "ioscale")]
+    pub redis_prefix: String,
+    /// Interval between heartbeats; a node silent for two intervals is dead.
+    #[arg(long, env = "IOSCALE_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
+    pub heartbeat_interval_ms: u64,
+    /// How long cluster requests (fetch sockets, rooms) wait for the other nodes.
+    #[arg(long, env = "IOSCALE_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+    /// Default time a client has to acknowledge an event.
+    #[arg(long, env = "IOSCALE_ACK_TIMEOUT_MS", default_value_t = 5000)]
+    pub ack_timeout_ms: u64,
+    /// Chat messages kept in the history.
+    #[arg(long, env = "IOSCALE_CHAT_HISTORY_MAX", default_value_t = 100)]
+    pub chat_history_max: usize,
+    /// Packets buffered per socket before new ones are dropped (and counted).
+    #[arg(long, env = "IOSCALE_SOCKET_BUFFER_PACKETS", default_value_t = 16_384)]
+    pub socket_buffer_packets: usize,
+    /// Engine.IO ping interval.
+    #[arg(long, env = "IOSCALE_PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+    /// Engine.IO ping timeout.
+    #[arg(long, env = "IOSCALE_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
+    /// Largest client message accepted.
+    #[arg(long, env = "IOSCALE_MAX_PAYLOAD_BYTES", default_value_t = 1_000_000)]
+    pub max_payload_bytes: u64,
+    /// Transports offered to clients.
+    #[arg(long, env = "IOSCALE_TRANSPORTS", value_delimiter = ',', default_value = "websocket,polling")]
+    pub transports: Vec<Transport>,
+    /// Time allowed for a graceful shutdown before the node exits anyway.
+    #[arg(long, env = "IOSCALE_SHUTDOWN_TIMEOUT_MS", default_value_t = 5000)]
+    pub shutdown_timeout_ms: u64,
+    /// How long startup waits for Redis before starting not ready.
+    #[arg(long, env = "IOSCALE_REDIS_CONNECT_WAIT_MS", default_value_t = 5000)]
+    pub redis_connect_wait_ms: u64,
+    /// Log format.
+    #[arg(long, env = "IOSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Checks values clap cannot check alone.
+    ///
+    /// # Errors
+    /// The first invalid value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_owned()));
+        if self.heartbeat_interval_ms == 0 || self.request_timeout_ms == 0 {
+            return bad("--heartbeat-interval-ms and --request-timeout-ms must be positive");
+        }
+        if self.transports.is_empty() {
+            return bad("--transports needs at least one transport");
+        }
+        if self.chat_history_max == 0 {
+            return bad("--chat-history-max must be positive");
+        }
+        if let Some(id) = &self.node_id {
+            if id.is_empty() || id.contains('#') || id.len() > 128 {
+                return bad("--node-id must be 1-128 characters without '#'");
+            }
+        }
+        if matches!(&self.api_key, Some(k) if k.is_empty()) {
+            return bad("--api-key must not be empty");
+        }
+        Ok(())
+    }
+
+    /// Milliseconds to a duration.
+    pub fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+}
+
+/// Hides the password of a Redis URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("node_id", &self.node_id)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("ack_timeout_ms", &self.ack_timeout_ms)
+            .field("chat_history_max", &self.chat_history_max)
+            .field("socket_buffer_packets", &self.socket_buffer_packets)
+            .field("ping_interval_ms", &self.ping_interval_ms)
+            .field("ping_timeout_ms", &self.ping_timeout_ms)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("transports", &self.transports)
+            .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://:secret@h:1"), "redis://***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::parse_from(["ioscale-node"]);
+        c.validate().unwrap();
+        assert_eq!(c.listen.port(), 3000);
+        assert_eq!(c.transports, vec![Transport::Websocket, Transport::Polling]);
+        let c = Config::parse_from(["ioscale-node", "--node-id", "a#b"]);
+        assert!(c.validate().is_err());
+    }
+}

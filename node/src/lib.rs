@@ -1,0 +1,192 @@
+//! `ioscale-node`: a stateless Socket.IO node. Any number of nodes given the same Redis share
+//! rooms, broadcasts and socket data; without Redis a node runs alone in memory.
+//!
+//! `run` wires the parts: the cluster adapter, the namespaces (chat on `/`, `/custom`,
+//! `/pubsub`), the server API, health and metrics routes, and the graceful shutdown.
+
+pub mod api;
+pub mod app;
+pub mod chat;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod pubsub;
+pub mod shutdown;
+pub mod sockets;
+pub mod store;
+pub mod telemetry;
+pub mod value;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{Router, routing::get};
+use futures_util::future::BoxFuture;
+use ioscale_adapter::{AdapterConfig, Cluster, Metrics, ServerEventHandler};
+use prometheus::{IntCounterVec, Registry};
+use socketioxide::{SocketIo, TransportType};
+use tokio::net::TcpListener;
+
+use crate::{
+    app::{Adapter, App, HttpState},
+    config::{Config, Transport},
+    metrics::NodeMetrics,
+    store::ChatStore,
+};
+
+/// Answers server-to-server events with `{node, event, args}`: lets operators and tests check
+/// which nodes a server-side emit reached.
+struct EchoServerEvents {
+    node_id: String,
+    counter: IntCounterVec,
+}
+
+impl ServerEventHandler for EchoServerEvents {
+    fn on_event(
+        &self,
+        ns: &str,
+        from: &str,
+        event: &str,
+        args: serde_json::Value,
+    ) -> BoxFuture<'static, serde_json::Value> {
+        self.counter.with_label_values(&[ns]).inc();
+        tracing::debug!(ns, from, event, "server event");
+        let reply = serde_json::json!({"node": self.node_id, "event": event, "args": args});
+        Box::pin(async move { reply })
+    }
+}
+
+fn generate_node_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".to_owned());
+    let host: String = host.chars().filter(|c| *c != '#').take(40).collect();
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+/// Runs the node on `listener` until `shutdown` resolves, then leaves the cluster, closes the
+/// sockets (clients reconnect to other nodes) and returns.
+///
+/// # Errors
+/// Startup failures (bad Redis URL, namespace initialisation) and server errors.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let node_id = config.node_id.clone().unwrap_or_else(generate_node_id);
+    let registry = Registry::new();
+    let adapter_metrics = Metrics::new(&registry).context("registering adapter metrics")?;
+    let node_metrics = NodeMetrics::new(&registry).context("registering node metrics")?;
+    let adapter_config = AdapterConfig::new(config.redis_url.clone().unwrap_or_default(), &node_id)
+        .with_prefix(&config.redis_prefix)
+        .with_request_timeout(Config::ms(config.request_timeout_ms))
+        .with_heartbeat_interval(Config::ms(config.heartbeat_interval_ms));
+    let cluster = match &config.redis_url {
+        Some(_) => Cluster::connect(
+            adapter_config,
+            adapter_metrics,
+            Config::ms(config.redis_connect_wait_ms),
+        )
+        .await
+        .context("connecting to redis")?,
+        None => Cluster::standalone(adapter_config, adapter_metrics)
+            .context("starting without redis")?,
+    };
+    let chat = match cluster.redis_client() {
+        Some(client) => ChatStore::Redis {
+            client,
+            key: format!("{}:chat:messages", config.redis_prefix),
+            max: config.chat_history_max,
+        },
+        None => ChatStore::Memory {
+            messages: Default::default(),
+            max: config.chat_history_max,
+        },
+    };
+    cluster.on_server_event(EchoServerEvents {
+        node_id: node_id.clone(),
+        counter: node_metrics.server_events.clone(),
+    });
+    let app = App::new(
+        config.clone(),
+        node_id.clone(),
+        cluster.clone(),
+        chat,
+        node_metrics,
+        registry,
+    );
+
+    let builder = SocketIo::builder()
+        .with_state(app.clone())
+        .max_buffer_size(config.socket_buffer_packets)
+        .ping_interval(Config::ms(config.ping_interval_ms))
+        .ping_timeout(Config::ms(config.ping_timeout_ms))
+        .ack_timeout(Config::ms(config.ack_timeout_ms))
+        .max_payload(config.max_payload_bytes);
+    let ws = config.transports.contains(&Transport::Websocket);
+    let polling = config.transports.contains(&Transport::Polling);
+    let builder = match (ws, polling) {
+        (true, false) => builder.transports([TransportType::Websocket]),
+        (false, true) => builder.transports([TransportType::Polling]),
+        _ => builder,
+    };
+    let (layer, io) = builder.with_adapter::<Adapter>(cluster.clone()).build_layer();
+    io.ns("/", chat::on_connect).await.context("namespace /")?;
+    io.ns("/custom", sockets::on_connect_plain)
+        .await
+        .context("namespace /custom")?;
+    io.ns(pubsub::NAMESPACE, pubsub::on_connect)
+        .await
+        .context("namespace /pubsub")?;
+
+    let http = HttpState {
+        app: app.clone(),
+        io: io.clone(),
+    };
+    let router = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .merge(api::router(http.clone()))
+        .with_state(http)
+        .layer(layer);
+
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(
+        bound_addr = %addr,
+        node_id = %node_id,
+        redis = cluster.has_redis(),
+        sharded = cluster.is_sharded(),
+        config = ?config,
+        "listening"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    let mut server = tokio::spawn(server.into_future());
+    tokio::select! {
+        res = &mut server => {
+            return res.context("server task")?.context("server error");
+        }
+        () = shutdown => {}
+    }
+
+    // Graceful shutdown: not ready, tell the cluster, close sockets so clients go elsewhere.
+    let deadline = Config::ms(config.shutdown_timeout_ms);
+    tracing::info!(node_id = %node_id, "shutting down");
+    app.begin_shutdown();
+    let _ = tokio::time::timeout(deadline / 2, cluster.leave()).await;
+    if tokio::time::timeout(deadline / 2, io.close()).await.is_err() {
+        tracing::warn!("closing sockets took too long");
+    }
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(deadline / 2, &mut server).await.is_err() {
+        tracing::warn!("connections still open at the deadline; exiting anyway");
+        server.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), cluster.shutdown()).await;
+    tracing::info!(node_id = %node_id, "stopped");
+    let _ = Arc::strong_count(&app);
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! What every namespace does with its sockets: the own-id room, cluster-visible socket data
+//! (`set-data`), connection metrics and cleanup.
+
+use std::sync::Arc;
+
+use socketioxide::{
+    extract::{AckSender, Data, SocketRef, State},
+    socket::DisconnectReason,
+};
+
+use crate::app::{Adapter, App};
+
+/// Largest socket data, serialised, a client may set.
+pub const MAX_SOCKET_DATA_BYTES: usize = 16 * 1024;
+
+fn transport(s: &SocketRef<Adapter>) -> &'static str {
+    match s.transport_type() {
+        socketioxide::TransportType::Websocket => "websocket",
+        socketioxide::TransportType::Polling => "polling",
+    }
+}
+
+/// Common connect logic; namespaces add their own events after it.
+pub fn on_connect(s: &SocketRef<Adapter>, app: &Arc<App>) {
+    // Like Node's socket.io: every socket is in a room named by its id, so a server can
+    // target it on any node.
+    s.join(s.id.to_string());
+    let ns = s.ns().to_owned();
+    let t = transport(s);
+    app.metrics.connects.with_label_values(&[&ns]).inc();
+    app.metrics.connections.with_label_values(&[&ns, t]).inc();
+    tracing::debug!(sid = %s.id, ns = %ns, transport = t, "connected");
+    s.on("set-data", set_data);
+    s.on_disconnect(
+        async move |s: SocketRef<Adapter>, reason: DisconnectReason, State(app): State<Arc<App>>| {
+            let ns = s.ns().to_owned();
+            app.metrics.connections.with_label_values(&[&ns, t]).dec();
+            app.metrics
+                .disconnects
+                .with_label_values(&[&ns, reason_label(reason)])
+                .inc();
+            app.cluster.remove_socket_data(&ns, s.id);
+        },
+    );
+}
+
+fn reason_label(r: DisconnectReason) -> &'static str {
+    match r {
+        DisconnectReason::TransportClose => "transport_close",
+        DisconnectReason::MultipleHttpPollingError => "polling_error",
+        DisconnectReason::PacketParsingError => "parse_error",
+        DisconnectReason::TransportError => "transport_error",
+        DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
+        DisconnectReason::ClientNSDisconnect => "client_disconnect",
+        DisconnectReason::ServerNSDisconnect => "server_disconnect",
+        DisconnectReason::ClosingServer => "server_closing",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}
+
+/// `set-data` `{...}`: merges the object into the socket's data, visible from every node.
+async fn set_data(
+    s: SocketRef<Adapter>,
+    Data(patch): Data<serde_json::Value>,
+    ack: AckSender<Adapter>,
+    State(app): State<Arc<App>>,
+) {
+    app.metrics.events.with_label_values(&[s.ns()]).inc();
+    let serde_json::Value::Object(patch) = patch else {
+        let _ = ack.send(&serde_json::json!({"error": "set-data expects an object"}));
+        return;
+    };
+    let mut data = match app.cluster.socket_data(s.ns(), s.id) {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    for (k, v) in patch {
+        data.insert(k, v);
+    }
+    let data = serde_json::Value::Object(data);
+    let size = data.to_string().len();
+    if size > MAX_SOCKET_DATA_BYTES {
+        let _ = ack.send(&serde_json::json!({
+            "error": format!("socket data of {size} bytes exceeds {MAX_SOCKET_DATA_BYTES}")
+        }));
+        return;
+    }
+    app.cluster.set_socket_data(s.ns(), s.id, data);
+    let _ = ack.send(&serde_json::json!({"ok": true}));
+}
+
+/// Connect handler of namespaces with no application of their own (`/custom`).
+pub async fn on_connect_plain(s: SocketRef<Adapter>, State(app): State<Arc<App>>) {
+    on_connect(&s, &app);
+}
