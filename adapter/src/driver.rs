@@ -330,23 +330,33 @@ impl Driver {
     fn spawn_reconnect_watch(driver: &Arc<Self>) {
         let Some(redis) = &driver.redis else { return };
         for client in [redis.publisher.clone(), redis.subscriber.to_client()] {
+            // Set when a connection fails; the next successful connection is a reconnection.
+            // (The client also announces its first connections, one per cluster shard.)
+            let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let weak = Arc::downgrade(driver);
             let mut reconnects = client.reconnect_rx();
+            let lost_r = lost.clone();
             tokio::spawn(async move {
                 while reconnects.recv().await.is_ok() {
                     let Some(driver) = weak.upgrade() else { break };
-                    driver.metrics.redis_reconnects.inc();
                     driver.update_connected_gauge();
-                    tracing::warn!("reconnected to redis");
-                    let handlers: Vec<_> = driver
-                        .handlers
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .values()
-                        .filter_map(Weak::upgrade)
-                        .collect();
-                    for h in handlers {
-                        h.on_reconnect();
+                    if lost_r.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        driver.metrics.redis_reconnects.inc();
+                        tracing::warn!("reconnected to redis");
+                        let handlers: Vec<_> = driver
+                            .handlers
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .values()
+                            .filter_map(Weak::upgrade)
+                            .collect();
+                        // A namespace owns two channels; greet the cluster once per namespace.
+                        let mut seen = std::collections::HashSet::new();
+                        for h in handlers {
+                            if seen.insert(Arc::as_ptr(&h).cast::<()>()) {
+                                h.on_reconnect();
+                            }
+                        }
                     }
                 }
             });
@@ -355,6 +365,7 @@ impl Driver {
             tokio::spawn(async move {
                 while let Ok(e) = errors.recv().await {
                     let Some(driver) = weak.upgrade() else { break };
+                    lost.store(true, std::sync::atomic::Ordering::SeqCst);
                     driver.update_connected_gauge();
                     tracing::warn!(error = %e.0, "redis connection error");
                 }

@@ -935,13 +935,15 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
                 self.send(self.all_chan.clone(), hello).await?;
                 // Give the running nodes a moment to answer, so the first requests already
                 // know whom to wait for.
-                tokio::time::sleep(
+                let wait = if self.cluster.driver.has_redis() {
                     self.cluster
                         .config
                         .heartbeat_interval
-                        .min(Duration::from_millis(300)),
-                )
-                .await;
+                        .min(Duration::from_millis(300))
+                } else {
+                    Duration::ZERO
+                };
+                tokio::time::sleep(wait).await;
                 tracing::info!(ns = %self.ns, nodes = self.members.live().len(), "namespace joined the cluster");
                 on_success();
                 Ok(())
@@ -1015,9 +1017,11 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         // stream closes `item_rx`, and the task stops at its deadline and unregisters.
         let (item_tx, item_rx) = mpsc::unbounded_channel::<AckStreamItem<E::AckError>>();
         let members = self.members.clone();
+        let metrics = self.cluster.driver.metrics.clone();
+        let started = std::time::Instant::now();
         tokio::spawn(async move {
             let mut progress: HashMap<String, (Option<u32>, u32)> = HashMap::new();
-            collect(
+            let missing = collect(
                 &mut guard,
                 &members,
                 waiting,
@@ -1042,6 +1046,18 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
                 },
             )
             .await;
+            // The stream's item type cannot say which nodes were silent; the log and the
+            // timeout counter do (the node's API returns them in its report).
+            let kind = "broadcast_with_ack";
+            metrics.requests.with_label_values(&[kind]).inc();
+            metrics
+                .request_duration
+                .with_label_values(&[kind])
+                .observe(started.elapsed().as_secs_f64());
+            if !missing.is_empty() {
+                metrics.request_timeouts.with_label_values(&[kind]).inc();
+                tracing::warn!(kind, ?missing, "nodes did not answer in time");
+            }
         });
         let remote = futures_util::stream::unfold(item_rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
