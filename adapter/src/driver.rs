@@ -404,9 +404,13 @@ async fn publish_loop(driver: Weak<Driver>, mut rx: mpsc::Receiver<Outgoing>, ba
         let pipeline = redis.publisher.pipeline();
         for m in &buf {
             let queued: std::result::Result<(), _> = if driver.sharded {
-                pipeline.spublish(m.channel.as_str(), m.payload.clone()).await
+                pipeline
+                    .spublish(m.channel.as_str(), m.payload.clone())
+                    .await
             } else {
-                pipeline.publish(m.channel.as_str(), m.payload.clone()).await
+                pipeline
+                    .publish(m.channel.as_str(), m.payload.clone())
+                    .await
             };
             if let Err(e) = queued {
                 tracing::debug!(error = %e, "queueing publish failed");
@@ -417,7 +421,11 @@ async fn publish_loop(driver: Weak<Driver>, mut rx: mpsc::Receiver<Outgoing>, ba
         for (m, r) in buf.iter().zip(results.iter()) {
             match r {
                 Ok(_) => {
-                    driver.metrics.messages_out.with_label_values(&[m.kind]).inc();
+                    driver
+                        .metrics
+                        .messages_out
+                        .with_label_values(&[m.kind])
+                        .inc();
                     driver
                         .metrics
                         .bytes_out

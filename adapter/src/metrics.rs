@@ -95,7 +95,10 @@ impl Metrics {
                 "Broadcasts received from other nodes",
             )?,
             messages_out: IntCounterVec::new(
-                Opts::new("ioscale_adapter_messages_out_total", "Messages published, by kind"),
+                Opts::new(
+                    "ioscale_adapter_messages_out_total",
+                    "Messages published, by kind",
+                ),
                 kind,
             )?,
             messages_in: IntCounterVec::new(
@@ -106,7 +109,10 @@ impl Metrics {
                 kind,
             )?,
             bytes_out: IntCounterVec::new(
-                Opts::new("ioscale_adapter_bytes_out_total", "Bytes published, by kind"),
+                Opts::new(
+                    "ioscale_adapter_bytes_out_total",
+                    "Bytes published, by kind",
+                ),
                 kind,
             )?,
             bytes_in: IntCounterVec::new(
@@ -139,7 +145,10 @@ impl Metrics {
                 kind,
             )?,
             dropped: IntCounterVec::new(
-                Opts::new("ioscale_adapter_dropped_total", "Messages dropped, by reason"),
+                Opts::new(
+                    "ioscale_adapter_dropped_total",
+                    "Messages dropped, by reason",
+                ),
                 &["reason"],
             )?,
             redis_reconnects: IntCounter::new(

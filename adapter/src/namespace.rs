@@ -24,8 +24,8 @@ use serde_bytes::ByteBuf;
 use socketioxide_core::{
     Sid, Str, Uid, Value,
     adapter::{
-        AckStreamItem, BroadcastOptions, CoreAdapter, CoreLocalAdapter,
-        DefinedAdapter, RemoteSocketData, Room, RoomParam, SocketEmitter, Spawnable,
+        AckStreamItem, BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter,
+        RemoteSocketData, Room, RoomParam, SocketEmitter, Spawnable,
         errors::{BroadcastError, SocketError},
     },
     packet::Packet,
@@ -503,16 +503,20 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             )
             .await?;
         let mut responses = Vec::new();
-        let missing = collect(&mut guard, &self.members, waiting, timeout, |node, body| {
-            match body {
+        let missing = collect(
+            &mut guard,
+            &self.members,
+            waiting,
+            timeout,
+            |node, body| match body {
                 Body::ServerEventResponse { response, .. } => {
                     let v = serde_json::from_slice(&response).unwrap_or(serde_json::Value::Null);
                     responses.push((node.to_owned(), v));
                     true
                 }
                 _ => false,
-            }
-        })
+            },
+        )
         .await;
         self.observe("server_event", started, &missing);
         Ok(ServerEmitReport {
@@ -614,21 +618,15 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                     }
                 });
             }
-            Body::AddSockets { opts, rooms } => {
-                if for_us(&opts) {
-                    self.local.add_sockets(opts, rooms);
-                }
+            Body::AddSockets { opts, rooms } if for_us(&opts) => {
+                self.local.add_sockets(opts, rooms);
             }
-            Body::DelSockets { opts, rooms } => {
-                if for_us(&opts) {
-                    self.local.del_sockets(opts, rooms);
-                }
+            Body::DelSockets { opts, rooms } if for_us(&opts) => {
+                self.local.del_sockets(opts, rooms);
             }
-            Body::DisconnectSockets { opts } => {
-                if for_us(&opts) {
-                    if let Err(errs) = self.local.disconnect_socket(opts) {
-                        tracing::debug!(?errs, "some sockets were already gone");
-                    }
+            Body::DisconnectSockets { opts } if for_us(&opts) => {
+                if let Err(errs) = self.local.disconnect_socket(opts) {
+                    tracing::debug!(?errs, "some sockets were already gone");
                 }
             }
             Body::FetchSockets { req, opts } => {
@@ -690,7 +688,8 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 });
             }
             Body::Heartbeat { uid, sockets } => {
-                if self.members.seen(&origin, Some(&uid), Some(sockets)) {
+                let new = self.members.seen(&origin, Some(&uid), Some(sockets));
+                if new {
                     tracing::info!(node = %origin, "node joined");
                 }
             }
@@ -705,7 +704,8 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 self.send_detached(self.node_channel(&origin), body);
             }
             Body::Leave => {
-                if self.members.remove(&origin) {
+                let known = self.members.remove(&origin);
+                if known {
                     tracing::info!(node = %origin, "node left");
                 }
             }
@@ -747,7 +747,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 .nodes_alive
                 .add(alive - last_alive);
             last_alive = alive;
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 let body = Body::Heartbeat {
                     uid: this.uid(),
                     sockets: this.local_sockets(),
@@ -966,7 +966,11 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         Ok(1 + self.members.live().len() as u16)
     }
 
-    async fn broadcast(&self, packet: Packet, opts: BroadcastOptions) -> std::result::Result<(), BroadcastError> {
+    async fn broadcast(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+    ) -> std::result::Result<(), BroadcastError> {
         if !opts.is_local(self.local.server_id()) {
             let body = Body::Broadcast {
                 packet: WirePacket::from(&packet),
@@ -1089,7 +1093,10 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         Ok(())
     }
 
-    async fn disconnect_socket(&self, opts: BroadcastOptions) -> std::result::Result<(), BroadcastError> {
+    async fn disconnect_socket(
+        &self,
+        opts: BroadcastOptions,
+    ) -> std::result::Result<(), BroadcastError> {
         let body = Body::DisconnectSockets { opts: opts.clone() };
         if let Err(e) = self.send_command(&opts, body).await {
             return Err(BroadcastError::Adapter(e.into()));

@@ -119,7 +119,14 @@ mod tests {
         assert!(pending.dispatch(1, "b", Body::Leave));
         assert!(pending.dispatch(1, "c", Body::Leave));
         let waiting = HashSet::from(["b".to_owned(), "c".to_owned()]);
-        let missing = collect(&mut guard, &members, waiting, Duration::from_secs(5), |_, _| true).await;
+        let missing = collect(
+            &mut guard,
+            &members,
+            waiting,
+            Duration::from_secs(5),
+            |_, _| true,
+        )
+        .await;
         assert!(missing.is_empty());
         drop(guard);
         assert_eq!(pending.len(), 0);
@@ -135,7 +142,14 @@ mod tests {
         let mut guard = pending.register(2);
         let waiting = HashSet::from(["b".to_owned(), "c".to_owned()]);
         members.remove("c");
-        let missing = collect(&mut guard, &members, waiting, Duration::from_millis(50), |_, _| true).await;
+        let missing = collect(
+            &mut guard,
+            &members,
+            waiting,
+            Duration::from_millis(50),
+            |_, _| true,
+        )
+        .await;
         assert_eq!(missing, vec!["b".to_owned()]);
     }
 }

@@ -242,9 +242,14 @@ impl From<WireValue> for Value {
     fn from(v: WireValue) -> Self {
         match v {
             WireValue::Str(s, bins) => {
-                let bins: VecDeque<Bytes> =
-                    bins.into_iter().map(|b| Bytes::from(b.into_vec())).collect();
-                Value::Str(Str::from(s), if bins.is_empty() { None } else { Some(bins) })
+                let bins: VecDeque<Bytes> = bins
+                    .into_iter()
+                    .map(|b| Bytes::from(b.into_vec()))
+                    .collect();
+                Value::Str(
+                    Str::from(s),
+                    if bins.is_empty() { None } else { Some(bins) },
+                )
             }
             WireValue::Bytes(b) => Value::Bytes(Bytes::from(b.into_vec())),
         }

@@ -92,8 +92,11 @@ async fn auth(State(st): State<HttpState>, req: Request, next: Next) -> Response
                 .api_requests
                 .with_label_values(&["auth", "401"])
                 .inc();
-            return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into())
-                .into_response();
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            )
+            .into_response();
         }
     }
     let route = req.uri().path().trim_start_matches("/api/v1/").to_owned();
@@ -116,7 +119,10 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
-fn namespace(st: &HttpState, ns: Option<String>) -> Result<(String, BroadcastOperators<Adapter>), ApiError> {
+fn namespace(
+    st: &HttpState,
+    ns: Option<String>,
+) -> Result<(String, BroadcastOperators<Adapter>), ApiError> {
     let ns = ns.unwrap_or_else(|| "/".to_owned());
     match st.io.of(&ns) {
         Some(op) => Ok((ns, op)),
@@ -162,7 +168,10 @@ struct EmitBody {
 async fn emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
     let b: EmitBody = body(&bytes)?;
     if b.event.is_empty() || RESERVED_EVENTS.contains(&b.event.as_str()) {
-        return Err(ApiError::bad(format!("event {:?} cannot be emitted", b.event)));
+        return Err(ApiError::bad(format!(
+            "event {:?} cannot be emitted",
+            b.event
+        )));
     }
     check_rooms(&b.rooms)?;
     check_rooms(&b.except)?;
@@ -311,7 +320,9 @@ fn target(st: &HttpState, b: &TargetBody) -> Result<BroadcastOperators<Adapter>,
 async fn join(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
     let b: TargetBody = body(&bytes)?;
     if b.join.is_empty() || !b.leave.is_empty() {
-        return Err(ApiError::bad("join needs a non-empty \"join\" list of rooms"));
+        return Err(ApiError::bad(
+            "join needs a non-empty \"join\" list of rooms",
+        ));
     }
     check_rooms(&b.join)?;
     target(&st, &b)?
@@ -324,7 +335,9 @@ async fn join(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
 async fn leave(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
     let b: TargetBody = body(&bytes)?;
     if b.leave.is_empty() || !b.join.is_empty() {
-        return Err(ApiError::bad("leave needs a non-empty \"leave\" list of rooms"));
+        return Err(ApiError::bad(
+            "leave needs a non-empty \"leave\" list of rooms",
+        ));
     }
     check_rooms(&b.leave)?;
     target(&st, &b)?

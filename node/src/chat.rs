@@ -84,10 +84,10 @@ async fn add_message(
         tracing::warn!(error = %e, "chat message not stored");
         return reply_error(ack, "message not stored: storage unavailable".to_owned());
     }
-    if let Some(ns) = io.of("/") {
-        if let Err(e) = ns.emit("message-added", &msg).await {
-            tracing::warn!(error = %e, "message-added broadcast failed");
-        }
+    if let Some(ns) = io.of("/")
+        && let Err(e) = ns.emit("message-added", &msg).await
+    {
+        tracing::warn!(error = %e, "message-added broadcast failed");
     }
     let _ = ack.send(&serde_json::json!({"ok": true}));
 }

@@ -24,7 +24,11 @@ pub enum Transport {
 
 /// Configuration of `ioscale-node`.
 #[derive(Clone, Parser)]
-#[command(name = "ioscale-node", version, about = "A stateless Socket.IO node of an ioscale cluster")]
+#[command(
+    name = "ioscale-node",
+    version,
+    about = "A stateless Socket.IO node of an ioscale cluster"
+)]
 pub struct Config {
     /// Address to listen on (`127.0.0.1:0` picks a free port; the bound address is logged).
     #[arg(long, env = "IOSCALE_LISTEN", default_value = "0.0.0.0:3000")]
@@ -67,7 +71,12 @@ pub struct Config {
     #[arg(long, env = "IOSCALE_MAX_PAYLOAD_BYTES", default_value_t = 1_000_000)]
     pub max_payload_bytes: u64,
     /// Transports offered to clients.
-    #[arg(long, env = "IOSCALE_TRANSPORTS", value_delimiter = ',', default_value = "websocket,polling")]
+    #[arg(
+        long,
+        env = "IOSCALE_TRANSPORTS",
+        value_delimiter = ',',
+        default_value = "websocket,polling"
+    )]
     pub transports: Vec<Transport>,
     /// Time allowed for a graceful shutdown before the node exits anyway.
     #[arg(long, env = "IOSCALE_SHUTDOWN_TIMEOUT_MS", default_value_t = 5000)]
@@ -101,10 +110,10 @@ impl Config {
         if self.chat_history_max == 0 {
             return bad("--chat-history-max must be positive");
         }
-        if let Some(id) = &self.node_id {
-            if id.is_empty() || id.contains('#') || id.len() > 128 {
-                return bad("--node-id must be 1-128 characters without '#'");
-            }
+        if let Some(id) = &self.node_id
+            && (id.is_empty() || id.contains('#') || id.len() > 128)
+        {
+            return bad("--node-id must be 1-128 characters without '#'");
         }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("--api-key must not be empty");

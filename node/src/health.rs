@@ -42,5 +42,9 @@ pub async fn metrics(State(st): State<HttpState>) -> impl IntoResponse {
     if let Err(e) = encoder.encode(&st.app.registry.gather(), &mut buf) {
         return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
-    ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], buf).into_response()
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+        buf,
+    )
+        .into_response()
 }

@@ -129,7 +129,9 @@ pub async fn run(
         (false, true) => builder.transports([TransportType::Polling]),
         _ => builder,
     };
-    let (layer, io) = builder.with_adapter::<Adapter>(cluster.clone()).build_layer();
+    let (layer, io) = builder
+        .with_adapter::<Adapter>(cluster.clone())
+        .build_layer();
     io.ns("/", chat::on_connect).await.context("namespace /")?;
     io.ns("/custom", sockets::on_connect_plain)
         .await
@@ -177,11 +179,17 @@ pub async fn run(
     tracing::info!(node_id = %node_id, "shutting down");
     app.begin_shutdown();
     let _ = tokio::time::timeout(deadline / 2, cluster.leave()).await;
-    if tokio::time::timeout(deadline / 2, io.close()).await.is_err() {
+    if tokio::time::timeout(deadline / 2, io.close())
+        .await
+        .is_err()
+    {
         tracing::warn!("closing sockets took too long");
     }
     let _ = stop_tx.send(());
-    if tokio::time::timeout(deadline / 2, &mut server).await.is_err() {
+    if tokio::time::timeout(deadline / 2, &mut server)
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open at the deadline; exiting anyway");
         server.abort();
     }

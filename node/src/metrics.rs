@@ -39,7 +39,10 @@ impl NodeMetrics {
                 &["namespace", "reason"],
             )?,
             events: IntCounterVec::new(
-                Opts::new("ioscale_events_received_total", "Events received from clients"),
+                Opts::new(
+                    "ioscale_events_received_total",
+                    "Events received from clients",
+                ),
                 &["namespace"],
             )?,
             api_requests: IntCounterVec::new(

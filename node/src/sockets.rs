@@ -32,7 +32,9 @@ pub fn on_connect(s: &SocketRef<Adapter>, app: &Arc<App>) {
     tracing::debug!(sid = %s.id, ns = %ns, transport = t, "connected");
     s.on("set-data", set_data);
     s.on_disconnect(
-        async move |s: SocketRef<Adapter>, reason: DisconnectReason, State(app): State<Arc<App>>| {
+        async move |s: SocketRef<Adapter>,
+                    reason: DisconnectReason,
+                    State(app): State<Arc<App>>| {
             let ns = s.ns().to_owned();
             app.metrics.connections.with_label_values(&[&ns, t]).dec();
             app.metrics

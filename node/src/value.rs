@@ -59,7 +59,11 @@ impl ApiValue {
                     .collect::<Result<_, _>>()?,
             ),
             Json::Object(o) if o.len() == 1 && o.contains_key("$binary") => {
-                match o.get("$binary").and_then(Json::as_str).map(|s| B64.decode(s)) {
+                match o
+                    .get("$binary")
+                    .and_then(Json::as_str)
+                    .map(|s| B64.decode(s))
+                {
                     Some(Ok(bytes)) => ApiValue::Binary(bytes),
                     _ => {
                         return Err(InvalidBinary {

@@ -58,7 +58,11 @@ fn runs_alone_and_stops_on_sigterm() {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
@@ -69,7 +73,10 @@ fn runs_alone_and_stops_on_sigterm() {
     let nodes = get("/api/v1/nodes");
     assert!(nodes.contains("\"id\":\"solo\""), "{nodes}");
     let metrics = get("/metrics");
-    assert!(metrics.contains("ioscale_adapter_broadcasts_published_total 0"), "{metrics}");
+    assert!(
+        metrics.contains("ioscale_adapter_broadcasts_published_total 0"),
+        "{metrics}"
+    );
 
     let pid = child.id() as i32;
     let status = Command::new("kill")
