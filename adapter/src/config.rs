@@ -19,6 +19,18 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Default most messages written to Redis in one pipeline.
 pub const DEFAULT_PUBLISH_BATCH: usize = 512;
 
+/// URL schemes the adapter accepts: standalone, TLS, Redis Cluster (sharded pub/sub),
+/// Sentinel, and a Unix socket.
+pub const REDIS_SCHEMES: [&str; 7] = [
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "redis+unix",
+];
+
 /// Configuration of the Redis adapter. Build it with [`AdapterConfig::new`] and the `with_*` methods.
 #[derive(Debug, Clone)]
 pub struct AdapterConfig {
@@ -92,6 +104,13 @@ impl AdapterConfig {
     /// [`crate::Error::Config`] naming the first bad value.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: &str| Err(crate::Error::Config(m.to_owned()));
+        let scheme = self.redis_url.split("://").next().unwrap_or_default();
+        if !self.redis_url.is_empty() && !REDIS_SCHEMES.contains(&scheme) {
+            return Err(crate::Error::Config(format!(
+                "redis url scheme {scheme:?} is not one of {}",
+                REDIS_SCHEMES.join(", ")
+            )));
+        }
         if self.node_id.is_empty() || self.node_id.contains('#') {
             return bad("node id must be non-empty and must not contain '#'");
         }
@@ -121,6 +140,21 @@ mod tests {
             .with_heartbeat_interval(Duration::from_millis(300));
         c.validate().unwrap();
         assert_eq!(c.heartbeat_timeout, Duration::from_millis(600));
+    }
+
+    #[test]
+    fn accepts_documented_schemes_only() {
+        for url in [
+            "redis://h:1",
+            "rediss://h:1",
+            "redis://:pw@h:1",
+            "redis-cluster://h:1?node=h:2",
+            "redis-sentinel://h:26379?sentinelServiceName=m",
+        ] {
+            AdapterConfig::new(url, "a").validate().unwrap();
+        }
+        let err = AdapterConfig::new("http://h", "a").validate().unwrap_err();
+        assert!(err.to_string().contains("redis url scheme"), "{err}");
     }
 
     #[test]

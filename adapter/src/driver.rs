@@ -376,8 +376,12 @@ impl Driver {
     /// Closes both connections.
     pub(crate) async fn quit(&self) {
         if let Some(redis) = &self.redis {
-            let _ = redis.publisher.quit().await;
-            let _ = redis.subscriber.quit().await;
+            // QUIT waits for a connection; one that never came up must not hold shutdown.
+            let quit = async {
+                let _ = redis.publisher.quit().await;
+                let _ = redis.subscriber.quit().await;
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), quit).await;
         }
     }
 }

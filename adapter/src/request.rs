@@ -80,6 +80,8 @@ pub(crate) async fn collect(
 ) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut changes = members.subscribe();
+    // A node may have died or left between the publish and now.
+    waiting.retain(|n| members.is_alive(n));
     while !waiting.is_empty() {
         tokio::select! {
             msg = guard.rx.recv() => match msg {

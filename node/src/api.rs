@@ -162,6 +162,9 @@ struct EmitBody {
     args: Vec<Json>,
     #[serde(default)]
     volatile: bool,
+    /// Only to this node's sockets.
+    #[serde(default)]
+    local: bool,
     ack_timeout_ms: Option<u64>,
 }
 
@@ -189,6 +192,9 @@ async fn emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
             if b.volatile {
                 op = op.volatile();
             }
+            if b.local {
+                op = op.local();
+            }
             // Sockets with a full buffer are counted by the adapter; the emit itself went out.
             if let Err(e) = op.emit(&b.event, &args).await {
                 tracing::debug!(error = %e, "emit partially delivered");
@@ -210,6 +216,9 @@ async fn emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
             opts.except = b.except.into_iter().map(Into::into).collect();
             if b.volatile {
                 opts.add_flag(BroadcastFlags::Volatile);
+            }
+            if b.local {
+                opts.add_flag(BroadcastFlags::Local);
             }
             let report = h
                 .broadcast_with_ack_report(packet, opts, Duration::from_millis(ms))
