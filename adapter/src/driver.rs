@@ -165,8 +165,10 @@ impl Driver {
         });
 
         let redis = driver.redis.as_ref().expect("just built with redis");
-        // Subscriptions made through `subscriber` are tracked and replayed after reconnects.
-        redis.subscriber.manage_subscriptions();
+        // Subscriptions are replayed by `spawn_reconnect_watch` after every (re)connection.
+        // fred's own `manage_subscriptions` is not used: it sends `SUBSCRIBE` with an empty
+        // channel list on a sharded cluster, which Redis rejects, and the error can land on a
+        // pipelined `SSUBSCRIBE` of ours.
         redis.publisher.connect();
         redis.subscriber.connect();
         Self::spawn_dispatcher(&driver);
@@ -329,7 +331,10 @@ impl Driver {
 
     fn spawn_reconnect_watch(driver: &Arc<Self>) {
         let Some(redis) = &driver.redis else { return };
-        for client in [redis.publisher.clone(), redis.subscriber.to_client()] {
+        for (client, is_subscriber) in [
+            (redis.publisher.clone(), false),
+            (redis.subscriber.to_client(), true),
+        ] {
             // Set when a connection fails; the next successful connection is a reconnection.
             // (The client also announces its first connections, one per cluster shard.)
             let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -340,6 +345,9 @@ impl Driver {
                 while reconnects.recv().await.is_ok() {
                     let Some(driver) = weak.upgrade() else { break };
                     driver.update_connected_gauge();
+                    if is_subscriber {
+                        driver.resubscribe().await;
+                    }
                     if lost_r.swap(false, std::sync::atomic::Ordering::SeqCst) {
                         driver.metrics.redis_reconnects.inc();
                         tracing::warn!("reconnected to redis");
@@ -370,6 +378,29 @@ impl Driver {
                     tracing::warn!(error = %e.0, "redis connection error");
                 }
             });
+        }
+    }
+
+    /// Subscribes again to every channel a namespace listens on (after a reconnection the
+    /// server has forgotten them; on a first connection this is a harmless repeat).
+    async fn resubscribe(&self) {
+        let Some(redis) = &self.redis else { return };
+        let channels: Vec<String> = self
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for channel in channels {
+            let res = if self.sharded {
+                redis.subscriber.ssubscribe(channel.as_str()).await
+            } else {
+                redis.subscriber.subscribe(channel.as_str()).await
+            };
+            if let Err(e) = res {
+                tracing::warn!(error = %e, channel, "resubscribe failed");
+            }
         }
     }
 

@@ -41,6 +41,6 @@ pub use membership::NodeInfo;
 pub use metrics::Metrics;
 pub use namespace::{
     AckEntry, AckReport, FetchReport, InitRes, NamespaceHandle, RedisAdapter, RoomsReport,
-    ServerEmitReport, SocketInfo,
+    ServerEmitReport, SocketInfo, all_sockets,
 };
 pub use state::{Cluster, ServerEventHandler};

@@ -207,7 +207,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
     }
 
     fn local_sockets(&self) -> u32 {
-        self.local.sockets(BroadcastOptions::default()).len() as u32
+        self.local.sockets(all_sockets()).len() as u32
     }
 
     /// Which nodes a request with `opts` concerns.
@@ -618,16 +618,19 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                     }
                 });
             }
-            Body::AddSockets { opts, rooms } if for_us(&opts) => {
+            Body::AddSockets { opts, rooms, req } if for_us(&opts) => {
                 self.local.add_sockets(opts, rooms);
+                self.confirm(req, &origin);
             }
-            Body::DelSockets { opts, rooms } if for_us(&opts) => {
+            Body::DelSockets { opts, rooms, req } if for_us(&opts) => {
                 self.local.del_sockets(opts, rooms);
+                self.confirm(req, &origin);
             }
-            Body::DisconnectSockets { opts } if for_us(&opts) => {
+            Body::DisconnectSockets { opts, req } if for_us(&opts) => {
                 if let Err(errs) = self.local.disconnect_socket(opts) {
                     tracing::debug!(?errs, "some sockets were already gone");
                 }
+                self.confirm(req, &origin);
             }
             Body::FetchSockets { req, opts } => {
                 if !for_us(&opts) {
@@ -713,6 +716,41 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         }
     }
 
+    /// Tells `origin` a join, leave or disconnect it asked for was applied here.
+    fn confirm(self: &Arc<Self>, req: Option<u64>, origin: &str) {
+        if let Some(req) = req {
+            self.send_detached(self.node_channel(origin), Body::Applied { req });
+        }
+    }
+
+    /// Sends a join, leave or disconnect and waits until every live node applied it, so that
+    /// once it returns any read on any node sees the change.
+    async fn send_confirmed(
+        &self,
+        opts: &BroadcastOptions,
+        kind: &'static str,
+        body: impl FnOnce(Option<u64>) -> Body,
+    ) -> Result<()> {
+        let target = self.target(opts);
+        if matches!(target, Target::OnlyLocal) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let req = self.cluster.next_request_id();
+        let mut guard = self.pending.register(req);
+        let waiting = self.send_request(&target, body(Some(req))).await?;
+        let missing = collect(
+            &mut guard,
+            &self.members,
+            waiting,
+            self.cluster.config.request_timeout,
+            |_, body| matches!(body, Body::Applied { .. }),
+        )
+        .await;
+        self.observe(kind, started, &missing);
+        Ok(())
+    }
+
     fn count_socket_errors(&self, errs: &[SocketError]) {
         let full = errs
             .iter()
@@ -759,6 +797,14 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             n += 1;
         }
     }
+}
+
+/// Options selecting every socket: without rooms, socketioxide matches all sockets only when
+/// the broadcast flag is set (and none at all otherwise).
+pub fn all_sockets() -> BroadcastOptions {
+    let mut opts = BroadcastOptions::default();
+    opts.add_flag(socketioxide_core::adapter::BroadcastFlags::Broadcast);
+    opts
 }
 
 /// Extra time a broadcast with acks waits for remote nodes past the sockets' ack timeout, so
@@ -1073,22 +1119,26 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
 
     async fn add_sockets(&self, opts: BroadcastOptions, rooms: impl RoomParam) -> Result<()> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        let body = Body::AddSockets {
+        let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+        self.send_confirmed(&opts, "add_sockets", |req| Body::AddSockets {
             opts: opts.clone(),
-            rooms: rooms.iter().map(|r| r.to_string()).collect(),
-        };
-        self.send_command(&opts, body).await?;
+            rooms: names,
+            req,
+        })
+        .await?;
         self.local.add_sockets(opts, rooms);
         Ok(())
     }
 
     async fn del_sockets(&self, opts: BroadcastOptions, rooms: impl RoomParam) -> Result<()> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        let body = Body::DelSockets {
+        let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+        self.send_confirmed(&opts, "del_sockets", |req| Body::DelSockets {
             opts: opts.clone(),
-            rooms: rooms.iter().map(|r| r.to_string()).collect(),
-        };
-        self.send_command(&opts, body).await?;
+            rooms: names,
+            req,
+        })
+        .await?;
         self.local.del_sockets(opts, rooms);
         Ok(())
     }
@@ -1097,8 +1147,13 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         &self,
         opts: BroadcastOptions,
     ) -> std::result::Result<(), BroadcastError> {
-        let body = Body::DisconnectSockets { opts: opts.clone() };
-        if let Err(e) = self.send_command(&opts, body).await {
+        let sent = self
+            .send_confirmed(&opts, "disconnect_sockets", |req| Body::DisconnectSockets {
+                opts: opts.clone(),
+                req,
+            })
+            .await;
+        if let Err(e) = sent {
             return Err(BroadcastError::Adapter(e.into()));
         }
         self.local

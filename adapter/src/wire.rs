@@ -85,6 +85,9 @@ pub enum Body {
         opts: BroadcastOptions,
         /// Rooms to join.
         rooms: Vec<String>,
+        /// When set, each node answers [`Body::Applied`] once done.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<RequestId>,
     },
     /// Make the matching sockets leave rooms.
     DelSockets {
@@ -92,11 +95,22 @@ pub enum Body {
         opts: BroadcastOptions,
         /// Rooms to leave.
         rooms: Vec<String>,
+        /// When set, each node answers [`Body::Applied`] once done.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<RequestId>,
     },
     /// Disconnect the matching sockets.
     DisconnectSockets {
         /// Which sockets.
         opts: BroadcastOptions,
+        /// When set, each node answers [`Body::Applied`] once done.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<RequestId>,
+    },
+    /// A node applied a join, leave or disconnect.
+    Applied {
+        /// Request id.
+        req: RequestId,
     },
     /// Ask for the matching sockets.
     FetchSockets {
@@ -173,6 +187,7 @@ impl Body {
             Body::AddSockets { .. } => "add_sockets",
             Body::DelSockets { .. } => "del_sockets",
             Body::DisconnectSockets { .. } => "disconnect_sockets",
+            Body::Applied { .. } => "applied",
             Body::FetchSockets { .. } => "fetch_sockets",
             Body::FetchSocketsResponse { .. } => "fetch_sockets_response",
             Body::AllRooms { .. } => "all_rooms",
@@ -192,7 +207,8 @@ impl Body {
             | Body::Ack { req, .. }
             | Body::FetchSocketsResponse { req, .. }
             | Body::AllRoomsResponse { req, .. }
-            | Body::ServerEventResponse { req, .. } => Some(*req),
+            | Body::ServerEventResponse { req, .. }
+            | Body::Applied { req } => Some(*req),
             _ => None,
         }
     }

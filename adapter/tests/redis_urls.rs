@@ -36,7 +36,10 @@ fn log_dir() -> PathBuf {
 fn wait_port(port: u16) {
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "port {port} never opened");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "port {port} never opened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -45,9 +48,21 @@ fn redis(args: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let dir = log_dir();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .args(["--dir", dir.to_str().unwrap()])
-        .args(["--logfile", dir.join(format!("redis-{port}.log")).to_str().unwrap()])
+        .args([
+            "--logfile",
+            dir.join(format!("redis-{port}.log")).to_str().unwrap(),
+        ])
         .args(args)
         .stdout(Stdio::null())
         .spawn()
@@ -64,9 +79,12 @@ async fn connect(url: String, wait: Duration) -> ioscale_adapter::Result<Cluster
 #[tokio::test]
 async fn password_url_connects() {
     let (_redis, port) = redis(&["--requirepass", "s3cret"]);
-    let cluster = connect(format!("redis://:s3cret@127.0.0.1:{port}"), Duration::from_secs(5))
-        .await
-        .expect("valid url");
+    let cluster = connect(
+        format!("redis://:s3cret@127.0.0.1:{port}"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("valid url");
     assert!(cluster.is_ready());
     assert!(!cluster.is_sharded());
     cluster.shutdown().await;
@@ -75,9 +93,12 @@ async fn password_url_connects() {
 #[tokio::test]
 async fn wrong_password_is_not_ready_and_does_not_panic() {
     let (_redis, port) = redis(&["--requirepass", "s3cret"]);
-    let cluster = connect(format!("redis://:wrong@127.0.0.1:{port}"), Duration::from_millis(800))
-        .await
-        .expect("the url itself is valid");
+    let cluster = connect(
+        format!("redis://:wrong@127.0.0.1:{port}"),
+        Duration::from_millis(800),
+    )
+    .await
+    .expect("the url itself is valid");
     assert!(!cluster.is_ready());
     cluster.shutdown().await;
 }
@@ -99,7 +120,12 @@ async fn sentinel_url_finds_the_master() {
         Command::new("redis-server")
             .arg(&conf)
             .arg("--sentinel")
-            .args(["--logfile", dir.join(format!("sentinel-{sentinel_port}.log")).to_str().unwrap()])
+            .args([
+                "--logfile",
+                dir.join(format!("sentinel-{sentinel_port}.log"))
+                    .to_str()
+                    .unwrap(),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server --sentinel"),
@@ -111,7 +137,10 @@ async fn sentinel_url_finds_the_master() {
     )
     .await
     .expect("valid sentinel url");
-    assert!(cluster.is_ready(), "connected to the master through sentinel");
+    assert!(
+        cluster.is_ready(),
+        "connected to the master through sentinel"
+    );
     cluster.shutdown().await;
 }
 
@@ -119,9 +148,12 @@ async fn sentinel_url_finds_the_master() {
 async fn rediss_url_is_accepted() {
     // No TLS server here: the URL must parse and the node start not ready, retrying.
     let port = free_port();
-    let cluster = connect(format!("rediss://127.0.0.1:{port}"), Duration::from_millis(300))
-        .await
-        .expect("rediss is a valid scheme");
+    let cluster = connect(
+        format!("rediss://127.0.0.1:{port}"),
+        Duration::from_millis(300),
+    )
+    .await
+    .expect("rediss is a valid scheme");
     assert!(!cluster.is_ready());
     cluster.shutdown().await;
 }

@@ -15,15 +15,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use ioscale_adapter::NamespaceHandle;
+use ioscale_adapter::{NamespaceHandle, all_sockets};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value as Json, json};
 use socketioxide::operators::BroadcastOperators;
-use socketioxide_core::{
-    adapter::{BroadcastFlags, BroadcastOptions},
-    packet::Packet,
-    parser::Parse,
-};
+use socketioxide_core::{adapter::BroadcastFlags, packet::Packet, parser::Parse};
 use socketioxide_parser_common::CommonParser;
 use subtle::ConstantTimeEq;
 
@@ -211,7 +207,7 @@ async fn emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
                 .encode_value(&args, Some(&b.event))
                 .map_err(|e| ApiError::bad(format!("cannot encode args: {e}")))?;
             let packet = Packet::event(ns.clone(), value);
-            let mut opts = BroadcastOptions::default();
+            let mut opts = all_sockets();
             opts.rooms = b.rooms.into_iter().map(Into::into).collect();
             opts.except = b.except.into_iter().map(Into::into).collect();
             if b.volatile {
@@ -266,7 +262,7 @@ fn split_rooms(rooms: Option<String>) -> Vec<String> {
 
 async fn sockets(State(st): State<HttpState>, Query(q): Query<SocketsQuery>) -> ApiResult {
     let (ns, _) = namespace(&st, q.namespace)?;
-    let mut opts = BroadcastOptions::default();
+    let mut opts = all_sockets();
     opts.rooms = split_rooms(q.rooms).into_iter().map(Into::into).collect();
     let report = handle(&st, &ns)?
         .fetch_sockets_report(opts)
@@ -290,7 +286,7 @@ struct NsQuery {
 async fn rooms(State(st): State<HttpState>, Query(q): Query<NsQuery>) -> ApiResult {
     let (ns, _) = namespace(&st, q.namespace)?;
     let report = handle(&st, &ns)?
-        .rooms_report(BroadcastOptions::default())
+        .rooms_report(all_sockets())
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(axum::Json(

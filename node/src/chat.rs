@@ -7,12 +7,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 use socketioxide::{
     SocketIo,
-    extract::{AckSender, Data, SocketRef, State},
+    extract::{Data, SocketRef, State},
 };
 
 use crate::{
     app::{Adapter, App},
-    sockets,
+    sockets::{self, Reply},
 };
 
 /// Longest name accepted.
@@ -60,20 +60,17 @@ async fn add_message(
     s: SocketRef<Adapter>,
     io: SocketIo<Adapter>,
     Data(v): Data<serde_json::Value>,
-    ack: AckSender<Adapter>,
+    reply: Reply,
     State(app): State<Arc<App>>,
 ) {
     app.metrics.events.with_label_values(&["/"]).inc();
-    let reply_error = |ack: AckSender<Adapter>, error: String| {
-        let body = serde_json::json!({ "error": error });
-        // Answer through the ack when the client asked for one, else as an event.
-        if ack.send(&body).is_err() {
-            let _ = s.emit("chat-error", &body);
-        }
+    // Errors go through the ack when the client asked for one, else as a `chat-error` event.
+    let reply_error = |reply: Reply, error: String| {
+        reply.send(&s, "chat-error", &serde_json::json!({ "error": error }));
     };
     let m = match validate(v) {
         Ok(m) => m,
-        Err(e) => return reply_error(ack, e),
+        Err(e) => return reply_error(reply, e),
     };
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -82,14 +79,14 @@ async fn add_message(
     let msg = serde_json::json!({"name": m.name, "message": m.message, "time_ms": time_ms});
     if let Err(e) = app.chat.add(&msg).await {
         tracing::warn!(error = %e, "chat message not stored");
-        return reply_error(ack, "message not stored: storage unavailable".to_owned());
+        return reply_error(reply, "message not stored: storage unavailable".to_owned());
     }
     if let Some(ns) = io.of("/")
         && let Err(e) = ns.emit("message-added", &msg).await
     {
         tracing::warn!(error = %e, "message-added broadcast failed");
     }
-    let _ = ack.send(&serde_json::json!({"ok": true}));
+    reply.ack(&serde_json::json!({"ok": true}));
 }
 
 #[cfg(test)]

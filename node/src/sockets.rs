@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use socketioxide::{
     extract::{AckSender, Data, SocketRef, State},
-    socket::DisconnectReason,
+    handler::{FromMessageParts, Value},
+    socket::{DisconnectReason, Socket},
 };
 
 use crate::app::{Adapter, App};
@@ -95,4 +96,48 @@ async fn set_data(
 /// Connect handler of namespaces with no application of their own (`/custom`).
 pub async fn on_connect_plain(s: SocketRef<Adapter>, State(app): State<Arc<App>>) {
     on_connect(&s, &app);
+}
+
+/// Answers a client: through its ack callback when it sent one, else as an event (the
+/// socketioxide `AckSender` alone cannot tell, and silently drops the answer).
+pub struct Reply {
+    ack: AckSender<Adapter>,
+    has_ack: bool,
+}
+
+impl FromMessageParts<Adapter> for Reply {
+    type Error = std::convert::Infallible;
+    fn from_message_parts(
+        s: &Arc<Socket<Adapter>>,
+        v: &mut Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        Ok(Reply {
+            ack: AckSender::from_message_parts(s, v, ack_id)?,
+            has_ack: ack_id.is_some(),
+        })
+    }
+}
+
+impl Reply {
+    /// Whether the client asked for an ack.
+    pub fn has_ack(&self) -> bool {
+        self.has_ack
+    }
+
+    /// Sends `body` through the ack, or emits `event` with it when there is no ack.
+    pub fn send(self, s: &SocketRef<Adapter>, event: &str, body: &serde_json::Value) {
+        if self.has_ack {
+            let _ = self.ack.send(body);
+        } else {
+            let _ = s.emit(event, body);
+        }
+    }
+
+    /// Sends `body` through the ack if there is one; nothing otherwise.
+    pub fn ack(self, body: &serde_json::Value) {
+        if self.has_ack {
+            let _ = self.ack.send(body);
+        }
+    }
 }
