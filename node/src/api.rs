@@ -220,22 +220,26 @@ async fn emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
                 .broadcast_with_ack_report(packet, opts, Duration::from_millis(ms))
                 .await
                 .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-            let acks: Vec<Json> = report
-                .acks
-                .into_iter()
-                .map(|a| match a.response {
+            // `acks` holds the answers; sockets that did not answer in time are listed apart.
+            let mut acks: Vec<Json> = Vec::new();
+            let mut errors: Vec<Json> = Vec::new();
+            for a in report.acks {
+                match a.response {
                     Ok(mut v) => {
                         let response = parser
                             .decode_value::<ApiValue>(&mut v, false)
                             .map(ApiValue::into_json)
                             .unwrap_or(Json::Null);
-                        json!({"socket": a.socket, "node": a.node, "response": response})
+                        acks.push(
+                            json!({"socket": a.socket, "node": a.node, "response": response}),
+                        );
                     }
-                    Err(e) => json!({"socket": a.socket, "node": a.node, "error": e}),
-                })
-                .collect();
+                    Err(e) => errors.push(json!({"socket": a.socket, "node": a.node, "error": e})),
+                }
+            }
             Ok(axum::Json(json!({
                 "acks": acks,
+                "errors": errors,
                 "complete": report.complete,
                 "missing_nodes": report.missing_nodes,
             })))
