@@ -317,7 +317,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             items
         };
         // Per node: (expected acks once its count arrived, acks received).
-        let mut progress: HashMap<String, (Option<u32>, u32)> = HashMap::new();
+        let mut tracker = AckTracker::default();
         let mut remote_acks = Vec::new();
         let remote = collect(
             &mut guard,
@@ -325,24 +325,17 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             waiting,
             timeout + ACK_GRACE,
             |node, body| {
-                let entry = progress.entry(node.to_owned()).or_default();
-                match body {
-                    Body::AckCount { count, .. } => entry.0 = Some(count),
-                    Body::Ack { sid, result, .. } => {
-                        entry.1 += 1;
-                        let response = match result {
-                            Ok(v) => Ok(Value::from(v)),
-                            Err(e) => Err(decode_ack_error::<E>(&e)),
-                        };
-                        remote_acks.push(AckEntry {
-                            socket: sid,
-                            node: node.to_owned(),
-                            response,
-                        });
-                    }
-                    _ => {}
+                let (ack, done) = tracker.on_response(node, body);
+                if let Some((sid, result)) = ack {
+                    remote_acks.push(AckEntry {
+                        socket: sid,
+                        node: node.to_owned(),
+                        response: result
+                            .map(Value::from)
+                            .map_err(|e| decode_ack_error::<E>(&e)),
+                    });
                 }
-                matches!(entry, (Some(expected), got) if *got >= *expected)
+                done
             },
         );
         let (local_items, missing) = tokio::join!(local, remote);
@@ -807,6 +800,38 @@ pub fn all_sockets() -> BroadcastOptions {
     opts
 }
 
+/// One remote socket's ack: its id and the payload or the encoded error.
+type RemoteAck = (String, std::result::Result<WireValue, ByteBuf>);
+
+/// Progress of the remote nodes answering one broadcast with acks: each first says how many
+/// acks it will send, then sends them.
+#[derive(Default)]
+struct AckTracker {
+    /// Per node: (acks announced, once known; acks received).
+    progress: HashMap<String, (Option<u32>, u32)>,
+}
+
+impl AckTracker {
+    /// Records one response of `node`; returns the ack it carried, if any, and whether the node
+    /// has now sent everything it announced.
+    fn on_response(&mut self, node: &str, body: Body) -> (Option<RemoteAck>, bool) {
+        let entry = self.progress.entry(node.to_owned()).or_default();
+        let ack = match body {
+            Body::AckCount { count, .. } => {
+                entry.0 = Some(count);
+                None
+            }
+            Body::Ack { sid, result, .. } => {
+                entry.1 += 1;
+                Some((sid, result))
+            }
+            _ => None,
+        };
+        let done = matches!(entry, (Some(expected), got) if *got >= *expected);
+        (ack, done)
+    }
+}
+
 /// Extra time a broadcast with acks waits for remote nodes past the sockets' ack timeout, so
 /// that the remote sockets' own timeouts can still be reported.
 const ACK_GRACE: Duration = Duration::from_millis(200);
@@ -1070,29 +1095,24 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         let metrics = self.cluster.driver.metrics.clone();
         let started = std::time::Instant::now();
         tokio::spawn(async move {
-            let mut progress: HashMap<String, (Option<u32>, u32)> = HashMap::new();
+            let mut tracker = AckTracker::default();
             let missing = collect(
                 &mut guard,
                 &members,
                 waiting,
                 timeout + ACK_GRACE,
                 |node, body| {
-                    let entry = progress.entry(node.to_owned()).or_default();
-                    match body {
-                        Body::AckCount { count, .. } => entry.0 = Some(count),
-                        Body::Ack { sid, result, .. } => {
-                            entry.1 += 1;
-                            let item = match result {
-                                Ok(v) => Some(Ok(Value::from(v))),
-                                Err(e) => rmp_serde::from_slice::<E::AckError>(&e).ok().map(Err),
-                            };
-                            if let (Ok(sid), Some(item)) = (Sid::from_str(&sid), item) {
-                                let _ = item_tx.send((sid, item));
-                            }
+                    let (ack, done) = tracker.on_response(node, body);
+                    if let Some((sid, result)) = ack {
+                        let item = match result {
+                            Ok(v) => Some(Ok(Value::from(v))),
+                            Err(e) => rmp_serde::from_slice::<E::AckError>(&e).ok().map(Err),
+                        };
+                        if let (Ok(sid), Some(item)) = (Sid::from_str(&sid), item) {
+                            let _ = item_tx.send((sid, item));
                         }
-                        _ => {}
                     }
-                    matches!(entry, (Some(expected), got) if *got >= *expected)
+                    done
                 },
             )
             .await;
@@ -1202,5 +1222,28 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
 impl<E: SocketEmitter> RedisAdapter<E> {
     fn members_uid(&self, node: &str) -> Option<String> {
         self.members.uid_of(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_tracker_waits_for_the_announced_count() {
+        let mut t = AckTracker::default();
+        let ack = |sid: &str| Body::Ack {
+            req: 1,
+            sid: sid.into(),
+            result: Ok(WireValue::Bytes(ByteBuf::from(vec![1]))),
+        };
+        // An ack may overtake the count on another path; the node is done only once both the
+        // count and that many acks are in.
+        assert!(!t.on_response("b", ack("s1")).1);
+        assert!(!t.on_response("b", Body::AckCount { req: 1, count: 2 }).1);
+        let (got, done) = t.on_response("b", ack("s2"));
+        assert!(done);
+        assert_eq!(got.map(|(s, _)| s).as_deref(), Some("s2"));
+        assert!(t.on_response("c", Body::AckCount { req: 1, count: 0 }).1);
     }
 }
