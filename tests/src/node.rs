@@ -30,7 +30,43 @@ const NODE_BIN: &str = "ioscale-node";
 pub(crate) fn signal(pid: Option<u32>, sig: Signal) -> Result<()> {
     let pid = pid.ok_or_else(|| anyhow!("process is not running"))?;
     let pid = i32::try_from(pid).context("pid out of range")?;
-    nix::sys::signal::kill(Pid::from_raw(pid), sig).with_context(|| format!("kill -{sig} {pid}"))
+    nix::sys::signal::kill(Pid::from_raw(pid), sig)
+        .with_context(|| format!("kill -{sig} {pid}"))?;
+    if sig == Signal::SIGSTOP {
+        wait_stopped(pid)?;
+    }
+    Ok(())
+}
+
+/// Waits until every thread of `pid` is stopped. `kill` only makes SIGSTOP pending: on a busy
+/// (virtual) machine a running thread can go on for tens of milliseconds, long enough to answer
+/// a request the test sends "after" the stop.
+fn wait_stopped(pid: i32) -> Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .with_context(|| format!("reading threads of {pid}"))?;
+        let mut all_stopped = true;
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state is the first field after the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            if state != "T" && state != "t" {
+                all_stopped = false;
+            }
+        }
+        if all_stopped {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "process {pid} did not stop within 5 s of SIGSTOP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Path of the `ioscale-node` binary, building it first if it does not exist.
