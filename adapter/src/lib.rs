@@ -43,4 +43,4 @@ pub use namespace::{
     AckEntry, AckReport, FetchReport, InitRes, NamespaceHandle, RedisAdapter, RoomsReport,
     ServerEmitReport, SocketInfo, all_sockets,
 };
-pub use state::{Cluster, ServerEventHandler};
+pub use state::{Cluster, ServerEventHandler, TracePropagator};

@@ -541,11 +541,20 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 packet,
                 opts,
                 sent_at_us,
-                ..
+                trace,
             } => {
                 if !for_us(&opts) {
                     return;
                 }
+                let span = match (self.cluster.propagator(), trace) {
+                    (Some(p), Some(tp)) => {
+                        let span = tracing::info_span!("adapter.deliver", ns = %self.ns, node = %self.node_id(), from = %origin);
+                        p.set_parent(&span, &tp);
+                        Some(span)
+                    }
+                    _ => None,
+                };
+                let _entered = span.as_ref().map(|s| s.enter());
                 metrics.broadcasts_received.inc();
                 let now = now_us();
                 if sent_at_us > 0 && now >= sent_at_us {
@@ -1042,12 +1051,19 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         packet: Packet,
         opts: BroadcastOptions,
     ) -> std::result::Result<(), BroadcastError> {
+        // Traced only when a propagator is installed: no span cost otherwise.
+        let traced = self.cluster.propagator().map(|p| {
+            let span =
+                tracing::info_span!("adapter.broadcast", ns = %self.ns, node = %self.node_id());
+            let traceparent = p.inject(&span);
+            (span, traceparent)
+        });
         if !opts.is_local(self.local.server_id()) {
             let body = Body::Broadcast {
                 packet: WirePacket::from(&packet),
                 opts: opts.clone(),
                 sent_at_us: now_us(),
-                trace: None,
+                trace: traced.as_ref().and_then(|(_, tp)| tp.clone()),
             };
             match self.send_command(&opts, body).await {
                 Ok(()) => self.cluster.driver.metrics.broadcasts_published.inc(),
@@ -1055,6 +1071,7 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
                 Err(e) => tracing::debug!(error = %e, "broadcast not published"),
             }
         }
+        let _entered = traced.as_ref().map(|(span, _)| span.enter());
         self.local.broadcast(packet, opts).map_err(|errs| {
             self.count_socket_errors(&errs);
             BroadcastError::from(errs)

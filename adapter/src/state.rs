@@ -28,6 +28,16 @@ pub trait ServerEventHandler: Send + Sync + 'static {
     ) -> BoxFuture<'static, serde_json::Value>;
 }
 
+/// Carries trace context across nodes inside adapter messages, so a broadcast from node A and
+/// its delivery on node C show under one trace. The node implements it with OpenTelemetry; the
+/// adapter only sees W3C `traceparent` strings.
+pub trait TracePropagator: Send + Sync + 'static {
+    /// The `traceparent` of `span`, if it is being traced.
+    fn inject(&self, span: &tracing::Span) -> Option<String>;
+    /// Makes the remote context `traceparent` the parent of `span`.
+    fn set_parent(&self, span: &tracing::Span, traceparent: &str);
+}
+
 /// Per-socket data, readable by every node through fetchSockets. The node that holds a socket
 /// keeps its data; other nodes ask for it, so nothing outlives the socket.
 #[derive(Debug, Default)]
@@ -41,6 +51,7 @@ pub(crate) struct ClusterInner {
     namespaces: RwLock<HashMap<String, Weak<dyn NamespaceHandle>>>,
     socket_data: SocketData,
     server_events: RwLock<Option<Arc<dyn ServerEventHandler>>>,
+    propagator: RwLock<Option<Arc<dyn TracePropagator>>>,
     next_req: AtomicU64,
 }
 
@@ -94,6 +105,7 @@ impl Cluster {
                 namespaces: RwLock::new(HashMap::new()),
                 socket_data: SocketData::default(),
                 server_events: RwLock::new(None),
+                propagator: RwLock::new(None),
                 next_req: AtomicU64::new(1),
             }),
         }
@@ -178,6 +190,16 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handler));
     }
 
+    /// Installs the trace propagator: from then on broadcasts carry their trace context and
+    /// deliveries on other nodes are traced as its children.
+    pub fn set_trace_propagator(&self, propagator: impl TracePropagator) {
+        *self
+            .inner
+            .propagator
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(propagator));
+    }
+
     /// Tells the other nodes this node leaves (graceful shutdown), on every namespace, so they
     /// stop waiting for it at once.
     pub async fn leave(&self) {
@@ -227,6 +249,13 @@ impl ClusterInner {
             .get(&(ns.to_owned(), sid))
             .cloned()
             .unwrap_or(serde_json::Value::Null)
+    }
+
+    pub(crate) fn propagator(&self) -> Option<Arc<dyn TracePropagator>> {
+        self.propagator
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn server_event_handler(&self) -> Option<Arc<dyn ServerEventHandler>> {

@@ -15,7 +15,14 @@ use crate::{config::Config, metrics::NodeMetrics, store::ChatStore};
 pub type Adapter = RedisAdapter<Emitter>;
 
 /// Namespaces the node serves.
-pub const NAMESPACES: [&str; 3] = ["/", "/custom", crate::pubsub::NAMESPACE];
+pub const NAMESPACES: &[&str] = &[
+    "/",
+    "/custom",
+    crate::pubsub::NAMESPACE,
+    crate::readme_features::NAMESPACE,
+    crate::readme_features::CHAT_NAMESPACE,
+    crate::readme_features::NEWS_NAMESPACE,
+];
 
 /// Everything a handler may need.
 #[derive(Debug)]

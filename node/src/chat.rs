@@ -42,6 +42,8 @@ fn validate(v: serde_json::Value) -> Result<NewMessage, String> {
 pub async fn on_connect(s: SocketRef<Adapter>, State(app): State<Arc<App>>) {
     sockets::on_connect(&s, &app);
     s.on("add-message", add_message);
+    // The CRUD dialects share `/` with the chat (the seeds' clients connect there).
+    crate::models::register(&s);
     match app.chat.history().await {
         Ok(history) => {
             let _ = s.emit("messages-available", &history);

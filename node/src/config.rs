@@ -1,6 +1,6 @@
 //! The node's configuration: every flag is also an `IOSCALE_*` environment variable.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
@@ -87,6 +87,29 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "IOSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The socket.io browser client served at `/socket.io/socket.io.js` (socket.io-client's
+    /// `dist/socket.io.min.js`). Default: `node/client/node_modules/…` of the source tree, found
+    /// next to the executable or the working directory (`npm ci --prefix node/client`).
+    #[arg(long, env = "IOSCALE_CLIENT_SCRIPT")]
+    pub client_script_path: Option<PathBuf>,
+    /// Collections the CRUD dialects (ko.ninja, Backbone.sync, Sails) may use, comma-separated.
+    /// Absent: any name of 1-64 `[A-Za-z0-9_-]` (starting with a letter or digit), up to
+    /// `--max-collections` of them.
+    #[arg(long, env = "IOSCALE_COLLECTIONS", value_delimiter = ',')]
+    pub collections: Vec<String>,
+    /// Most collections clients may create when `--collections` is absent.
+    #[arg(long, env = "IOSCALE_MAX_COLLECTIONS", default_value_t = 100)]
+    pub max_collections: usize,
+    /// Largest model record, serialised as JSON.
+    #[arg(long, env = "IOSCALE_MAX_RECORD_BYTES", default_value_t = 65_536)]
+    pub max_record_bytes: usize,
+    /// Most records per collection.
+    #[arg(long, env = "IOSCALE_MAX_RECORDS", default_value_t = 10_000)]
+    pub max_records: usize,
+    /// ko.ninja message names per collection, `collection:op=event,op=event` (ops: find,
+    /// findOne, insert, update, remove); repeat the flag, or separate collections with `;`.
+    #[arg(long, env = "IOSCALE_KO_MESSAGE_NAMES", value_delimiter = ';')]
+    pub ko_message_names: Vec<String>,
 }
 
 /// A configuration value that cannot work.
@@ -117,6 +140,9 @@ impl Config {
         }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("--api-key must not be empty");
+        }
+        if let Err(e) = crate::models::Settings::from_config(self) {
+            return bad(&e.to_string());
         }
         Ok(())
     }
@@ -154,6 +180,12 @@ impl std::fmt::Debug for Config {
             .field("transports", &self.transports)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("log_format", &self.log_format)
+            .field("client_script_path", &self.client_script_path)
+            .field("collections", &self.collections)
+            .field("max_collections", &self.max_collections)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .field("max_records", &self.max_records)
+            .field("ko_message_names", &self.ko_message_names)
             .finish()
     }
 }

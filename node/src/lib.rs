@@ -2,15 +2,19 @@
 //! rooms, broadcasts and socket data; without Redis a node runs alone in memory.
 //!
 //! `run` wires the parts: the cluster adapter, the namespaces (chat on `/`, `/custom`,
-//! `/pubsub`), the server API, health and metrics routes, and the graceful shutdown.
+//! `/pubsub`, the Socket.IO README's `/readme`, `/chat` and `/news`), the server API, the chat
+//! page, health and metrics routes, and the graceful shutdown.
 
 pub mod api;
 pub mod app;
 pub mod chat;
+pub mod chat_page;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod models;
 pub mod pubsub;
+pub mod readme_features;
 pub mod shutdown;
 pub mod sockets;
 pub mod store;
@@ -102,6 +106,9 @@ pub async fn run(
             max: config.chat_history_max,
         },
     };
+    if telemetry::otlp_requested() {
+        cluster.set_trace_propagator(telemetry::OtelPropagator);
+    }
     cluster.on_server_event(EchoServerEvents {
         node_id: node_id.clone(),
         counter: node_metrics.server_events.clone(),
@@ -115,8 +122,21 @@ pub async fn run(
         registry,
     );
 
+    // The CRUD dialects' store (ko.ninja, Backbone.sync, Sails on `/`), handed to their
+    // handlers as a state of its own.
+    let model_settings =
+        models::Settings::from_config(&config).context("invalid model configuration")?;
+    let models = models::Models::new(
+        model_settings,
+        &cluster,
+        &config.redis_prefix,
+        &app.registry,
+    )
+    .context("registering model metrics")?;
+
     let builder = SocketIo::builder()
         .with_state(app.clone())
+        .with_state(models)
         .max_buffer_size(config.socket_buffer_packets)
         .ping_interval(Config::ms(config.ping_interval_ms))
         .ping_timeout(Config::ms(config.ping_timeout_ms))
@@ -139,6 +159,21 @@ pub async fn run(
     io.ns(pubsub::NAMESPACE, pubsub::on_connect)
         .await
         .context("namespace /pubsub")?;
+    io.ns(readme_features::NAMESPACE, readme_features::on_connect)
+        .await
+        .context("namespace /readme")?;
+    io.ns(
+        readme_features::CHAT_NAMESPACE,
+        readme_features::on_connect_chat,
+    )
+    .await
+    .context("namespace /chat")?;
+    io.ns(
+        readme_features::NEWS_NAMESPACE,
+        readme_features::on_connect_news,
+    )
+    .await
+    .context("namespace /news")?;
 
     let http = HttpState {
         app: app.clone(),
@@ -149,8 +184,15 @@ pub async fn run(
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(api::router(http.clone()))
+        .merge(chat_page::router())
         .with_state(http)
-        .layer(layer);
+        .layer(layer)
+        // After the socket.io layer, which would otherwise take every `/socket.io/` path.
+        .route(
+            chat_page::CLIENT_SCRIPT_ROUTE,
+            chat_page::client_script_route(&config),
+        );
+    chat_page::log_client_script(&config);
 
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(

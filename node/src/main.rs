@@ -7,10 +7,12 @@ use ioscale_node::{config::Config, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init(config.log_format);
     config.validate().context("invalid configuration")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    ioscale_node::run(config, listener, shutdown::signal()).await
+    let result = ioscale_node::run(config, listener, shutdown::signal()).await;
+    telemetry.shutdown();
+    result
 }

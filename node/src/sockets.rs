@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use socketioxide::{
     extract::{AckSender, Data, SocketRef, State},
     handler::{FromMessageParts, Value},
@@ -21,8 +22,17 @@ fn transport(s: &SocketRef<Adapter>) -> &'static str {
     }
 }
 
+/// Work a namespace does when one of its sockets disconnects, after the common cleanup.
+pub type OnDisconnect = fn(SocketRef<Adapter>, DisconnectReason) -> BoxFuture<'static, ()>;
+
 /// Common connect logic; namespaces add their own events after it.
 pub fn on_connect(s: &SocketRef<Adapter>, app: &Arc<App>) {
+    on_connect_then(s, app, None);
+}
+
+/// [`on_connect`], running `then` when the socket disconnects: socketioxide keeps one
+/// disconnect handler per socket, so a namespace's own one would replace the common cleanup.
+pub fn on_connect_then(s: &SocketRef<Adapter>, app: &Arc<App>, then: Option<OnDisconnect>) {
     // Like Node's socket.io: every socket is in a room named by its id, so a server can
     // target it on any node.
     s.join(s.id.to_string());
@@ -43,6 +53,9 @@ pub fn on_connect(s: &SocketRef<Adapter>, app: &Arc<App>) {
                 .with_label_values(&[&ns, reason_label(reason)])
                 .inc();
             app.cluster.remove_socket_data(&ns, s.id);
+            if let Some(then) = then {
+                then(s, reason).await;
+            }
         },
     );
 }
@@ -136,6 +149,13 @@ impl Reply {
 
     /// Sends `body` through the ack if there is one; nothing otherwise.
     pub fn ack(self, body: &serde_json::Value) {
+        if self.has_ack {
+            let _ = self.ack.send(body);
+        }
+    }
+
+    /// Sends any serialisable `body` (binary parts included) through the ack if there is one.
+    pub fn ack_with<T: serde::Serialize + ?Sized>(self, body: &T) {
         if self.has_ack {
             let _ = self.ack.send(body);
         }

@@ -108,9 +108,13 @@ const commands = {
    * resolves with its id once connected. With `reconnection: false` (the
    * default) a connect_error fails the command at once.
    */
-  async connect({ client, url, namespace = "/", transports = ["websocket"], auth, reconnection = false, timeout_ms = 10000 }) {
+  async connect({ client, url, namespace = "/", transports = ["websocket"], auth, reconnection = false, timeout_ms = 10000, share_with }) {
     if (clients.has(client)) throw new Error(`client ${client} already exists`);
-    const socket = io(url.replace(/\/$/, "") + namespace, {
+    // `share_with`: open `namespace` on that client's Manager, multiplexed on its one
+    // Engine.IO connection (what io.connect('…/chat') and io.connect('…/news') do in a browser).
+    const socket = share_with
+      ? getClient(share_with).socket.io.socket(namespace, { auth: auth ?? undefined })
+      : io(url.replace(/\/$/, "") + namespace, {
       transports,
       // Upgrading polling -> websocket only makes sense when both are allowed.
       upgrade: transports.length > 1,
@@ -120,6 +124,9 @@ const commands = {
       reconnectionDelayMax: 1000,
       forceNew: true,
       timeout: timeout_ms,
+      // Keep cookies like a browser does (engine.io-client's cookie jar, one per connection):
+      // load balancers pin a long-polling session to its node with a cookie (deploy/lb).
+      withCredentials: true,
     });
     const rec = {
       socket,
@@ -262,6 +269,8 @@ const commands = {
       reconnects: rec.reconnects,
       connect_errors: rec.connectErrors,
       recovered: s.recovered ?? false,
+      // The Engine.IO session: equal for sockets multiplexed on one connection.
+      engine_id: s.io.engine && s.io.engine.id ? s.io.engine.id : null,
     };
   },
 };
@@ -410,6 +419,180 @@ commands.latency_run = async ({ sender, receiver, event = "publish", room, count
     max_ms: sorted[sorted.length - 1] ?? 0,
     mean_ms: lat.length ? lat.reduce((a, b) => a + b, 0) / lat.length : 0,
   };
+};
+
+// --- browser commands (chat page test, tests/src/browser.rs) -----------------
+//
+// A headless Chromium driven by playwright-core, for pages the nodes serve. Loaded
+// on first use, so agents that never open a page do not pay for it. Each page
+// gets its own browser context (like two separate browsers); every call is
+// bounded by `timeout_ms`.
+
+let browser = null;
+/** name -> { context, page, errors: [] } */
+const pages = new Map();
+
+function getPage(name) {
+  const p = pages.get(name);
+  if (!p) throw new Error(`unknown page ${JSON.stringify(name)}`);
+  return p;
+}
+
+commands.browser_launch = async ({ executable_path, args = [], timeout_ms = 30000 }) => {
+  if (browser) throw new Error("browser already launched");
+  const { chromium } = await import("playwright-core");
+  // launch() gives the browser a fresh temporary user-data-dir and removes it on close.
+  browser = await chromium.launch({ executablePath: executable_path, headless: true, args, timeout: timeout_ms });
+  log(`browser ${browser.version()} launched`);
+  return { version: browser.version() };
+};
+
+commands.page_open = async ({ page, url, timeout_ms = 15000 }) => {
+  if (!browser) throw new Error("browser not launched");
+  if (pages.has(page)) throw new Error(`page ${page} already exists`);
+  const context = await browser.newContext();
+  const p = await context.newPage();
+  const rec = { context, page: p, errors: [] };
+  pages.set(page, rec);
+  p.on("console", (m) => {
+    log(`page ${page} console.${m.type()}: ${m.text()}`);
+    if (m.type() === "error") rec.errors.push(`console: ${m.text()}`);
+  });
+  p.on("pageerror", (e) => {
+    log(`page ${page} error: ${e.message}`);
+    rec.errors.push(`pageerror: ${e.message}`);
+  });
+  const res = await p.goto(url, { waitUntil: "load", timeout: timeout_ms });
+  return { status: res ? res.status() : null };
+};
+
+commands.page_fill = async ({ page, selector, value, timeout_ms = 5000 }) => {
+  await getPage(page).page.fill(selector, value, { timeout: timeout_ms });
+  return null;
+};
+
+commands.page_click = async ({ page, selector, timeout_ms = 5000 }) => {
+  await getPage(page).page.click(selector, { timeout: timeout_ms });
+  return null;
+};
+
+/** Waits until an element matching `selector` has `text` in its text. */
+commands.page_wait_text = async ({ page, selector, text, timeout_ms = 5000 }) => {
+  await getPage(page).page.waitForFunction(
+    ([sel, t]) => [...document.querySelectorAll(sel)].some((e) => (e.textContent || "").includes(t)),
+    [selector, text],
+    { timeout: timeout_ms, polling: 50 },
+  );
+  return null;
+};
+
+/** The text of every element matching `selector`, in document order. */
+commands.page_texts = async ({ page, selector, timeout_ms = 5000 }) => {
+  const p = getPage(page).page;
+  return await Promise.race([
+    p.$$eval(selector, (els) => els.map((e) => e.textContent || "")),
+    sleepMs(timeout_ms).then(() => {
+      throw new Error(`page_texts ${selector}: no answer within ${timeout_ms} ms`);
+    }),
+  ]);
+};
+
+/** The current value of the form field `selector`. */
+commands.page_value = async ({ page, selector, timeout_ms = 5000 }) => {
+  return await getPage(page).page.inputValue(selector, { timeout: timeout_ms });
+};
+
+commands.page_screenshot = async ({ page, path, timeout_ms = 10000 }) => {
+  await getPage(page).page.screenshot({ path, fullPage: true, timeout: timeout_ms });
+  return null;
+};
+
+/** Console errors and uncaught exceptions of the page so far. */
+commands.page_errors = async ({ page }) => getPage(page).errors;
+
+commands.browser_close = async ({ timeout_ms = 10000 }) => {
+  if (!browser) return null;
+  const b = browser;
+  browser = null;
+  pages.clear();
+  await Promise.race([b.close(), sleepMs(timeout_ms)]);
+  return null;
+};
+
+// --- CRUD dialect commands (tests/tests/dialect_*.rs) -------------------------
+//
+// The seeds' client code runs here, on a client's socket: Backbone.sync on the real
+// `backbone` package (backbone-client.mjs) and sails.io.js 0.9's virtual requests
+// (sails09-client.mjs). Loaded on first use, so the other commands never depend on them.
+
+/** Rejects after `ms` unless `promise` settles first. */
+function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Runs one Backbone operation through the seed's Backbone.sync on `client`'s socket:
+ * `fetch` (a collection), `fetch_one` (model `model_id`), `create` (a new model of
+ * `attributes`), `save` (model `model_id` with `attributes`), `destroy` (model `model_id`).
+ * Resolves with the reply event and its data, plus what Backbone made of it (`models` or
+ * `attributes`, and `id`). The parameter is `model_id` because `id` is the request id.
+ */
+commands.backbone = async ({ client, action, url, ctx, model_id: id, attributes = {}, timeout_ms = 5000 }) => {
+  const { socket } = getClient(client);
+  const { backboneClasses } = await import("./backbone-client.mjs");
+  const { Model, Collection } = backboneClasses(socket, url, ctx);
+  const what = `backbone ${action} ${url}${id !== undefined && id !== null ? "/" + id : ""}`;
+  switch (action) {
+    case "fetch": {
+      const col = new Collection();
+      const answer = await within(col.fetch(), timeout_ms, what);
+      return { ...toJson(answer), models: col.toJSON() };
+    }
+    case "fetch_one": {
+      const m = new Model({ id });
+      const answer = await within(m.fetch(), timeout_ms, what);
+      return { ...toJson(answer), attributes: m.toJSON(), id: m.id ?? null };
+    }
+    case "create": {
+      const m = new Model(fromJson(attributes));
+      const sent = m.save();
+      if (!sent) throw new Error(`${what}: Backbone refused to save`);
+      const answer = await within(sent, timeout_ms, what);
+      return { ...toJson(answer), attributes: m.toJSON(), id: m.id ?? null };
+    }
+    case "save": {
+      const m = new Model({ ...fromJson(attributes), id });
+      const sent = m.save();
+      if (!sent) throw new Error(`${what}: Backbone refused to save`);
+      const answer = await within(sent, timeout_ms, what);
+      return { ...toJson(answer), attributes: m.toJSON(), id: m.id ?? null };
+    }
+    case "destroy": {
+      const m = new Model({ id });
+      const sent = m.destroy();
+      if (!sent) throw new Error(`${what}: Backbone did not send the delete`);
+      const answer = await within(sent, timeout_ms, what);
+      return toJson(answer);
+    }
+    default:
+      throw new Error(`unknown backbone action ${action}`);
+  }
+};
+
+/**
+ * One sails.io.js 0.9 virtual request from `client`: `method` (get, post, put, delete) of
+ * `url` with `data`. Resolves with the parsed body, the raw first ack argument and the other
+ * ack arguments (`rest[0]` is the status code).
+ */
+commands.sails09 = async ({ client, method = "get", url, data, timeout_ms = 5000 }) => {
+  const { socket } = getClient(client);
+  const sails = await import("./sails09-client.mjs");
+  const r = await within(sails.request(socket, url, fromJson(data ?? {}), null, method), timeout_ms, `sails ${method} ${url}`);
+  return toJson(r);
 };
 
 // --- main loop ---------------------------------------------------------------

@@ -58,6 +58,9 @@ pub struct ConnectOpts {
     pub reconnection: bool,
     /// How long to wait for the connection.
     pub timeout: Duration,
+    /// Open the namespace on this other client's connection (multiplexing)
+    /// instead of a new one; `transport` and `reconnection` are then that client's.
+    pub share_with: Option<String>,
 }
 
 impl ConnectOpts {
@@ -69,7 +72,15 @@ impl ConnectOpts {
             auth: None,
             reconnection: false,
             timeout: Duration::from_secs(10),
+            share_with: None,
         }
+    }
+
+    /// Multiplexes the namespace on `client`'s Engine.IO connection, as a
+    /// browser does for `io.connect('…/chat')` and `io.connect('…/news')`.
+    pub fn share_with(mut self, client: impl Into<String>) -> Self {
+        self.share_with = Some(client.into());
+        self
     }
 
     /// Connects to namespace `ns`.
@@ -112,6 +123,9 @@ pub struct ClientState {
     pub reconnects: u64,
     pub connect_errors: Vec<String>,
     pub recovered: bool,
+    /// The Engine.IO session id (shared by multiplexed namespaces).
+    #[serde(default)]
+    pub engine_id: Option<String>,
 }
 
 /// A running `agent.mjs`. Dropping it kills the process and every client.
@@ -134,8 +148,15 @@ fn js_dir() -> PathBuf {
 /// (nextest runs tests as parallel processes that would otherwise race).
 async fn ensure_node_modules() -> Result<()> {
     let dir = js_dir();
-    let marker = dir.join("node_modules").join("socket.io-client");
-    if marker.exists() {
+    // Every package of tests/js/package.json: a checkout that installed an older
+    // package.json must install again.
+    let modules = dir.join("node_modules");
+    let installed = move || {
+        ["socket.io-client", "playwright-core", "backbone"]
+            .iter()
+            .all(|p| modules.join(p).exists())
+    };
+    if installed() {
         return Ok(());
     }
     tokio::task::spawn_blocking(move || -> Result<()> {
@@ -143,7 +164,7 @@ async fn ensure_node_modules() -> Result<()> {
         std::fs::create_dir_all(target_dir())?;
         let lock = File::create(&lock_path)?;
         lock.lock().context("locking npm ci")?;
-        if marker.exists() {
+        if installed() {
             return Ok(());
         }
         let out = std::process::Command::new("npm")
@@ -309,6 +330,9 @@ impl Agent {
         });
         if let Some(auth) = &opts.auth {
             params["auth"] = auth.clone();
+        }
+        if let Some(other) = &opts.share_with {
+            params["share_with"] = json!(other);
         }
         let v = self
             .request("connect", params, opts.timeout + HARNESS_SLACK)

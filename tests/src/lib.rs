@@ -5,7 +5,10 @@
 //! [`Cluster`]) and the official socket.io JS client ([`Agent`], driving
 //! `tests/js/agent.mjs`), and talk to the nodes' HTTP API ([`Api`]). Nothing is
 //! mocked, so a passing test means the behaviour holds across process, network
-//! and Redis boundaries.
+//! and Redis boundaries. The deployment tests add the real load balancers of
+//! `deploy/lb` ([`lb::LoadBalancer`]: nginx, HAProxy) and linters and renderers
+//! installed under `target/deploy-tools/` ([`tools`]: hadolint, Docker Compose,
+//! kubernetes-validate, Helm).
 //!
 //! Every process logs to `target/test-logs/<test binary>/<test name>/`; failing
 //! tests print that path. Every wait in the harness is bounded.
@@ -15,13 +18,18 @@
 //! `IOSCALE_TEST_REBUILD_NODE=1` to rebuild it every run).
 
 pub mod agent;
+pub mod browser;
 pub mod cluster;
+pub mod dialects;
 pub mod extra;
 pub mod fixture;
 pub mod http;
+pub mod lb;
 pub mod logs;
 pub mod node;
+pub mod py;
 pub mod redis;
+pub mod tools;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Benchmarks ioscale against its peers and a ceiling, on this machine, with ioscale-loadtest:
+#   ioscale        3 x ioscale-node (release) on one Redis
+#   node-socketio  3 x socket.io 4 + @socket.io/redis-adapter on one Redis
+#   socketioxide   3 x socketioxide + socketioxide-redis (fred) on one Redis
+#   raw-ws         1 x raw WebSocket fan-out server, no Redis (the ceiling)
+# For each run and each implementation it starts a fresh Redis on a free port and the servers,
+# runs the scenario (default: open-loop fan-out ramp), stops everything, and finally prints one
+# table of medians over the runs (`ioscale-loadtest compare`).
+#
+# Usage: loadtest/bench.sh [options] [-- extra ioscale-loadtest flags]
+#   --runs N               runs per implementation, medians reported (3)
+#   --impls a,b,..         implementations (ioscale,node-socketio,socketioxide,raw-ws)
+#   --nodes N              server processes per clustered implementation (3)
+#   --scenario S           fanout | chat | rpc (fanout)
+#   --subscribers N        receiving clients (300); chat: clients; rpc: clients
+#   --room-size N          subscribers per room, fanout (300)
+#   --publishers N         sending clients (3); chat: senders
+#   --payload-bytes N      message data size (100)
+#   --start-rate-per-s R   first ramp step, sends/s (50)
+#   --ramp-step-s S        ramp step length (5)
+#   --ramp-factor F        rate factor per step (1.5)
+#   --ramp-p99-ms MS       a step fails above this p99 (50)
+#   --max-duration-s S     longest ramp (120)
+#   --warmup-s S           warm-up at the starting rate before the first judged step (3)
+#   --drain-ms MS          wait for in-flight deliveries at the end (2000)
+#   --out DIR              reports, logs and table (target/bench/<date>)
+#   --no-build             use the binaries already in target/release
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+runs=3
+impls="ioscale,node-socketio,socketioxide,raw-ws"
+nodes=3
+scenario=fanout
+subscribers=300
+room_size=300
+publishers=3
+payload_bytes=100
+start_rate=50
+ramp_step_s=5
+ramp_factor=1.5
+ramp_p99_ms=50
+max_duration_s=120
+drain_ms=2000
+warmup_s=3
+out=""
+build=1
+extra=()
+
+need_value() {
+  [ $# -ge 2 ] || { echo "bench.sh: $1 needs a value" >&2; exit 2; }
+}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) need_value "$@"; runs="$2"; shift 2 ;;
+    --impls) need_value "$@"; impls="$2"; shift 2 ;;
+    --nodes) need_value "$@"; nodes="$2"; shift 2 ;;
+    --scenario) need_value "$@"; scenario="$2"; shift 2 ;;
+    --subscribers) need_value "$@"; subscribers="$2"; shift 2 ;;
+    --room-size) need_value "$@"; room_size="$2"; shift 2 ;;
+    --publishers) need_value "$@"; publishers="$2"; shift 2 ;;
+    --payload-bytes) need_value "$@"; payload_bytes="$2"; shift 2 ;;
+    --start-rate-per-s) need_value "$@"; start_rate="$2"; shift 2 ;;
+    --ramp-step-s) need_value "$@"; ramp_step_s="$2"; shift 2 ;;
+    --ramp-factor) need_value "$@"; ramp_factor="$2"; shift 2 ;;
+    --ramp-p99-ms) need_value "$@"; ramp_p99_ms="$2"; shift 2 ;;
+    --max-duration-s) need_value "$@"; max_duration_s="$2"; shift 2 ;;
+    --drain-ms) need_value "$@"; drain_ms="$2"; shift 2 ;;
+    --warmup-s) need_value "$@"; warmup_s="$2"; shift 2 ;;
+    --out) need_value "$@"; out="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    --) shift; extra=("$@"); break ;;
+    *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$scenario" in fanout|chat|rpc) ;; *) echo "bench.sh: --scenario must be fanout, chat or rpc" >&2; exit 2 ;; esac
+
+[ -n "$out" ] || out="target/bench/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out/logs"
+out="$(cd "$out" && pwd)"
+
+for tool in redis-server redis-cli cargo; do
+  command -v "$tool" >/dev/null || { echo "bench.sh: $tool not found on PATH" >&2; exit 1; }
+done
+if [[ ",$impls," == *",node-socketio,"* ]]; then
+  command -v node >/dev/null || { echo "bench.sh: node not found (needed by node-socketio)" >&2; exit 1; }
+fi
+
+BIN="$ROOT/target/release"
+if [ "$build" = 1 ]; then
+  echo "== building (release)"
+  cargo build --release -p ioscale-node -p ioscale-loadtest \
+    -p ioscale-baseline-socketioxide -p ioscale-baseline-raw-ws
+fi
+NODE_BASELINE="$ROOT/loadtest/baselines/node-socketio"
+if [[ ",$impls," == *",node-socketio,"* ]] && [ ! -d "$NODE_BASELINE/node_modules" ]; then
+  echo "== installing the node-socketio baseline (npm ci)"
+  npm ci --prefix "$NODE_BASELINE" --no-audit --no-fund
+fi
+LOADTEST="$BIN/ioscale-loadtest"
+[ -x "$LOADTEST" ] || { echo "bench.sh: $LOADTEST missing (run without --no-build)" >&2; exit 1; }
+
+# Every client is a file descriptor, in the generator and in the servers.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# Processes this script started; only these are ever signalled.
+started=()
+stop_all() {
+  local pid
+  for pid in "${started[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 50); do
+    local alive=0
+    for pid in "${started[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
+  started=()
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+wait_listening() { # log name
+  # Every server prints `listening bound_addr=` once it serves; an open port alone is not
+  # enough (ioscale-node binds before its namespaces have joined the cluster).
+  local i
+  for i in $(seq 1 300); do
+    grep -q 'bound_addr=' "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench.sh: $2 did not start within 15 s (log: $1)" >&2
+  tail -5 "$1" >&2 || true
+  return 1
+}
+
+start_redis() { # port log
+  redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
+    --protected-mode no >"$2" 2>&1 &
+  started+=($!)
+  redis_pid=$!
+  local i
+  for i in $(seq 1 100); do
+    [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
+    sleep 0.05
+  done
+  echo "bench.sh: redis-server did not answer on port $1" >&2
+  return 1
+}
+
+run_one() { # impl run
+  local impl="$1" run="$2" tag="$1.run$2"
+  local n="$nodes"
+  [ "$impl" = raw-ws ] && n=1
+  # shellcheck disable=SC2207
+  local ports=($("$LOADTEST" free-ports $((n + 1))))
+  local rport="${ports[$n]}"
+  local watch="" urls="" proto=socketio i port
+  if [ "$impl" != raw-ws ]; then
+    start_redis "$rport" "$out/logs/$tag.redis.log"
+    watch="redis=$redis_pid"
+  fi
+  for ((i = 0; i < n; i++)); do
+    port="${ports[$i]}"
+    local log="$out/logs/$tag.node$((i + 1)).log"
+    case "$impl" in
+      ioscale)
+        RUST_LOG=info "$BIN/ioscale-node" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
+          --redis-url "redis://127.0.0.1:$rport" --shutdown-timeout-ms 1000 >"$log" 2>&1 &
+        ;;
+      node-socketio)
+        REDIS_URL="redis://127.0.0.1:$rport" node "$NODE_BASELINE/server.mjs" "$port" >"$log" 2>&1 &
+        ;;
+      socketioxide)
+        RUST_LOG=warn "$BIN/ioscale-baseline-socketioxide" --listen "127.0.0.1:$port" \
+          --redis-url "redis://127.0.0.1:$rport" >"$log" 2>&1 &
+        ;;
+      raw-ws)
+        "$BIN/ioscale-baseline-raw-ws" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+        proto=raw
+        ;;
+      *) echo "bench.sh: unknown implementation $impl" >&2; return 1 ;;
+    esac
+    started+=($!)
+    watch="node$((i + 1))=$!${watch:+,$watch}"
+    urls="${urls:+$urls,}http://127.0.0.1:$port"
+  done
+  for ((i = 0; i < n; i++)); do wait_listening "$out/logs/$tag.node$((i + 1)).log" "$impl node $((i + 1))"; done
+  # Let the nodes find each other (ioscale heartbeats every second).
+  sleep 2
+
+  local args=()
+  case "$scenario" in
+    fanout) args=(fanout --subscribers "$subscribers" --room-size "$room_size" --publishers "$publishers") ;;
+    chat) args=(chat --clients "$subscribers" --senders "$publishers") ;;
+    rpc) args=(rpc --clients "$subscribers") ;;
+  esac
+  echo "== $impl, run $run: $scenario over $urls"
+  # A failed run (e.g. servers that refuse the clients) is reported and the others go on.
+  if ! "$LOADTEST" "${args[@]}" --urls "$urls" --protocol "$proto" --label "$impl" \
+    --payload-bytes "$payload_bytes" --ramp --rate-per-s "$start_rate" \
+    --warmup-s "$warmup_s" --ramp-step-s "$ramp_step_s" --ramp-factor "$ramp_factor" --ramp-p99-ms "$ramp_p99_ms" \
+    --duration-s "$max_duration_s" --drain-ms "$drain_ms" --no-progress \
+    --watch-pids "$watch" --report-json "$out/$tag.json" "${extra[@]}" \
+    2>&1 | tee "$out/logs/$tag.loadtest.log"; then
+    echo "bench.sh: the load generator failed for $impl run $run (log: $out/logs/$tag.loadtest.log)" >&2
+  fi
+  stop_all
+}
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "scenario: $scenario, subscribers $subscribers, room size $room_size, publishers $publishers, payload $payload_bytes B"
+  echo "ramp: $warmup_s s warm-up, then from $start_rate sends/s, x$ramp_factor every $ramp_step_s s, until p99 > $ramp_p99_ms ms or a loss (max $max_duration_s s)"
+  echo "runs: $runs; implementations: $impls; nodes: $nodes"
+} | tee "$out/meta.txt"
+
+IFS=',' read -r -a impl_list <<<"$impls"
+for ((run = 1; run <= runs; run++)); do
+  for impl in "${impl_list[@]}"; do
+    if [ "$impl" = raw-ws ] && [ "$scenario" = chat ]; then
+      echo "== raw-ws has no chat; skipped"
+      continue
+    fi
+    run_one "$impl" "$run"
+  done
+done
+
+echo
+echo "== medians over $runs run(s) ($out)"
+"$LOADTEST" compare --dir "$out" --subject ioscale --ceiling raw-ws --markdown "$out/table.md"

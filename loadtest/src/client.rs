@@ -1,0 +1,630 @@
+//! One simulated client: an Engine.IO v4 session over WebSocket or HTTP long-polling with a
+//! Socket.IO namespace connected on top, or a plain WebSocket for the raw baseline.
+//!
+//! A client is driven by one task: [`Client::recv`] yields Socket.IO messages (heartbeats are
+//! answered inside it) and is cancel-safe, so a task can `select!` it against its own send
+//! schedule. Buffers are kept small (8 KiB per WebSocket direction) so one process can hold tens
+//! of thousands of clients.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::protocol::{self, EnginePacket, SioKind};
+
+/// The wire protocol spoken to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Engine.IO v4 / Socket.IO v5 (ioscale, socket.io, socketioxide).
+    Socketio,
+    /// The raw WebSocket baseline's framing (see `protocol::raw`).
+    Raw,
+}
+
+/// The transport of one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Websocket,
+    Polling,
+}
+
+/// Picks the transport of client `i` so that `share` of all clients poll, spread evenly
+/// (with 0.05 every twentieth client polls) rather than bunched on the first ones.
+pub fn transport_for(i: usize, share: f64) -> Transport {
+    let share = share.clamp(0.0, 1.0);
+    #[allow(clippy::cast_precision_loss)]
+    let (a, b) = ((i as f64 * share).floor(), ((i + 1) as f64 * share).floor());
+    if b > a {
+        Transport::Polling
+    } else {
+        Transport::Websocket
+    }
+}
+
+/// Where clients connect: one server (or load balancer) of the comma-separated target list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port`
+    pub authority: String,
+    /// Socket.IO request path, e.g. `/socket.io/`.
+    pub path: String,
+}
+
+impl Target {
+    /// Accepts `http://host:port`, `ws://host:port` or `host:port` (a trailing path is ignored:
+    /// the Socket.IO path comes from `path`).
+    ///
+    /// # Errors
+    /// TLS schemes (not supported) or an empty host.
+    pub fn parse(url: &str, path: &str) -> anyhow::Result<Self> {
+        let url = url.trim();
+        let rest = if let Some((scheme, rest)) = url.split_once("://") {
+            anyhow::ensure!(
+                scheme == "http" || scheme == "ws",
+                "unsupported scheme {scheme:?} in {url:?} (only http:// and ws://)"
+            );
+            rest
+        } else {
+            url
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        anyhow::ensure!(!authority.is_empty(), "no host in target URL {url:?}");
+        let mut path = path.to_owned();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        Ok(Self {
+            authority: authority.to_owned(),
+            path,
+        })
+    }
+
+    fn ws_url(&self, protocol: Protocol) -> String {
+        match protocol {
+            Protocol::Socketio => format!(
+                "ws://{}{}?EIO={}&transport=websocket",
+                self.authority,
+                self.path,
+                protocol::EIO_VERSION
+            ),
+            Protocol::Raw => format!("ws://{}/", self.authority),
+        }
+    }
+
+    fn polling_url(&self) -> String {
+        format!(
+            "http://{}{}?EIO={}&transport=polling",
+            self.authority,
+            self.path,
+            protocol::EIO_VERSION
+        )
+    }
+}
+
+/// Why a client failed; `cause` is a short stable key for counting failures by cause.
+#[derive(Debug, Clone)]
+pub struct ClientError {
+    pub cause: String,
+    pub detail: String,
+}
+
+impl ClientError {
+    fn new(cause: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            cause: cause.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.cause, self.detail)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+fn io_cause(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    // EMFILE / ENFILE: the generator itself ran out of file descriptors.
+    if matches!(e.raw_os_error(), Some(24 | 23)) {
+        return "too-many-open-files";
+    }
+    match e.kind() {
+        K::ConnectionRefused => "refused",
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => "reset",
+        K::TimedOut => "timeout",
+        K::AddrNotAvailable => "no-local-port",
+        K::UnexpectedEof => "closed",
+        _ => "io",
+    }
+}
+
+impl From<tungstenite::Error> for ClientError {
+    fn from(e: tungstenite::Error) -> Self {
+        let cause = match &e {
+            tungstenite::Error::Io(io) => io_cause(io).to_owned(),
+            tungstenite::Error::Http(resp) => format!("http-{}", resp.status().as_u16()),
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                "closed".to_owned()
+            }
+            _ => "websocket".to_owned(),
+        };
+        Self::new(cause, e.to_string())
+    }
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        let cause = if let Some(status) = e.status() {
+            format!("http-{}", status.as_u16())
+        } else if e.is_timeout() {
+            "timeout".to_owned()
+        } else {
+            // The io error is a few sources down the chain (hyper-util, hyper).
+            let mut source = std::error::Error::source(&e);
+            let mut found = if e.is_connect() { "connect" } else { "http" };
+            while let Some(s) = source {
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    found = io_cause(io);
+                    break;
+                }
+                source = s.source();
+            }
+            found.to_owned()
+        };
+        Self::new(cause, format!("{e:#}"))
+    }
+}
+
+/// Tunables shared by every client of a run.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub protocol: Protocol,
+    /// Bound on the whole handshake (TCP, WebSocket upgrade or first poll, namespace connect).
+    pub connect_timeout: Duration,
+    /// Shared HTTP client of the polling clients (a connection pool).
+    pub http: reqwest::Client,
+}
+
+impl ClientConfig {
+    /// # Errors
+    /// If the HTTP client cannot be built.
+    pub fn new(protocol: Protocol, connect_timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(Self {
+            protocol,
+            connect_timeout,
+            http,
+        })
+    }
+}
+
+fn ws_config() -> WebSocketConfig {
+    // 128 KiB each way by default: 10k clients would need 2.5 GB for buffers alone.
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Polling {
+    http: reqwest::Client,
+    /// Polling URL with `&sid=`.
+    url: String,
+    /// The long-poll GET in flight (a task, so that cancelling `recv` loses nothing).
+    get: Option<JoinHandle<Result<String, ClientError>>>,
+    /// Packets of the last GET not yet handed out.
+    queue: VecDeque<String>,
+    /// Packets to POST; one writer task sends them in order, batched, never two POSTs at once
+    /// (Engine.IO servers close a session on overlapping POSTs).
+    writer: mpsc::UnboundedSender<String>,
+    writer_task: JoinHandle<()>,
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        if let Some(get) = self.get.take() {
+            get.abort();
+        }
+        self.writer_task.abort();
+    }
+}
+
+enum Conn {
+    Ws(Box<Ws>),
+    Polling(Box<Polling>),
+}
+
+/// Timings of a successful handshake.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectTimes {
+    /// Until the Engine.IO session was open (or the raw WebSocket upgraded).
+    pub transport: Duration,
+    /// Until the namespace connect was acknowledged (equal to `transport` for raw).
+    pub total: Duration,
+}
+
+/// A connected client.
+pub struct Client {
+    conn: Conn,
+    protocol: Protocol,
+    transport: Transport,
+    pending_pong: bool,
+}
+
+impl Client {
+    /// Connects and, for Socket.IO, joins namespace `nsp`.
+    ///
+    /// # Errors
+    /// Any failure, with its cause; the whole handshake is bounded by the configured timeout.
+    pub async fn connect(
+        cfg: &ClientConfig,
+        target: &Target,
+        transport: Transport,
+        nsp: &str,
+    ) -> Result<(Self, ConnectTimes), ClientError> {
+        let started = Instant::now();
+        match tokio::time::timeout(
+            cfg.connect_timeout,
+            Self::handshake(cfg, target, transport, nsp, started),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::new(
+                "timeout",
+                format!("handshake took over {:?}", cfg.connect_timeout),
+            )),
+        }
+    }
+
+    async fn handshake(
+        cfg: &ClientConfig,
+        target: &Target,
+        transport: Transport,
+        nsp: &str,
+        started: Instant,
+    ) -> Result<(Self, ConnectTimes), ClientError> {
+        let conn = match (cfg.protocol, transport) {
+            (Protocol::Raw, Transport::Polling) => {
+                return Err(ClientError::new(
+                    "config",
+                    "the raw protocol has no polling transport",
+                ));
+            }
+            (_, Transport::Websocket) => {
+                let url = target.ws_url(cfg.protocol);
+                let (ws, _resp) =
+                    tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+                        .await?;
+                Conn::Ws(Box::new(ws))
+            }
+            (Protocol::Socketio, Transport::Polling) => {
+                Conn::Polling(Box::new(Polling::open(&cfg.http, target).await?))
+            }
+        };
+        let mut client = Self {
+            conn,
+            protocol: cfg.protocol,
+            transport,
+            pending_pong: false,
+        };
+        if cfg.protocol == Protocol::Raw {
+            let t = started.elapsed();
+            return Ok((
+                client,
+                ConnectTimes {
+                    transport: t,
+                    total: t,
+                },
+            ));
+        }
+        if let Conn::Ws(_) = client.conn {
+            // Over WebSocket the server speaks first: the open packet.
+            let first = client.next_frame().await?.ok_or_else(|| {
+                ClientError::new("closed", "closed before the engine.io open packet")
+            })?;
+            match protocol::parse_engine(&first) {
+                Ok(EnginePacket::Open(json)) => {
+                    protocol::parse_open(json)
+                        .map_err(|e| ClientError::new("eio-open", e.to_string()))?;
+                }
+                _ => {
+                    return Err(ClientError::new(
+                        "eio-open",
+                        format!(
+                            "expected an open packet, got {:?}",
+                            &first[..first.len().min(80)]
+                        ),
+                    ));
+                }
+            }
+        }
+        let transport_time = started.elapsed();
+        client.send(protocol::connect_packet(nsp)).await?;
+        loop {
+            let msg = client
+                .recv()
+                .await?
+                .ok_or_else(|| ClientError::new("closed", "closed before the namespace connect"))?;
+            let Ok(p) = protocol::parse_socketio(&msg[1..]) else {
+                continue;
+            };
+            if p.nsp != nsp {
+                continue;
+            }
+            match p.kind {
+                SioKind::Connect => break,
+                SioKind::ConnectError => {
+                    return Err(ClientError::new("namespace-rejected", p.data.to_owned()));
+                }
+                _ => {}
+            }
+        }
+        Ok((
+            client,
+            ConnectTimes {
+                transport: transport_time,
+                total: started.elapsed(),
+            },
+        ))
+    }
+
+    /// The client's transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Next text frame of the underlying transport (WebSocket frame or one packet of a poll).
+    async fn next_frame(&mut self) -> Result<Option<Utf8Bytes>, ClientError> {
+        match &mut self.conn {
+            Conn::Ws(ws) => loop {
+                match ws.next().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(Message::Text(t))) => return Ok(Some(t)),
+                    Some(Ok(Message::Close(_))) => return Ok(None),
+                    // WebSocket pings are answered by tungstenite; no binary in this traffic.
+                    Some(Ok(_)) => {}
+                }
+            },
+            Conn::Polling(p) => p.next_packet().await.map(|o| o.map(Utf8Bytes::from)),
+        }
+    }
+
+    /// The next message: for Socket.IO the Engine.IO message text starting with `4` (parse the
+    /// rest with [`protocol::parse_socketio`]), for raw the frame. `None` when the server closed
+    /// the session. Engine.IO pings are answered here. Cancel-safe.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn recv(&mut self) -> Result<Option<Utf8Bytes>, ClientError> {
+        loop {
+            if self.pending_pong {
+                self.pending_pong = false;
+                self.send(protocol::PONG.to_owned()).await?;
+            }
+            let Some(frame) = self.next_frame().await? else {
+                return Ok(None);
+            };
+            if self.protocol == Protocol::Raw {
+                return Ok(Some(frame));
+            }
+            match frame.as_bytes().first() {
+                Some(b'4') => return Ok(Some(frame)),
+                Some(b'2') => self.pending_pong = true,
+                Some(b'1') => return Ok(None),
+                // Pong, noop (sent to end a poll), upgrade: nothing to do.
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends one message (Engine.IO packet text such as `42/pubsub,…`, or a raw frame).
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn send(&mut self, text: String) -> Result<(), ClientError> {
+        match &mut self.conn {
+            Conn::Ws(ws) => ws
+                .send(Message::Text(text.into()))
+                .await
+                .map_err(Into::into),
+            Conn::Polling(p) => p.post(text),
+        }
+    }
+
+    /// Sends several messages with one flush (one syscall instead of one each).
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn send_batch(&mut self, texts: Vec<String>) -> Result<(), ClientError> {
+        match &mut self.conn {
+            Conn::Ws(ws) => {
+                for t in texts {
+                    ws.feed(Message::Text(t.into())).await?;
+                }
+                ws.flush().await.map_err(Into::into)
+            }
+            Conn::Polling(p) => {
+                for t in texts {
+                    p.post(t)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the session politely (best effort, bounded).
+    pub async fn close(mut self) {
+        let fut = async {
+            match &mut self.conn {
+                Conn::Ws(ws) => {
+                    let _ = ws.send(Message::Close(None)).await;
+                }
+                Conn::Polling(p) => {
+                    let _ = p
+                        .http
+                        .post(&p.url)
+                        .body("1")
+                        .header("content-type", "text/plain;charset=UTF-8")
+                        .send()
+                        .await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), fut).await;
+    }
+}
+
+impl Polling {
+    /// The handshake GET; packets after the open packet stay queued.
+    async fn open(http: &reqwest::Client, target: &Target) -> Result<Self, ClientError> {
+        let base = target.polling_url();
+        let body = http
+            .get(&base)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let mut packets = protocol::split_payload(&body);
+        let first = packets.next().unwrap_or_default();
+        let info = match protocol::parse_engine(first) {
+            Ok(EnginePacket::Open(json)) => protocol::parse_open(json)
+                .map_err(|e| ClientError::new("eio-open", e.to_string()))?,
+            _ => {
+                return Err(ClientError::new(
+                    "eio-open",
+                    format!(
+                        "expected an open packet, got {:?}",
+                        &first[..first.len().min(80)]
+                    ),
+                ));
+            }
+        };
+        let rest = packets.map(str::to_owned).collect();
+        let url = format!("{base}&sid={}", info.sid);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer_task = tokio::spawn(write_loop(http.clone(), url.clone(), rx));
+        Ok(Self {
+            http: http.clone(),
+            url,
+            get: None,
+            queue: rest,
+            writer: tx,
+            writer_task,
+        })
+    }
+
+    fn post(&self, text: String) -> Result<(), ClientError> {
+        self.writer
+            .send(text)
+            .map_err(|_| ClientError::new("closed", "polling writer stopped (a POST failed)"))
+    }
+
+    async fn next_packet(&mut self) -> Result<Option<String>, ClientError> {
+        loop {
+            if let Some(p) = self.queue.pop_front() {
+                return Ok(Some(p));
+            }
+            let get = self.get.get_or_insert_with(|| {
+                let (http, url) = (self.http.clone(), self.url.clone());
+                tokio::spawn(async move {
+                    let resp = http.get(&url).send().await?;
+                    if !resp.status().is_success() {
+                        // 400 with "Session ID unknown" is how a closed session looks.
+                        return Err(ClientError::new(
+                            format!("http-{}", resp.status().as_u16()),
+                            resp.text().await.unwrap_or_default(),
+                        ));
+                    }
+                    Ok(resp.text().await?)
+                })
+            });
+            let res = get.await;
+            self.get = None;
+            let body = match res {
+                Ok(r) => r?,
+                Err(e) => return Err(ClientError::new("internal", e.to_string())),
+            };
+            self.queue
+                .extend(protocol::split_payload(&body).map(str::to_owned));
+            if self.queue.is_empty() {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+async fn write_loop(http: reqwest::Client, url: String, mut rx: mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let body = protocol::join_payload(&batch);
+        let ok = http
+            .post(&url)
+            .body(body)
+            .header("content-type", "text/plain;charset=UTF-8")
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if !ok {
+            // Dropping the receiver makes the next send fail, which ends the client.
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_share_is_spread() {
+        let polling: Vec<usize> = (0..100)
+            .filter(|&i| transport_for(i, 0.05) == Transport::Polling)
+            .collect();
+        assert_eq!(polling.len(), 5);
+        assert!(polling.windows(2).all(|w| w[1] - w[0] == 20));
+        assert!((0..50).all(|i| transport_for(i, 0.0) == Transport::Websocket));
+        assert!((0..50).all(|i| transport_for(i, 1.0) == Transport::Polling));
+    }
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("http://127.0.0.1:3001", "/socket.io").unwrap();
+        assert_eq!(t.authority, "127.0.0.1:3001");
+        assert_eq!(t.path, "/socket.io/");
+        assert_eq!(
+            t.ws_url(Protocol::Socketio),
+            "ws://127.0.0.1:3001/socket.io/?EIO=4&transport=websocket"
+        );
+        assert_eq!(t.ws_url(Protocol::Raw), "ws://127.0.0.1:3001/");
+        assert_eq!(
+            Target::parse("h:1/x", "/socket.io/").unwrap().authority,
+            "h:1"
+        );
+        assert!(Target::parse("https://h:1", "/").is_err());
+    }
+}

@@ -1,0 +1,250 @@
+//! Command line of `ioscale-loadtest`: one subcommand per scenario; every flag is also an
+//! `IOSCALE_LOADTEST_*` environment variable, and units are part of the names.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::client::Protocol;
+
+/// Load generator for Socket.IO clusters (Engine.IO v4 / Socket.IO v5, WebSocket and polling).
+#[derive(Debug, Parser)]
+#[command(name = "ioscale-loadtest", version, about)]
+pub struct Config {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connection storm: open-loop connects/s, handshake latency, failures by cause.
+    Connect(ConnectArgs),
+    /// Room fan-out on `/pubsub`: subscribers in rooms, publishers at an open-loop rate.
+    Fanout(FanoutArgs),
+    /// The chat demo: `add-message` on `/`, every client receives `message-added`.
+    Chat(ChatArgs),
+    /// Emit-with-ack round trips on `/pubsub` (`join` or `publish` acks).
+    Rpc(RpcArgs),
+    /// Prints the comparison table of a directory of reports (used by bench.sh).
+    Compare(CompareArgs),
+    /// Draws the SVG plot of a JSON report again (next to it).
+    Plot {
+        /// The JSON report.
+        report: PathBuf,
+    },
+    /// Prints free TCP ports of 127.0.0.1, one per line (used by bench.sh).
+    FreePorts {
+        /// How many.
+        #[arg(default_value_t = 1)]
+        count: usize,
+    },
+}
+
+/// Flags every scenario shares.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct Common {
+    /// Servers (or one load balancer), comma-separated: `http://host:port` (or `ws://`).
+    /// Client `i` connects to URL `i mod n`.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_URLS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:3000"
+    )]
+    pub urls: Vec<String>,
+    /// Wire protocol: `socketio`, or `raw` for the raw WebSocket baseline.
+    #[arg(long, env = "IOSCALE_LOADTEST_PROTOCOL", value_enum, default_value_t = Protocol::Socketio)]
+    pub protocol: Protocol,
+    /// Socket.IO request path.
+    #[arg(long, env = "IOSCALE_LOADTEST_PATH", default_value = "/socket.io/")]
+    pub path: String,
+    /// Share of clients on HTTP long-polling instead of WebSocket (0 to 1), spread evenly.
+    /// Polling needs sticky sessions behind a load balancer.
+    #[arg(long, env = "IOSCALE_LOADTEST_POLLING_SHARE", default_value_t = 0.0)]
+    pub polling_share: f64,
+    /// Rate at which clients are connected (the storm rate for `connect`, the setup pace
+    /// otherwise).
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_CONNECT_RATE_PER_S",
+        default_value_t = 1000.0
+    )]
+    pub connect_rate_per_s: f64,
+    /// Most handshakes in flight during setup (not used by `connect`, which is open loop).
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_CONNECT_CONCURRENCY",
+        default_value_t = 256
+    )]
+    pub connect_concurrency: usize,
+    /// Bound on one handshake (TCP, upgrade or first poll, namespace connect, room join).
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_CONNECT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub connect_timeout_ms: u64,
+    /// Write the JSON report here, and an SVG plot next to it (same name, `.svg`).
+    #[arg(long, env = "IOSCALE_LOADTEST_REPORT_JSON")]
+    pub report_json: Option<PathBuf>,
+    /// Server processes to sample (CPU, RSS) while sending: `name=pid` or `pid`, comma-separated.
+    #[arg(long, env = "IOSCALE_LOADTEST_WATCH_PIDS", value_delimiter = ',')]
+    pub watch_pids: Vec<String>,
+    /// Name of what is measured, carried into the report (e.g. `ioscale`).
+    #[arg(long, env = "IOSCALE_LOADTEST_LABEL", default_value = "")]
+    pub label: String,
+    /// No progress bar even on a terminal.
+    #[arg(long, env = "IOSCALE_LOADTEST_NO_PROGRESS")]
+    pub no_progress: bool,
+}
+
+/// The send schedule of fanout, chat and rpc.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RateArgs {
+    /// Total sends per second over all senders, on a fixed schedule (open loop); with `--ramp`
+    /// the starting rate.
+    #[arg(long, env = "IOSCALE_LOADTEST_RATE_PER_S", default_value_t = 100.0)]
+    pub rate_per_s: f64,
+    /// How long to send (with `--ramp`: the longest the ramp may run; default 10 s, 600 s
+    /// with `--ramp`).
+    #[arg(long, env = "IOSCALE_LOADTEST_DURATION_S")]
+    pub duration_s: Option<f64>,
+    /// Send at the starting rate this long before the first judged step (warm-up: reported,
+    /// never judged as held or failed).
+    #[arg(long, env = "IOSCALE_LOADTEST_WARMUP_S", default_value_t = 0.0)]
+    pub warmup_s: f64,
+    /// How long to wait after the last send for deliveries in flight.
+    #[arg(long, env = "IOSCALE_LOADTEST_DRAIN_MS", default_value_t = 2000)]
+    pub drain_ms: u64,
+    /// Size of each message's data (JSON, padded; the stamp takes about 50 bytes).
+    #[arg(long, env = "IOSCALE_LOADTEST_PAYLOAD_BYTES", default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Raise the rate step by step until a step loses a message or its p99 exceeds the bound;
+    /// report the highest rate held.
+    #[arg(long, env = "IOSCALE_LOADTEST_RAMP")]
+    pub ramp: bool,
+    /// Rate factor between steps.
+    #[arg(long, env = "IOSCALE_LOADTEST_RAMP_FACTOR", default_value_t = 1.5)]
+    pub ramp_factor: f64,
+    /// Length of a step.
+    #[arg(long, env = "IOSCALE_LOADTEST_RAMP_STEP_S", default_value_t = 5.0)]
+    pub ramp_step_s: f64,
+    /// A step passes while its p99 latency stays at or under this.
+    #[arg(long, env = "IOSCALE_LOADTEST_RAMP_P99_MS", default_value_t = 50.0)]
+    pub ramp_p99_ms: f64,
+    /// How long after a step ends its messages may still arrive before the step is judged
+    /// (a message later than this counts against the step as lost).
+    #[arg(long, env = "IOSCALE_LOADTEST_RAMP_GRACE_MS", default_value_t = 1000)]
+    pub ramp_grace_ms: u64,
+    /// The ramp stops after the last step at or under this rate.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_RAMP_MAX_RATE_PER_S",
+        default_value_t = 1_000_000.0
+    )]
+    pub ramp_max_rate_per_s: f64,
+}
+
+/// `fanout`
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub rate: RateArgs,
+    /// Subscribing clients (spread over the URLs).
+    #[arg(long, env = "IOSCALE_LOADTEST_SUBSCRIBERS", default_value_t = 300)]
+    pub subscribers: usize,
+    /// Subscribers per room (subscriber `i` joins room `i / room_size`, so every room spans
+    /// all URLs).
+    #[arg(long, env = "IOSCALE_LOADTEST_ROOM_SIZE", default_value_t = 300)]
+    pub room_size: usize,
+    /// Publishing clients (not room members); publisher `j`'s `k`-th message goes to room
+    /// `(j + k) mod rooms`.
+    #[arg(long, env = "IOSCALE_LOADTEST_PUBLISHERS", default_value_t = 3)]
+    pub publishers: usize,
+}
+
+/// `chat`
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub rate: RateArgs,
+    /// Clients on `/`; every one receives every message.
+    #[arg(long, env = "IOSCALE_LOADTEST_CLIENTS", default_value_t = 300)]
+    pub clients: usize,
+    /// Clients that also send (the first ones).
+    #[arg(long, env = "IOSCALE_LOADTEST_SENDERS", default_value_t = 3)]
+    pub senders: usize,
+}
+
+/// The acknowledged event the rpc scenario sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RpcEvent {
+    /// `join` a private room: a local round trip.
+    Join,
+    /// `publish` to a private room no one is in: acked once handed to the cluster.
+    Publish,
+}
+
+/// `rpc`
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RpcArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub rate: RateArgs,
+    /// Clients sending requests (the total rate is spread over them).
+    #[arg(long, env = "IOSCALE_LOADTEST_CLIENTS", default_value_t = 100)]
+    pub clients: usize,
+    /// Which acknowledged event.
+    #[arg(long, env = "IOSCALE_LOADTEST_RPC_EVENT", value_enum, default_value_t = RpcEvent::Join)]
+    pub event: RpcEvent,
+}
+
+/// `connect`
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to open (at `--connect-rate-per-s`, open loop).
+    #[arg(long, env = "IOSCALE_LOADTEST_CLIENTS", default_value_t = 1000)]
+    pub clients: usize,
+    /// Keep the connections open this long after the last attempt (the RSS per connection
+    /// of watched processes is measured at the end).
+    #[arg(long, env = "IOSCALE_LOADTEST_HOLD_S", default_value_t = 2.0)]
+    pub hold_s: f64,
+    /// Namespace to connect.
+    #[arg(long, env = "IOSCALE_LOADTEST_NAMESPACE", default_value = "/pubsub")]
+    pub namespace: String,
+}
+
+/// `compare`
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Directory of `*.json` reports (several runs per label are reduced to medians).
+    #[arg(long, env = "IOSCALE_LOADTEST_COMPARE_DIR")]
+    pub dir: PathBuf,
+    /// The label the ratios are computed for.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_COMPARE_SUBJECT",
+        default_value = "ioscale"
+    )]
+    pub subject: String,
+    /// The label of the ceiling (the raw WebSocket server).
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_COMPARE_CEILING",
+        default_value = "raw-ws"
+    )]
+    pub ceiling: String,
+    /// Also write the table as markdown to this file.
+    #[arg(long, env = "IOSCALE_LOADTEST_COMPARE_MARKDOWN")]
+    pub markdown: Option<PathBuf>,
+}

@@ -1,0 +1,39 @@
+//! `chat`: the chat demo at scale. Every client is on `/`; the first `--senders` of them send
+//! `add-message {name, message}` at an open-loop total rate, and every client must receive
+//! each `message-added` (the stamp travels inside the message text).
+
+use anyhow::Result;
+
+use super::load::{self, Flavor, Plan};
+use crate::config::ChatArgs;
+use crate::report::Report;
+
+/// Runs the chat scenario.
+///
+/// # Errors
+/// See [`load::run`].
+pub async fn run(args: ChatArgs) -> Result<Report> {
+    let params = serde_json::json!({
+        "clients": args.clients,
+        "senders": args.senders,
+        "rate_per_s": args.rate.rate_per_s,
+        "duration_s": args.rate.duration_s,
+        "payload_bytes": args.rate.payload_bytes,
+        "polling_share": args.common.polling_share,
+        "ramp": args.rate.ramp,
+        "ramp_step_s": args.rate.ramp_step_s,
+        "ramp_p99_ms": args.rate.ramp_p99_ms,
+        "drain_ms": args.rate.drain_ms,
+    });
+    load::run(Plan {
+        scenario: "chat",
+        flavor: Flavor::Chat,
+        subscribers: args.clients,
+        room_size: args.clients.max(1),
+        publishers: args.senders,
+        common: args.common,
+        rate: args.rate,
+        params,
+    })
+    .await
+}

@@ -1,0 +1,300 @@
+//! `connect`: a connection storm. Attempts start on a fixed schedule (`--connect-rate-per-s`,
+//! open loop: a slow server does not slow the arrivals down), each connects the transport and
+//! the namespace; the run reports connects/s achieved, handshake latency from the scheduled
+//! attempt time, failures by cause, and, with `--watch-pids`, resident memory per held
+//! connection.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+
+use crate::client::{Client, ClientConfig, Protocol, Target, Transport, transport_for};
+use crate::config::ConnectArgs;
+use crate::progress::Progress;
+use crate::report::{ConnectReport, Report, TimePoint};
+use crate::stats::{self, Percentiles, ProcWatch, Recorder};
+
+#[derive(Default)]
+struct Tally {
+    failed: BTreeMap<String, u64>,
+    first_error: Option<String>,
+    transport: Option<Histogram<u32>>,
+    service: Option<Histogram<u32>>,
+}
+
+struct Shared {
+    epoch: Instant,
+    recorder: Recorder,
+    tally: Mutex<Tally>,
+    open: AtomicI64,
+    peak: AtomicI64,
+    connected: AtomicU64,
+    polling: AtomicU64,
+    resolved: AtomicU64,
+    dropped: AtomicU64,
+    last_success_us: AtomicU64,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    sh: Arc<Shared>,
+    cfg: Arc<ClientConfig>,
+    target: Target,
+    transport: Transport,
+    nsp: String,
+    i: usize,
+    sched_us: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let lag = sh.now_us().saturating_sub(sched_us);
+    sh.recorder.shard(i).sent(0, 1, lag);
+    match Client::connect(&cfg, &target, transport, &nsp).await {
+        Ok((mut client, times)) => {
+            let now = sh.now_us();
+            sh.recorder
+                .shard(i)
+                .delivered(0, now.saturating_sub(sched_us));
+            {
+                let mut t = sh.tally();
+                stats::record(
+                    t.transport.get_or_insert_with(stats::new_histogram),
+                    us(times.transport),
+                );
+                stats::record(
+                    t.service.get_or_insert_with(stats::new_histogram),
+                    us(times.total),
+                );
+            }
+            if client.transport() == Transport::Polling {
+                sh.polling.fetch_add(1, Ordering::Relaxed);
+            }
+            sh.connected.fetch_add(1, Ordering::Relaxed);
+            sh.last_success_us.fetch_max(now, Ordering::Relaxed);
+            let open = sh.open.fetch_add(1, Ordering::Relaxed) + 1;
+            sh.peak.fetch_max(open, Ordering::Relaxed);
+            sh.resolved.fetch_add(1, Ordering::Relaxed);
+            // Hold the connection (answering heartbeats) until the run ends.
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    r = client.recv() => {
+                        if !matches!(r, Ok(Some(_))) {
+                            sh.dropped.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            }
+            sh.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            {
+                let mut t = sh.tally();
+                *t.failed.entry(e.cause.clone()).or_default() += 1;
+                t.first_error.get_or_insert_with(|| e.to_string());
+            }
+            sh.resolved.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs the connection storm.
+///
+/// # Errors
+/// Bad arguments or unreadable watched processes.
+#[allow(clippy::too_many_lines)]
+pub async fn run(args: ConnectArgs) -> Result<Report> {
+    let common = &args.common;
+    ensure!(!common.urls.is_empty(), "--urls is empty");
+    ensure!(
+        common.connect_rate_per_s > 0.0,
+        "--connect-rate-per-s must be positive"
+    );
+    let targets: Vec<Target> = common
+        .urls
+        .iter()
+        .map(|u| Target::parse(u, &common.path))
+        .collect::<Result<_>>()?;
+    let cfg = Arc::new(ClientConfig::new(
+        common.protocol,
+        Duration::from_millis(common.connect_timeout_ms),
+    )?);
+    let mut watch = ProcWatch::new(&common.watch_pids)?;
+    let progress = Progress::new(!common.no_progress);
+    let protocol_name = match common.protocol {
+        Protocol::Socketio => "socketio",
+        Protocol::Raw => "raw",
+    };
+    let mut report = Report::new("connect", &common.label, protocol_name, &common.urls);
+    report.params = serde_json::json!({
+        "clients": args.clients,
+        "connect_rate_per_s": common.connect_rate_per_s,
+        "hold_s": args.hold_s,
+        "namespace": args.namespace,
+        "polling_share": common.polling_share,
+    });
+    let n = args.clients;
+    let rate = common.connect_rate_per_s;
+    let sh = Arc::new(Shared {
+        epoch: Instant::now(),
+        recorder: Recorder::new(std::thread::available_parallelism().map_or(4, |n| n.get() * 4)),
+        tally: Mutex::new(Tally::default()),
+        open: AtomicI64::new(0),
+        peak: AtomicI64::new(0),
+        connected: AtomicU64::new(0),
+        polling: AtomicU64::new(0),
+        resolved: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        last_success_us: AtomicU64::new(0),
+    });
+    let t0_us = 200_000u64;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    progress.line(&format!(
+        "connect: {n} connections at {rate:.0}/s to {} target(s)",
+        targets.len()
+    ));
+    watch.begin(0.0);
+    let dispatcher = {
+        let (sh, cfg) = (sh.clone(), cfg.clone());
+        let nsp = args.namespace.clone();
+        let share = if common.protocol == Protocol::Raw {
+            0.0
+        } else {
+            common.polling_share
+        };
+        tokio::spawn(async move {
+            let mut handles = Vec::with_capacity(n);
+            for i in 0..n {
+                let sched_us = t0_us + (i as f64 * 1e6 / rate) as u64;
+                tokio::time::sleep_until(tokio::time::Instant::from_std(
+                    sh.epoch + Duration::from_micros(sched_us),
+                ))
+                .await;
+                handles.push(tokio::spawn(attempt(
+                    sh.clone(),
+                    cfg.clone(),
+                    targets[i % targets.len()].clone(),
+                    transport_for(i, share),
+                    nsp.clone(),
+                    i,
+                    sched_us,
+                    stop_rx.clone(),
+                )));
+            }
+            handles
+        })
+    };
+    let secs = |u: u64| u.saturating_sub(t0_us) as f64 / 1e6;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut next_point_us = t0_us + 1_000_000;
+    let mut all_done_us: Option<u64> = None;
+    let hold_us = (args.hold_s.max(0.0) * 1e6) as u64;
+    loop {
+        tick.tick().await;
+        let now = sh.now_us();
+        if now >= next_point_us {
+            let (h, received, sent) = sh.recorder.take_interval();
+            let p = Percentiles::of(&h);
+            let sampled = watch.sample(secs(now));
+            report.timeline.push(TimePoint {
+                t_s: secs(now),
+                rate_per_s: if all_done_us.is_none() { rate } else { 0.0 },
+                sent_per_s: sent as f64,
+                received_per_s: received as f64,
+                p50_ms: p.p50_ms,
+                p99_ms: p.p99_ms,
+                p999_ms: p.p999_ms,
+                max_ms: p.max_ms,
+                cpu_cores: sampled.iter().map(|s| s.0).collect(),
+                rss_mb: sampled.iter().map(|s| s.1).collect(),
+            });
+            next_point_us += 1_000_000;
+        }
+        let resolved = sh.resolved.load(Ordering::Relaxed);
+        let open = sh.open.load(Ordering::Relaxed);
+        if all_done_us.is_none() && resolved >= n as u64 {
+            all_done_us = Some(now);
+            progress.line(&format!(
+                "connect: all {n} attempts done after {:.1} s; holding {open} connections {:.1} s",
+                secs(now),
+                args.hold_s
+            ));
+        }
+        if let Some(done) = all_done_us
+            && now >= done + hold_us
+        {
+            break;
+        }
+        progress.status(format!(
+            "{resolved}/{n} attempts, {open} open, {} failed",
+            resolved.saturating_sub(sh.connected.load(Ordering::Relaxed))
+        ));
+    }
+    let end = sh.now_us();
+    let _ = watch.sample(secs(end));
+    watch.end(secs(end));
+    let _ = stop_tx.send(true);
+    if let Ok(handles) = dispatcher.await {
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+    progress.finish();
+
+    let connected = sh.connected.load(Ordering::Relaxed);
+    let tally = std::mem::take(&mut *sh.tally());
+    let pct = |h: &Option<Histogram<u32>>| h.as_ref().map(Percentiles::of).unwrap_or_default();
+    report.clients.attempted = n as u64;
+    report.clients.connected = connected;
+    report.clients.polling = sh.polling.load(Ordering::Relaxed);
+    report.clients.failed = tally.failed;
+    report.clients.first_error = tally.first_error;
+    report.clients.handshake_ms = pct(&tally.service);
+    report.clients.dropped = sh.dropped.load(Ordering::Relaxed);
+    let last = sh.last_success_us.load(Ordering::Relaxed);
+    report.processes = watch.report();
+    let rss_kb_per_connection = report
+        .processes
+        .iter()
+        .filter(|_| connected > 0)
+        .map(|p| {
+            (
+                p.name.clone(),
+                (p.rss_mb_end - p.rss_mb_start) * 1024.0 / connected as f64,
+            )
+        })
+        .collect();
+    report.connect = Some(ConnectReport {
+        target_rate_per_s: rate,
+        connects_per_s: connected as f64 / secs(last).max(1e-9),
+        concurrent_peak: u64::try_from(sh.peak.load(Ordering::Relaxed)).unwrap_or(0),
+        scheduled_ms: Percentiles::of(&sh.recorder.step(0).latency),
+        transport_ms: pct(&tally.transport),
+        rss_kb_per_connection,
+    });
+    report.duration_s = secs(end);
+    report.stop_reason = "all attempts done and held".to_owned();
+    Ok(report)
+}

@@ -1,0 +1,8 @@
+//! The scenarios, one file each; `load` is the open-loop send engine that `fanout`, `chat` and
+//! `rpc` share.
+
+pub mod chat;
+pub mod connect;
+pub mod fanout;
+pub mod load;
+pub mod rpc;

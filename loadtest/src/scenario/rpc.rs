@@ -1,0 +1,42 @@
+//! `rpc`: emit-with-ack round trips on `/pubsub` at an open-loop total rate over `--clients`:
+//! `join` of a private room (answered by the node the client is on) or `publish` to a room no
+//! one is in (answered once handed to the cluster). The ack is the delivery; a missing ack is
+//! lost.
+
+use anyhow::Result;
+
+use super::load::{self, Flavor, Plan};
+use crate::config::{RpcArgs, RpcEvent};
+use crate::report::Report;
+
+/// Runs the rpc scenario.
+///
+/// # Errors
+/// See [`load::run`].
+pub async fn run(args: RpcArgs) -> Result<Report> {
+    let params = serde_json::json!({
+        "clients": args.clients,
+        "event": args.event,
+        "rate_per_s": args.rate.rate_per_s,
+        "duration_s": args.rate.duration_s,
+        "payload_bytes": args.rate.payload_bytes,
+        "polling_share": args.common.polling_share,
+        "ramp": args.rate.ramp,
+        "ramp_step_s": args.rate.ramp_step_s,
+        "ramp_p99_ms": args.rate.ramp_p99_ms,
+        "drain_ms": args.rate.drain_ms,
+    });
+    load::run(Plan {
+        scenario: "rpc",
+        flavor: Flavor::Rpc {
+            publish: args.event == RpcEvent::Publish,
+        },
+        subscribers: 0,
+        room_size: 1,
+        publishers: args.clients,
+        common: args.common,
+        rate: args.rate,
+        params,
+    })
+    .await
+}

@@ -1,0 +1,185 @@
+//! The chat page of seed "Getting started with Socket.io" at `GET /` (HTML and JS embedded in
+//! the binary), and the socket.io browser client it loads from `/socket.io/socket.io.js`.
+//!
+//! The client script is socket.io-client's `dist/socket.io.min.js` from npm. It is installed
+//! by `npm ci --prefix node/client`, not committed, and read from disk at each request (so an
+//! install after the node started is picked up): from `--client-script-path` when given, else
+//! from the first existing `node/client/node_modules/…` next to the executable's ancestors,
+//! the working directory or the source tree. Missing, it answers 404 and logs where it looked.
+//!
+//! socketioxide's layer takes every request under `/socket.io/`, so the script's route must be
+//! added to the router after that layer (see [`CLIENT_SCRIPT_ROUTE`]).
+
+use std::path::{Path, PathBuf};
+
+use axum::{
+    Router,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{MethodRouter, get},
+};
+
+use crate::config::Config;
+
+/// Where the page loads the socket.io client from (as in the seed).
+pub const CLIENT_SCRIPT_ROUTE: &str = "/socket.io/socket.io.js";
+/// The page's own script.
+pub const PAGE_SCRIPT_ROUTE: &str = "/js/chat.js";
+/// The client script inside an installed `socket.io-client` package.
+const CLIENT_SCRIPT_IN_PACKAGE: &str = "node_modules/socket.io-client/dist/socket.io.min.js";
+
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const CHAT_JS: &str = include_str!("../static/chat.js");
+
+/// Only the node's own scripts and connections; inline styles are the page's only inline part.
+const CSP: &str = "default-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /` (the page) and `GET /js/chat.js` (its script).
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/",
+            get(async || asset("text/html; charset=utf-8", INDEX_HTML)),
+        )
+        .route(
+            PAGE_SCRIPT_ROUTE,
+            get(async || asset("text/javascript; charset=utf-8", CHAT_JS)),
+        )
+}
+
+/// The places the client script may be, in the order they are tried.
+pub fn client_script_candidates(config: &Config) -> Vec<PathBuf> {
+    if let Some(p) = &config.client_script_path {
+        return vec![p.clone()];
+    }
+    let mut out = Vec::new();
+    let in_repo = Path::new("node")
+        .join("client")
+        .join(CLIENT_SCRIPT_IN_PACKAGE);
+    // `target/<profile>/ioscale-node` sits two levels below the repository root.
+    if let Ok(exe) = std::env::current_exe() {
+        out.extend(exe.ancestors().skip(1).take(4).map(|d| d.join(&in_repo)));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        out.push(cwd.join(&in_repo));
+        out.push(cwd.join("client").join(CLIENT_SCRIPT_IN_PACKAGE));
+    }
+    // The source tree this binary was built from, for binaries copied elsewhere on this machine.
+    out.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("client")
+            .join(CLIENT_SCRIPT_IN_PACKAGE),
+    );
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
+/// Logs, at startup, which client script the page will get (or that it will get a 404).
+pub fn log_client_script(config: &Config) {
+    let candidates = client_script_candidates(config);
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => tracing::info!(path = %p.display(), "serving the socket.io client script"),
+        None => tracing::warn!(
+            tried = ?candidates,
+            "socket.io client script not found: {CLIENT_SCRIPT_ROUTE} will answer 404 (run \
+             `npm ci --prefix node/client` or set --client-script-path)"
+        ),
+    }
+}
+
+/// `GET /socket.io/socket.io.js`: the client script, or 404 with a log line saying why.
+pub fn client_script_route(config: &Config) -> MethodRouter {
+    let candidates = client_script_candidates(config);
+    get(async move || {
+        for p in &candidates {
+            match tokio::fs::read(p).await {
+                Ok(body) => {
+                    return (
+                        [
+                            (
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static("text/javascript; charset=utf-8"),
+                            ),
+                            (
+                                header::CACHE_CONTROL,
+                                HeaderValue::from_static("max-age=300"),
+                            ),
+                        ],
+                        body,
+                    )
+                        .into_response();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot read the socket.io client script");
+                }
+            }
+        }
+        tracing::warn!(
+            tried = ?candidates,
+            "404 for {CLIENT_SCRIPT_ROUTE}: socket.io client script not found (run \
+             `npm ci --prefix node/client` or set --client-script-path)"
+        );
+        (
+            StatusCode::NOT_FOUND,
+            "socket.io client script not installed on this node\n",
+        )
+            .into_response()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn an_explicit_path_is_the_only_candidate() {
+        let c = Config::parse_from(["ioscale-node", "--client-script-path", "/x/io.js"]);
+        assert_eq!(
+            client_script_candidates(&c),
+            vec![PathBuf::from("/x/io.js")]
+        );
+    }
+
+    #[test]
+    fn default_candidates_end_with_the_source_tree() {
+        let c = Config::parse_from(["ioscale-node"]);
+        let all = client_script_candidates(&c);
+        assert!(all.iter().all(|p| p.ends_with(CLIENT_SCRIPT_IN_PACKAGE)));
+        assert!(
+            all.last()
+                .is_some_and(|p| p.starts_with(env!("CARGO_MANIFEST_DIR")))
+        );
+    }
+
+    #[test]
+    fn the_page_loads_the_client_and_its_script() {
+        assert!(INDEX_HTML.contains(CLIENT_SCRIPT_ROUTE));
+        assert!(INDEX_HTML.contains(PAGE_SCRIPT_ROUTE));
+        // Messages are rendered as text, never as HTML.
+        assert!(!CHAT_JS.contains("innerHTML"));
+    }
+}

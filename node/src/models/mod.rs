@@ -1,0 +1,412 @@
+//! CRUD over Socket.IO for the applications of the seed documents: a model store shared by the
+//! ko.ninja, Backbone.sync and Sails 0.9 dialects, all on the default namespace `/` (where the
+//! seeds' clients connect), and the cluster-wide change events every write publishes.
+//!
+//! Every write, whatever dialect made it, publishes to every node through the cluster adapter:
+//!
+//! - `model-change {model, verb, id, data?}` to the collection room `model:<collection>`
+//!   (creates, updates, removes) and the record room `model:<collection>:<id>` (updates,
+//!   removes). ko.ninja `find` / Backbone `read` of a collection joins the collection room;
+//!   `findOne` / `read` of one record joins its record room.
+//! - Sails' `message {model, verb, id, data?}` to the class room `sails:<collection>` (creates;
+//!   its sockets also join the new record's instance room everywhere, Sails' `introduce`) and
+//!   the instance room `sails:<collection>:<id>` (updates, destroys).
+//!
+//! The requesting socket is left out of both: it already has the answer (Sails' `socketToOmit`).
+//!
+//! `delete` is both a Backbone and a Sails event: a payload with a `signature` is Backbone's,
+//! anything else (a JSON string, `{url, …}`) Sails'.
+
+pub mod backbone;
+pub mod ko_ninja;
+pub mod sails;
+pub mod store;
+
+use std::sync::Arc;
+
+use ioscale_adapter::Cluster;
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde::Serialize;
+use serde_json::{Value, json};
+use socketioxide::{
+    SocketIo,
+    extract::{AckSender, SocketRef, State, TryData},
+    handler::{FromMessageParts, Value as RawValue},
+    socket::{Sid, Socket},
+};
+
+pub use store::{Collections, Limits, ModelError, ModelStore, Record, UpdateMode};
+
+use crate::{
+    app::{Adapter, App},
+    config::Config,
+};
+
+/// The namespace that serves every dialect.
+pub const NAMESPACE: &str = "/";
+/// Event of the dialect-neutral change feed.
+pub const CHANGE_EVENT: &str = "model-change";
+/// Event that carries errors to clients that sent no ack callback (and have no reply event).
+pub const ERROR_EVENT: &str = "model-error";
+
+/// Room of every change to a collection (ko.ninja, Backbone).
+pub fn collection_room(collection: &str) -> String {
+    format!("model:{collection}")
+}
+
+/// Room of the changes to one record (ko.ninja, Backbone).
+pub fn record_room(collection: &str, id: u64) -> String {
+    format!("model:{collection}:{id}")
+}
+
+/// Sails' class room: told about creates.
+pub fn sails_class_room(collection: &str) -> String {
+    format!("sails:{collection}")
+}
+
+/// Sails' instance room: told about updates and destroys of one record.
+pub fn sails_instance_room(collection: &str, id: u64) -> String {
+    format!("sails:{collection}:{id}")
+}
+
+/// A configuration of the model dialects that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+/// The model configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Allowed collections.
+    pub collections: Collections,
+    /// Store limits.
+    pub limits: Limits,
+    /// ko.ninja message names.
+    pub ko_names: ko_ninja::KoNames,
+}
+
+impl Settings {
+    /// Reads `--collections`, the limits and `--ko-message-names`.
+    ///
+    /// # Errors
+    /// An invalid collection name, a zero limit or a malformed message-name mapping.
+    pub fn from_config(c: &Config) -> Result<Self, SettingsError> {
+        let mut names = std::collections::BTreeSet::new();
+        for name in c
+            .collections
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+        {
+            if !store::valid_collection_name(name) {
+                return Err(SettingsError(format!(
+                    "--collections: invalid name {name:?} (1-64 letters, digits, '_' or '-', starting with a letter or digit)"
+                )));
+            }
+            names.insert(name.to_owned());
+        }
+        let collections = if names.is_empty() {
+            Collections::Open
+        } else {
+            Collections::Listed(names)
+        };
+        if c.max_collections == 0 || c.max_record_bytes == 0 || c.max_records == 0 {
+            return Err(SettingsError(
+                "--max-collections, --max-record-bytes and --max-records must be positive".into(),
+            ));
+        }
+        let limits = Limits {
+            max_record_bytes: c.max_record_bytes,
+            max_records: c.max_records,
+            max_collections: c.max_collections,
+        };
+        let ko_names = ko_ninja::KoNames::parse(&c.ko_message_names, &collections)
+            .map_err(|e| SettingsError(format!("--ko-message-names: {e}")))?;
+        Ok(Self {
+            collections,
+            limits,
+            ko_names,
+        })
+    }
+}
+
+/// The models of a node: the store, the ko.ninja names and the metrics. Handed to handlers as
+/// socketioxide state (`State<Arc<Models>>`).
+#[derive(Debug)]
+pub struct Models {
+    /// The store.
+    pub store: ModelStore,
+    /// ko.ninja event names.
+    pub ko_names: ko_ninja::KoNames,
+    requests: IntCounterVec,
+}
+
+impl Models {
+    /// Builds the store (in Redis when the cluster has one, in memory otherwise) and registers
+    /// `ioscale_model_requests_total{dialect, op, result}`.
+    ///
+    /// # Errors
+    /// On a duplicate metric registration.
+    pub fn new(
+        settings: Settings,
+        cluster: &Cluster,
+        redis_prefix: &str,
+        registry: &Registry,
+    ) -> prometheus::Result<Arc<Self>> {
+        let store = match cluster.redis_client() {
+            Some(client) => {
+                ModelStore::redis(client, redis_prefix, settings.collections, settings.limits)
+            }
+            None => ModelStore::memory(settings.collections, settings.limits),
+        };
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "ioscale_model_requests_total",
+                "Model (CRUD) requests by dialect, operation and result",
+            ),
+            &["dialect", "op", "result"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        Ok(Arc::new(Self {
+            store,
+            ko_names: settings.ko_names,
+            requests,
+        }))
+    }
+
+    /// Counts one request. `dialect` and `op` come from fixed sets; `result` is `ok`,
+    /// `client_error` or `server_error`.
+    pub fn count<T>(&self, dialect: &'static str, op: &'static str, r: &Result<T, ModelError>) {
+        match r {
+            Ok(_) => self.requests.with_label_values(&[dialect, op, "ok"]).inc(),
+            Err(e) => self.count_error(dialect, op, e),
+        }
+    }
+
+    /// Counts one failed request.
+    pub fn count_error(&self, dialect: &'static str, op: &'static str, e: &ModelError) {
+        let result = if e.is_client_error() {
+            "client_error"
+        } else {
+            tracing::warn!(dialect, op, error = %e, "model request failed");
+            "server_error"
+        };
+        self.requests
+            .with_label_values(&[dialect, op, result])
+            .inc();
+    }
+
+    /// Inserts a record and tells the cluster.
+    ///
+    /// # Errors
+    /// As `ModelStore::insert`.
+    pub async fn insert(
+        &self,
+        io: &SocketIo<Adapter>,
+        origin: Sid,
+        collection: &str,
+        data: Record,
+    ) -> Result<Record, ModelError> {
+        let r = self.store.insert(collection, data).await?;
+        let id = record_id(&r);
+        publish(io, origin, collection, Verb::Create, id, Some(&r)).await;
+        Ok(r)
+    }
+
+    /// Updates a record and tells the cluster.
+    ///
+    /// # Errors
+    /// As `ModelStore::update`.
+    pub async fn update(
+        &self,
+        io: &SocketIo<Adapter>,
+        origin: Sid,
+        collection: &str,
+        id: u64,
+        data: Record,
+        mode: UpdateMode,
+    ) -> Result<Record, ModelError> {
+        let r = self.store.update(collection, id, data, mode).await?;
+        publish(io, origin, collection, Verb::Update, id, Some(&r)).await;
+        Ok(r)
+    }
+
+    /// Removes a record, tells the cluster and returns what it was.
+    ///
+    /// # Errors
+    /// As `ModelStore::remove`.
+    pub async fn remove(
+        &self,
+        io: &SocketIo<Adapter>,
+        origin: Sid,
+        collection: &str,
+        id: u64,
+    ) -> Result<Record, ModelError> {
+        let r = self.store.remove(collection, id).await?;
+        publish(io, origin, collection, Verb::Destroy, id, None).await;
+        Ok(r)
+    }
+}
+
+fn record_id(r: &Record) -> u64 {
+    r.get("id").and_then(Value::as_u64).unwrap_or_default()
+}
+
+/// What a write did, in Sails' words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// A new record.
+    Create,
+    /// A changed record.
+    Update,
+    /// A removed record.
+    Destroy,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Destroy => "destroy",
+        }
+    }
+}
+
+/// Publishes a write to every node: the change feed and Sails' `message`. Failures are logged:
+/// the write itself is done and the requester gets its answer either way.
+async fn publish(
+    io: &SocketIo<Adapter>,
+    origin: Sid,
+    collection: &str,
+    verb: Verb,
+    id: u64,
+    data: Option<&Record>,
+) {
+    let Some(ns) = io.of(NAMESPACE) else { return };
+    let origin = origin.to_string();
+    let mut msg = json!({"model": collection, "verb": verb.as_str(), "id": id});
+    if let Some(d) = data {
+        msg["data"] = Value::Object(d.clone());
+    }
+    let mut feed_rooms = vec![collection_room(collection)];
+    if verb != Verb::Create {
+        feed_rooms.push(record_room(collection, id));
+    }
+    if let Err(e) = ns
+        .clone()
+        .to(feed_rooms)
+        .except(origin.clone())
+        .emit(CHANGE_EVENT, &msg)
+        .await
+    {
+        tracing::debug!(error = %e, "model-change partially delivered");
+    }
+    let instance = sails_instance_room(collection, id);
+    let sails_target = if verb == Verb::Create {
+        // Sails' publishCreate: class-room sockets on every node join the new instance's room
+        // (confirmed by every node) before anyone can update it.
+        let class = sails_class_room(collection);
+        if let Err(e) = ns.clone().to(class.clone()).join(instance.clone()).await {
+            tracing::warn!(error = %e, collection, id, "introducing a new record to its class room failed");
+        }
+        class
+    } else {
+        instance.clone()
+    };
+    if let Err(e) = ns
+        .clone()
+        .to(sails_target)
+        .except(origin)
+        .emit("message", &msg)
+        .await
+    {
+        tracing::debug!(error = %e, "sails message partially delivered");
+    }
+    if verb == Verb::Destroy {
+        // Ids are never reused, so the rooms of a removed record only hold memory: empty them
+        // in the background (a cluster round trip the requester need not wait for).
+        let rooms = vec![instance, record_room(collection, id)];
+        tokio::spawn(async move {
+            if let Err(e) = ns.to(rooms.clone()).leave(rooms).await {
+                tracing::debug!(error = %e, "emptying the rooms of a removed record failed");
+            }
+        });
+    }
+}
+
+/// The ack callback of a client event, if the client sent one (socketioxide's `AckSender`
+/// alone cannot tell).
+pub struct Ack {
+    sender: AckSender<Adapter>,
+    present: bool,
+}
+
+impl FromMessageParts<Adapter> for Ack {
+    type Error = std::convert::Infallible;
+    fn from_message_parts(
+        s: &Arc<Socket<Adapter>>,
+        v: &mut RawValue,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        Ok(Ack {
+            sender: AckSender::from_message_parts(s, v, ack_id)?,
+            present: ack_id.is_some(),
+        })
+    }
+}
+
+impl Ack {
+    /// Whether the client asked for an answer through an ack.
+    pub fn present(&self) -> bool {
+        self.present
+    }
+
+    /// Answers through the ack (a tuple becomes several ack arguments); nothing without one.
+    pub fn send<T: Serialize + ?Sized>(self, body: &T) {
+        if self.present {
+            let _ = self.sender.send(body);
+        }
+    }
+}
+
+/// Tells a client that sent no ack about an error: `model-error {event, error, status}`.
+pub fn emit_error(s: &SocketRef<Adapter>, event: &str, e: &ModelError) {
+    let _ = s.emit(
+        ERROR_EVENT,
+        &json!({"event": event, "error": e.to_string(), "status": e.status()}),
+    );
+}
+
+/// Registers the dialects' events on a socket of `/`. Called from the namespace's connect
+/// handler before anything is awaited, so a client's first event finds its handler.
+pub fn register(s: &SocketRef<Adapter>) {
+    s.on("create", backbone::create);
+    s.on("read", backbone::read);
+    s.on("update", backbone::update);
+    s.on("delete", delete);
+    s.on("get", sails::get);
+    s.on("post", sails::post);
+    s.on("put", sails::put);
+    // ko.ninja's event names are `<collection>-<op>` (or configured): only a fallback sees
+    // them all. Events with a handler of their own never reach it.
+    s.on_fallback(ko_ninja::fallback);
+}
+
+/// `delete`: Backbone's when the payload has a `signature`, Sails' otherwise.
+async fn delete(
+    s: SocketRef<Adapter>,
+    io: SocketIo<Adapter>,
+    TryData(data): TryData<Value>,
+    ack: Ack,
+    State(models): State<Arc<Models>>,
+    State(app): State<Arc<App>>,
+) {
+    let data = data.map_err(|e| e.to_string());
+    let is_backbone = matches!(&data, Ok(Value::Object(o)) if o.contains_key("signature"));
+    if is_backbone {
+        backbone::handle(backbone::Op::Delete, s, io, data, ack, models, app).await;
+    } else {
+        sails::handle(sails::Method::Delete, s, io, data, ack, models, app).await;
+    }
+}
