@@ -13,7 +13,18 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_PUBLISH_QUEUE: usize = 16_384;
 /// Default capacity of the subscriber's broadcast channel inside the Redis client. Messages
 /// arriving faster than they are dispatched for longer than this are lost (and counted).
-pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 262_144;
+/// The client allocates every slot of each of its event channels up front (about 20 MB at
+/// this size), so it is not made larger by default; the dispatcher drains it far faster than
+/// Redis fills it.
+pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 16_384;
+/// Capacity of the publishing client's event channels: it receives no messages, only
+/// connection events.
+const PUBLISHER_EVENT_BUFFER: usize = 64;
+/// Capacity of the publishing client's event channels.
+pub(crate) const fn publisher_event_buffer() -> usize {
+    PUBLISHER_EVENT_BUFFER
+}
+
 /// Default largest encoded message the adapter publishes (Redis' own limit is 512 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Default most messages written to Redis in one pipeline.

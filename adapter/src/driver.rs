@@ -147,8 +147,11 @@ impl Driver {
             })
             // Unlimited attempts, 100 ms doubling to 2 s: a Redis restart is survived.
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
-        let publisher = builder.build()?;
         let subscriber = builder.build_subscriber_client()?;
+        builder.with_performance_config(|p| {
+            p.broadcast_channel_capacity = crate::config::publisher_event_buffer();
+        });
+        let publisher = builder.build()?;
 
         let (tx, rx) = mpsc::channel(config.publish_queue);
         let driver = Arc::new(Self {

@@ -10,6 +10,7 @@ pub mod app;
 pub mod chat;
 pub mod chat_page;
 pub mod config;
+pub mod eager;
 pub mod health;
 pub mod metrics;
 pub mod models;
@@ -28,12 +29,13 @@ use axum::{Router, routing::get};
 use futures_util::future::BoxFuture;
 use ioscale_adapter::{AdapterConfig, Cluster, Metrics, ServerEventHandler};
 use prometheus::{IntCounterVec, Registry};
-use socketioxide::{SocketIo, TransportType};
+use socketioxide::{SocketIo, TransportType, extract::State};
 use tokio::net::TcpListener;
 
 use crate::{
     app::{Adapter, App, HttpState},
     config::{Config, Transport},
+    eager::Eager,
     metrics::NodeMetrics,
     store::ChatStore,
 };
@@ -152,25 +154,38 @@ pub async fn run(
     let (layer, io) = builder
         .with_adapter::<Adapter>(cluster.clone())
         .build_layer();
-    io.ns("/", chat::on_connect).await.context("namespace /")?;
-    io.ns("/custom", sockets::on_connect_plain)
+    // Every namespace registers its handlers eagerly (see `eager`), so events a client sends
+    // right after connecting are never dropped.
+    io.ns("/", Eager(|s, _io, app| chat::on_connect(s, State(app))))
         .await
-        .context("namespace /custom")?;
-    io.ns(pubsub::NAMESPACE, pubsub::on_connect)
-        .await
-        .context("namespace /pubsub")?;
-    io.ns(readme_features::NAMESPACE, readme_features::on_connect)
-        .await
-        .context("namespace /readme")?;
+        .context("namespace /")?;
+    io.ns(
+        "/custom",
+        Eager(|s, _io, app| sockets::on_connect_plain(s, State(app))),
+    )
+    .await
+    .context("namespace /custom")?;
+    io.ns(
+        pubsub::NAMESPACE,
+        Eager(|s, io, app| pubsub::on_connect(s, io, State(app))),
+    )
+    .await
+    .context("namespace /pubsub")?;
+    io.ns(
+        readme_features::NAMESPACE,
+        Eager(|s, io, app| readme_features::on_connect(s, io, State(app))),
+    )
+    .await
+    .context("namespace /readme")?;
     io.ns(
         readme_features::CHAT_NAMESPACE,
-        readme_features::on_connect_chat,
+        Eager(|s, io, app| readme_features::on_connect_chat(s, io, State(app))),
     )
     .await
     .context("namespace /chat")?;
     io.ns(
         readme_features::NEWS_NAMESPACE,
-        readme_features::on_connect_news,
+        Eager(|s, _io, app| readme_features::on_connect_news(s, State(app))),
     )
     .await
     .context("namespace /news")?;
