@@ -11,7 +11,7 @@
 use std::{
     future::Future,
     sync::Arc,
-    task::{Context, Poll, Waker},
+    task::{Context, Waker},
 };
 
 use socketioxide::{
@@ -50,7 +50,7 @@ where
         // A no-op waker is enough for this first poll: whatever the future waits on is polled
         // again, with the task's real waker, once it is spawned.
         let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Pending = fut.as_mut().poll(&mut cx) {
+        if fut.as_mut().poll(&mut cx).is_pending() {
             tokio::spawn(fut);
         }
     }
