@@ -12,12 +12,20 @@
 #   --runs N               runs per implementation, medians reported (3)
 #   --impls a,b,..         implementations (ioscale,node-socketio,socketioxide,raw-ws)
 #   --nodes N              server processes per clustered implementation (3)
-#   --scenario S           fanout | chat | rpc (fanout)
+#   --scenario S           fanout | chat | rpc | idle (fanout). idle: the memory benchmark, one
+#                          server process per implementation holding --clients idle WebSocket
+#                          connections on /pubsub; reports resident memory per connection
+#   --clients N            idle: connections held (20000)
+#   --connect-rate-per-s R idle: connection attempts per second (2000)
+#   --hold-s S             idle: how long every connection is held before RSS is read (5)
 #   --subscribers N        receiving clients (300); chat: clients; rpc: clients
 #   --room-size N          subscribers per room, fanout (300)
 #   --publishers N         sending clients (3); chat: senders
 #   --payload-bytes N      message data size (100)
 #   --start-rate-per-s R   first ramp step, sends/s (50)
+#   --fixed-rate-per-s R   no ramp: send at R sends/s for --duration-s (latency at a fixed load;
+#                          with a high R and a short duration, a burst)
+#   --duration-s S         fixed-rate sending time (30)
 #   --ramp-step-s S        ramp step length (5)
 #   --ramp-factor F        rate factor per step (1.5)
 #   --ramp-p99-ms MS       a step fails above this p99 (50)
@@ -25,6 +33,8 @@
 #   --warmup-s S           warm-up at the starting rate before the first judged step (3)
 #   --drain-ms MS          wait for in-flight deliveries at the end (2000)
 #   --out DIR              reports, logs and table (target/bench/<date>)
+#   --server-threads N     tokio worker threads of each Rust server process (ioscale,
+#                          socketioxide, raw-ws; default: one per core). Node is single-threaded
 #   --no-build             use the binaries already in target/release
 set -euo pipefail
 
@@ -46,6 +56,12 @@ ramp_p99_ms=50
 max_duration_s=120
 drain_ms=2000
 warmup_s=3
+clients=20000
+fixed_rate=""
+server_threads=""
+duration_s=30
+connect_rate=2000
+hold_s=5
 out=""
 build=1
 extra=()
@@ -70,14 +86,22 @@ while [ $# -gt 0 ]; do
     --max-duration-s) need_value "$@"; max_duration_s="$2"; shift 2 ;;
     --drain-ms) need_value "$@"; drain_ms="$2"; shift 2 ;;
     --warmup-s) need_value "$@"; warmup_s="$2"; shift 2 ;;
+    --clients) need_value "$@"; clients="$2"; shift 2 ;;
+    --fixed-rate-per-s) need_value "$@"; fixed_rate="$2"; shift 2 ;;
+    --duration-s) need_value "$@"; duration_s="$2"; shift 2 ;;
+    --connect-rate-per-s) need_value "$@"; connect_rate="$2"; shift 2 ;;
+    --hold-s) need_value "$@"; hold_s="$2"; shift 2 ;;
     --out) need_value "$@"; out="$2"; shift 2 ;;
+    --server-threads) need_value "$@"; server_threads="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-case "$scenario" in fanout|chat|rpc) ;; *) echo "bench.sh: --scenario must be fanout, chat or rpc" >&2; exit 2 ;; esac
+case "$scenario" in fanout|chat|rpc|idle) ;; *) echo "bench.sh: --scenario must be fanout, chat, rpc or idle" >&2; exit 2 ;; esac
+# The memory benchmark measures what one server process pays per connection.
+[ "$scenario" = idle ] && nodes=1
 
 [ -n "$out" ] || out="target/bench/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out/logs"
@@ -104,8 +128,13 @@ fi
 LOADTEST="$BIN/ioscale-loadtest"
 [ -x "$LOADTEST" ] || { echo "bench.sh: $LOADTEST missing (run without --no-build)" >&2; exit 1; }
 
-# Every client is a file descriptor, in the generator and in the servers.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# Every client is a file descriptor, in the generator and in the servers: raise the limit (root
+# may raise the hard limit too; others get what the hard limit allows).
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$scenario" = idle ] && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((clients + 1000)) ]; then
+  echo "bench.sh: open-files limit $(ulimit -n) is below --clients $clients (+1000); raise it (ulimit -Hn)" >&2
+  exit 1
+fi
 
 # Processes this script started; only these are ever signalled.
 started=()
@@ -160,6 +189,10 @@ run_one() { # impl run
   local ports=($("$LOADTEST" free-ports $((n + 1))))
   local rport="${ports[$n]}"
   local watch="" urls="" proto=socketio i port
+  # tokio reads TOKIO_WORKER_THREADS when a runtime does not set its own count; only the
+  # servers get it, never the load generator.
+  local threads_env=()
+  [ -n "$server_threads" ] && threads_env=(TOKIO_WORKER_THREADS="$server_threads")
   if [ "$impl" != raw-ws ]; then
     start_redis "$rport" "$out/logs/$tag.redis.log"
     watch="redis=$redis_pid"
@@ -169,18 +202,18 @@ run_one() { # impl run
     local log="$out/logs/$tag.node$((i + 1)).log"
     case "$impl" in
       ioscale)
-        RUST_LOG=info "$BIN/ioscale-node" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
+        env "${threads_env[@]}" RUST_LOG=info "$BIN/ioscale-node" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
           --redis-url "redis://127.0.0.1:$rport" --shutdown-timeout-ms 1000 >"$log" 2>&1 &
         ;;
       node-socketio)
         REDIS_URL="redis://127.0.0.1:$rport" node "$NODE_BASELINE/server.mjs" "$port" >"$log" 2>&1 &
         ;;
       socketioxide)
-        RUST_LOG=warn "$BIN/ioscale-baseline-socketioxide" --listen "127.0.0.1:$port" \
+        env "${threads_env[@]}" RUST_LOG=warn "$BIN/ioscale-baseline-socketioxide" --listen "127.0.0.1:$port" \
           --redis-url "redis://127.0.0.1:$rport" >"$log" 2>&1 &
         ;;
       raw-ws)
-        "$BIN/ioscale-baseline-raw-ws" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+        env "${threads_env[@]}" "$BIN/ioscale-baseline-raw-ws" --listen "127.0.0.1:$port" >"$log" 2>&1 &
         proto=raw
         ;;
       *) echo "bench.sh: unknown implementation $impl" >&2; return 1 ;;
@@ -198,13 +231,22 @@ run_one() { # impl run
     fanout) args=(fanout --subscribers "$subscribers" --room-size "$room_size" --publishers "$publishers") ;;
     chat) args=(chat --clients "$subscribers" --senders "$publishers") ;;
     rpc) args=(rpc --clients "$subscribers") ;;
+    idle) args=(connect --clients "$clients" --connect-rate-per-s "$connect_rate" --hold-s "$hold_s" --namespace /pubsub) ;;
   esac
+  # The sending scenarios ramp the rate; the connection storm has no send schedule.
+  local sched=()
+  if [ "$scenario" != idle ] && [ -n "$fixed_rate" ]; then
+    sched=(--payload-bytes "$payload_bytes" --rate-per-s "$fixed_rate" --warmup-s "$warmup_s"
+      --duration-s "$duration_s" --drain-ms "$drain_ms")
+  elif [ "$scenario" != idle ]; then
+    sched=(--payload-bytes "$payload_bytes" --ramp --rate-per-s "$start_rate"
+      --warmup-s "$warmup_s" --ramp-step-s "$ramp_step_s" --ramp-factor "$ramp_factor" --ramp-p99-ms "$ramp_p99_ms"
+      --duration-s "$max_duration_s" --drain-ms "$drain_ms")
+  fi
   echo "== $impl, run $run: $scenario over $urls"
   # A failed run (e.g. servers that refuse the clients) is reported and the others go on.
   if ! "$LOADTEST" "${args[@]}" --urls "$urls" --protocol "$proto" --label "$impl" \
-    --payload-bytes "$payload_bytes" --ramp --rate-per-s "$start_rate" \
-    --warmup-s "$warmup_s" --ramp-step-s "$ramp_step_s" --ramp-factor "$ramp_factor" --ramp-p99-ms "$ramp_p99_ms" \
-    --duration-s "$max_duration_s" --drain-ms "$drain_ms" --no-progress \
+    "${sched[@]}" --no-progress \
     --watch-pids "$watch" --report-json "$out/$tag.json" "${extra[@]}" \
     2>&1 | tee "$out/logs/$tag.loadtest.log"; then
     echo "bench.sh: the load generator failed for $impl run $run (log: $out/logs/$tag.loadtest.log)" >&2
@@ -216,8 +258,14 @@ run_one() { # impl run
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "scenario: $scenario, subscribers $subscribers, room size $room_size, publishers $publishers, payload $payload_bytes B"
-  echo "ramp: $warmup_s s warm-up, then from $start_rate sends/s, x$ramp_factor every $ramp_step_s s, until p99 > $ramp_p99_ms ms or a loss (max $max_duration_s s)"
-  echo "runs: $runs; implementations: $impls; nodes: $nodes"
+  if [ -n "$fixed_rate" ]; then
+    echo "fixed rate: $warmup_s s warm-up, then $fixed_rate sends/s for $duration_s s"
+  elif [ "$scenario" = idle ]; then
+    echo "idle: $clients WebSocket connections to one server process at $connect_rate/s, held $hold_s s"
+  else
+    echo "ramp: $warmup_s s warm-up, then from $start_rate sends/s, x$ramp_factor every $ramp_step_s s, until p99 > $ramp_p99_ms ms or a loss (max $max_duration_s s)"
+  fi
+  echo "runs: $runs; implementations: $impls; nodes: $nodes; server worker threads: ${server_threads:-one per core}"
 } | tee "$out/meta.txt"
 
 IFS=',' read -r -a impl_list <<<"$impls"

@@ -41,6 +41,25 @@ impl DropReason {
     }
 }
 
+/// Where a broadcast was made, for the fan-out counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// On this node.
+    Local,
+    /// On another node, received through Redis.
+    Remote,
+}
+
+impl Origin {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Local => "local",
+            Origin::Remote => "remote",
+        }
+    }
+}
+
 /// The adapter's metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -72,8 +91,11 @@ pub struct Metrics {
     pub nodes_alive: IntGauge,
     /// Messages waiting in the publish queue.
     pub publish_queue_depth: IntGauge,
-    /// Packets delivered to local sockets from remote broadcasts.
+    /// Broadcasts from other nodes handed to the local sockets.
     pub remote_deliveries: IntCounter,
+    /// Packets handed to sockets by broadcasts (the fan-out), by where the broadcast came
+    /// from: `local` (made on this node) or `remote` (received from another node).
+    pub packets_delivered: IntCounterVec,
     /// Publish-to-receive latency of broadcasts from other nodes.
     pub broadcast_latency: Histogram,
 }
@@ -171,6 +193,13 @@ impl Metrics {
                 "ioscale_adapter_remote_deliveries_total",
                 "Broadcasts from other nodes delivered to at least the matching local sockets",
             )?,
+            packets_delivered: IntCounterVec::new(
+                Opts::new(
+                    "ioscale_adapter_packets_delivered_total",
+                    "Packets handed to sockets by broadcasts, by origin of the broadcast",
+                ),
+                &["origin"],
+            )?,
             broadcast_latency: Histogram::with_opts(
                 HistogramOpts::new(
                     "ioscale_adapter_broadcast_latency_seconds",
@@ -197,6 +226,7 @@ impl Metrics {
         registry.register(Box::new(m.nodes_alive.clone()))?;
         registry.register(Box::new(m.publish_queue_depth.clone()))?;
         registry.register(Box::new(m.remote_deliveries.clone()))?;
+        registry.register(Box::new(m.packets_delivered.clone()))?;
         registry.register(Box::new(m.broadcast_latency.clone()))?;
         Ok(m)
     }
@@ -204,6 +234,15 @@ impl Metrics {
     /// Metrics registered in a private registry, for tests and embedders that don't export them.
     pub fn unregistered() -> Self {
         Self::new(&Registry::new()).expect("a fresh registry has no duplicate names")
+    }
+
+    /// Counts `n` packets handed to sockets by a broadcast from `origin`.
+    pub fn delivered(&self, origin: Origin, n: u64) {
+        if n > 0 {
+            self.packets_delivered
+                .with_label_values(&[origin.as_str()])
+                .inc_by(n);
+        }
     }
 
     /// Counts `n` dropped messages.

@@ -36,7 +36,7 @@ use crate::{
     Cluster, Error, Result, channel,
     driver::Inbound,
     membership::{Membership, NodeInfo},
-    metrics::DropReason,
+    metrics::{DropReason, Origin},
     request::{Pending, collect},
     state::ClusterInner,
     wire::{self, Body, Envelope, WIRE_VERSION, WirePacket, WireSocket, WireValue},
@@ -311,6 +311,10 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             .await?;
         let (local_stream, local_expected) =
             self.local.broadcast_with_ack(packet, opts, Some(timeout));
+        self.cluster
+            .driver
+            .metrics
+            .delivered(Origin::Local, u64::from(local_expected));
         let node_id = self.node_id().to_owned();
         let local = async move {
             let items: Vec<_> = local_stream.collect().await;
@@ -565,9 +569,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 match Packet::try_from(packet) {
                     Ok(packet) => {
                         metrics.remote_deliveries.inc();
-                        if let Err(errs) = self.local.broadcast(packet, opts) {
-                            self.count_socket_errors(&errs);
-                        }
+                        let _ = self.deliver_local(packet, opts, Origin::Remote);
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "bad packet");
@@ -593,6 +595,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                     opts,
                     Some(Duration::from_millis(timeout_ms)),
                 );
+                metrics.delivered(Origin::Remote, u64::from(count));
                 let this = self.clone();
                 let chan = self.node_channel(&origin);
                 tokio::spawn(async move {
@@ -751,6 +754,29 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         .await;
         self.observe(kind, started, &missing);
         Ok(())
+    }
+
+    /// Hands a broadcast to the matching local sockets and counts the packets that reached a
+    /// socket's buffer (the fan-out). The local adapter does not say how many sockets matched,
+    /// so they are counted first, under the same rooms as the send; a socket that leaves in
+    /// between fails its send and is subtracted as an error.
+    fn deliver_local(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+        origin: Origin,
+    ) -> std::result::Result<(), Vec<SocketError>> {
+        let matched = self.local.sockets(opts.clone()).len() as u64;
+        let result = self.local.broadcast(packet, opts);
+        let failed = result.as_ref().err().map_or(0, Vec::len) as u64;
+        if let Err(errs) = &result {
+            self.count_socket_errors(errs);
+        }
+        self.cluster
+            .driver
+            .metrics
+            .delivered(origin, matched.saturating_sub(failed));
+        result
     }
 
     fn count_socket_errors(&self, errs: &[SocketError]) {
@@ -1072,10 +1098,8 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
             }
         }
         let _entered = traced.as_ref().map(|(span, _)| span.enter());
-        self.local.broadcast(packet, opts).map_err(|errs| {
-            self.count_socket_errors(&errs);
-            BroadcastError::from(errs)
-        })
+        self.deliver_local(packet, opts, Origin::Local)
+            .map_err(BroadcastError::from)
     }
 
     async fn broadcast_with_ack(
@@ -1087,7 +1111,11 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         let timeout = timeout.unwrap_or_else(|| self.local.ack_timeout());
         let target = self.target(&opts);
         if matches!(target, Target::OnlyLocal) {
-            let (stream, _) = self.local.broadcast_with_ack(packet, opts, Some(timeout));
+            let (stream, count) = self.local.broadcast_with_ack(packet, opts, Some(timeout));
+            self.cluster
+                .driver
+                .metrics
+                .delivered(Origin::Local, u64::from(count));
             return Ok(stream.boxed().fuse());
         }
         // Register before publishing so no answer can arrive unrouted.
@@ -1104,7 +1132,11 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
                 },
             )
             .await?;
-        let (local_stream, _) = self.local.broadcast_with_ack(packet, opts, Some(timeout));
+        let (local_stream, count) = self.local.broadcast_with_ack(packet, opts, Some(timeout));
+        self.cluster
+            .driver
+            .metrics
+            .delivered(Origin::Local, u64::from(count));
         // Remote acks are gathered by a task that owns the registration; dropping the returned
         // stream closes `item_rx`, and the task stops at its deadline and unregisters.
         let (item_tx, item_rx) = mpsc::unbounded_channel::<AckStreamItem<E::AckError>>();

@@ -24,6 +24,8 @@ pub struct Row {
     pub rss_mb_per_node: f64,
     pub cpu_cores_per_node: f64,
     pub redis_cpu_cores: f64,
+    /// Ramp runs (the held step) rather than fixed-rate runs (the whole run).
+    pub ramp: bool,
 }
 
 /// Median (mean of the middle two for an even count); 0 when empty.
@@ -44,6 +46,11 @@ fn is_redis(name: &str) -> bool {
     name.starts_with("redis")
 }
 
+/// Reports without a `ramp` parameter predate fixed-rate comparisons and were ramps.
+fn is_ramp(r: &Report) -> bool {
+    r.params["ramp"].as_bool().unwrap_or(true)
+}
+
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     if n == 0 { 0.0 } else { sum / n as f64 }
@@ -59,12 +66,28 @@ pub fn rows(reports: &[Report]) -> Vec<Row> {
         .into_iter()
         .map(|(label, rs)| {
             let col = |f: &dyn Fn(&Report) -> f64| median(rs.iter().map(|r| f(r)).collect());
+            // A ramp is summed up by the highest step it held; a fixed-rate run (latency at a
+            // given load, or a burst) by the whole run, whether or not it met the p99 bound.
             let held = |f: &dyn Fn(&crate::report::HeldReport) -> f64| {
-                col(&|r: &Report| r.held.as_ref().map_or(0.0, f))
+                col(&|r: &Report| {
+                    if is_ramp(r) {
+                        r.held.as_ref().map_or(0.0, f)
+                    } else {
+                        r.deliveries.as_ref().map_or(0.0, |d| {
+                            f(&crate::report::HeldReport {
+                                step: 0,
+                                rate_per_s: r.params["rate_per_s"].as_f64().unwrap_or(0.0),
+                                deliveries_per_s: d.per_s,
+                                latency_ms: d.latency_ms,
+                            })
+                        })
+                    }
+                })
             };
             Row {
                 label: label.to_owned(),
                 runs: rs.len(),
+                ramp: rs.iter().any(|r| is_ramp(r)),
                 deliveries_per_s: held(&|h| h.deliveries_per_s),
                 sends_per_s: held(&|h| h.rate_per_s),
                 p50_ms: held(&|h| h.latency_ms.p50_ms),
@@ -122,9 +145,14 @@ pub fn table(rows: &[Row], subject: &str, ceiling: &str) -> String {
     );
     let subj = rows.iter().find(|r| r.label == subject);
     let mut s = String::new();
+    let held = if rows.iter().any(|r| r.ramp) {
+        " held"
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
-        "| implementation | runs | deliveries/s held | sends/s held | p50 ms | p99 ms | p999 ms | lost | RSS/node MB | CPU/node cores | Redis CPU cores | {subject} ÷ this |"
+        "| implementation | runs | deliveries/s{held} | sends/s{held} | p50 ms | p99 ms | p999 ms | lost | RSS/node MB | CPU/node cores | Redis CPU cores | {subject} ÷ this |"
     );
     let _ = writeln!(
         s,
@@ -154,6 +182,103 @@ pub fn table(rows: &[Row], subject: &str, ceiling: &str) -> String {
     s
 }
 
+/// Medians of one implementation's `connect` runs (the idle-connection memory scenario).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnectRow {
+    pub label: String,
+    pub runs: usize,
+    pub attempted: f64,
+    pub connected: f64,
+    pub connects_per_s: f64,
+    pub handshake_p50_ms: f64,
+    pub handshake_p99_ms: f64,
+    /// Resident memory of the server process(es) before the first connection, per node.
+    pub rss_mb_before: f64,
+    /// ... and with every connection held, per node.
+    pub rss_mb_held: f64,
+    /// `(held - before) / connected`, per node, in KB.
+    pub rss_kb_per_connection: f64,
+}
+
+/// One row per label of the `connect` reports; Redis processes are left out of the memory
+/// columns (they hold no client connection).
+pub fn connect_rows(reports: &[Report]) -> Vec<ConnectRow> {
+    let mut by_label: BTreeMap<&str, Vec<&Report>> = BTreeMap::new();
+    for r in reports.iter().filter(|r| r.scenario == "connect") {
+        by_label.entry(r.label.as_str()).or_default().push(r);
+    }
+    by_label
+        .into_iter()
+        .map(|(label, rs)| {
+            let col = |f: &dyn Fn(&Report) -> f64| median(rs.iter().map(|r| f(r)).collect());
+            let servers = |r: &Report, f: &dyn Fn(&crate::stats::ProcReport) -> f64| {
+                mean(r.processes.iter().filter(|p| !is_redis(&p.name)).map(f))
+            };
+            ConnectRow {
+                label: label.to_owned(),
+                runs: rs.len(),
+                attempted: col(&|r| r.clients.attempted as f64),
+                connected: col(&|r| r.clients.connected as f64),
+                connects_per_s: col(&|r| r.connect.as_ref().map_or(0.0, |c| c.connects_per_s)),
+                handshake_p50_ms: col(&|r| r.clients.handshake_ms.p50_ms),
+                handshake_p99_ms: col(&|r| r.clients.handshake_ms.p99_ms),
+                rss_mb_before: col(&|r| servers(r, &|p| p.rss_mb_start)),
+                rss_mb_held: col(&|r| servers(r, &|p| p.rss_mb_end)),
+                rss_kb_per_connection: col(&|r| {
+                    // Per node: the connections spread evenly over the watched servers.
+                    let n = r
+                        .processes
+                        .iter()
+                        .filter(|p| !is_redis(&p.name))
+                        .count()
+                        .max(1) as f64;
+                    let per_node = r.clients.connected as f64 / n;
+                    if per_node > 0.0 {
+                        servers(r, &|p| (p.rss_mb_end - p.rss_mb_start) * 1024.0) / per_node
+                    } else {
+                        0.0
+                    }
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The markdown table of the `connect` runs: subject first; the last column is this row's
+/// memory per connection ÷ the subject's.
+pub fn connect_table(rows: &[ConnectRow], subject: &str) -> String {
+    let mut ordered: Vec<&ConnectRow> = rows.iter().filter(|r| r.label == subject).collect();
+    ordered.extend(rows.iter().filter(|r| r.label != subject));
+    let subj = rows.iter().find(|r| r.label == subject);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| implementation | runs | connected | connects/s | handshake p50 ms | p99 ms | RSS before MB | RSS held MB | KB per connection | this ÷ {subject} |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in ordered {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0}/{:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {} |",
+            r.label,
+            r.runs,
+            r.connected,
+            r.attempted,
+            r.connects_per_s,
+            r.handshake_p50_ms,
+            r.handshake_p99_ms,
+            r.rss_mb_before,
+            r.rss_mb_held,
+            r.rss_kb_per_connection,
+            subj.map_or_else(
+                || "n/a".to_owned(),
+                |x| ratio(r.rss_kb_per_connection, x.rss_kb_per_connection)
+            ),
+        );
+    }
+    s
+}
+
 /// Runs `compare`.
 ///
 /// # Errors
@@ -175,7 +300,13 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         "no *.json report in {}",
         args.dir.display()
     );
-    let t = table(&rows(&reports), &args.subject, &args.ceiling);
+    // A directory holds one scenario (bench.sh writes one per invocation); the connection
+    // storm is a memory benchmark and has a table of its own.
+    let t = if reports.iter().all(|r| r.scenario == "connect") {
+        connect_table(&connect_rows(&reports), &args.subject)
+    } else {
+        table(&rows(&reports), &args.subject, &args.ceiling)
+    };
     print!("{t}");
     if let Some(md) = &args.markdown {
         std::fs::write(md, &t).with_context(|| format!("writing {}", md.display()))?;
@@ -217,6 +348,85 @@ mod tests {
             ],
             ..Report::default()
         }
+    }
+
+    fn connect_report(label: &str, connected: u64, before_mb: f64, held_mb: f64) -> Report {
+        Report {
+            scenario: "connect".to_owned(),
+            label: label.to_owned(),
+            clients: crate::report::ClientsReport {
+                attempted: 20_000,
+                connected,
+                ..Default::default()
+            },
+            processes: vec![
+                ProcReport {
+                    name: "node1".to_owned(),
+                    rss_mb_start: before_mb,
+                    rss_mb_end: held_mb,
+                    ..ProcReport::default()
+                },
+                ProcReport {
+                    name: "redis".to_owned(),
+                    rss_mb_start: 5.0,
+                    rss_mb_end: 500.0,
+                    ..ProcReport::default()
+                },
+            ],
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn connect_table_reports_memory_per_connection_without_redis() {
+        let reports = vec![
+            connect_report("ioscale", 20_000, 10.0, 10.0 + 20_000.0 * 4.0 / 1024.0),
+            connect_report("ioscale", 20_000, 10.0, 10.0 + 20_000.0 * 5.0 / 1024.0),
+            connect_report("ioscale", 20_000, 10.0, 10.0 + 20_000.0 * 6.0 / 1024.0),
+            connect_report(
+                "node-socketio",
+                10_000,
+                50.0,
+                50.0 + 10_000.0 * 20.0 / 1024.0,
+            ),
+        ];
+        let rows = connect_rows(&reports);
+        let io = rows.iter().find(|r| r.label == "ioscale").unwrap();
+        assert_eq!(io.runs, 3);
+        assert!((io.rss_kb_per_connection - 5.0).abs() < 1e-6, "{io:?}");
+        let node = rows.iter().find(|r| r.label == "node-socketio").unwrap();
+        // Per connection actually held, not per attempt.
+        assert!((node.rss_kb_per_connection - 20.0).abs() < 1e-6, "{node:?}");
+        let t = connect_table(&rows, "ioscale");
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[2].starts_with("| ioscale |") && lines[2].ends_with("| 1.00 |"));
+        assert!(lines[3].contains("| 10000/20000 |") && lines[3].ends_with("| 4.00 |"));
+    }
+
+    #[test]
+    fn fixed_rate_runs_are_summed_up_by_the_whole_run_even_when_over_the_bound() {
+        let mut r = report("ioscale", 0.0, 0.0);
+        r.params = serde_json::json!({"ramp": false, "rate_per_s": 100.0});
+        // Over the p99 bound: no held step, but the run's own figures are what was asked.
+        r.held = None;
+        r.deliveries = Some(DeliveryReport {
+            per_s: 30_000.0,
+            latency_ms: Percentiles {
+                p99_ms: 60.0,
+                ..Percentiles::default()
+            },
+            ..DeliveryReport::default()
+        });
+        let rows = rows(&[r]);
+        assert!((rows[0].deliveries_per_s - 30_000.0).abs() < 1e-9);
+        assert!((rows[0].sends_per_s - 100.0).abs() < 1e-9);
+        assert!((rows[0].p99_ms - 60.0).abs() < 1e-9);
+        assert!(!rows[0].ramp);
+        let t = table(&rows, "ioscale", "raw-ws");
+        assert!(
+            t.starts_with("| implementation | runs | deliveries/s | sends/s |"),
+            "{t}"
+        );
     }
 
     #[test]

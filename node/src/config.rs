@@ -84,6 +84,11 @@ pub struct Config {
     /// How long startup waits for Redis before starting not ready.
     #[arg(long, env = "IOSCALE_REDIS_CONNECT_WAIT_MS", default_value_t = 5000)]
     pub redis_connect_wait_ms: u64,
+    /// Threads that run the node's tasks. Absent: one per core the process may use. Fewer
+    /// threads than cores pay off when several nodes share a host: a socket's writer woken on
+    /// the thread that broadcast needs no cross-thread wake-up.
+    #[arg(long, env = "IOSCALE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Log format.
     #[arg(long, env = "IOSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -138,6 +143,9 @@ impl Config {
         {
             return bad("--node-id must be 1-128 characters without '#'");
         }
+        if matches!(self.worker_threads, Some(n) if n == 0 || n > 1024) {
+            return bad("--worker-threads must be 1-1024");
+        }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("--api-key must not be empty");
         }
@@ -179,6 +187,7 @@ impl std::fmt::Debug for Config {
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("transports", &self.transports)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .field("worker_threads", &self.worker_threads)
             .field("log_format", &self.log_format)
             .field("client_script_path", &self.client_script_path)
             .field("collections", &self.collections)
@@ -208,5 +217,9 @@ mod tests {
         assert_eq!(c.transports, vec![Transport::Websocket, Transport::Polling]);
         let c = Config::parse_from(["ioscale-node", "--node-id", "a#b"]);
         assert!(c.validate().is_err());
+        let c = Config::parse_from(["ioscale-node", "--worker-threads", "0"]);
+        assert!(c.validate().is_err());
+        let c = Config::parse_from(["ioscale-node", "--worker-threads", "1"]);
+        c.validate().unwrap();
     }
 }

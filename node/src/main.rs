@@ -1,12 +1,25 @@
-//! `ioscale-node`: parse the config, start telemetry, bind, and run until SIGTERM or Ctrl-C.
+//! `ioscale-node`: parse the config, start the runtime and telemetry, bind, and run until
+//! SIGTERM or Ctrl-C.
 
 use anyhow::Context;
 use clap::Parser;
 use ioscale_node::{config::Config, shutdown, telemetry};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // Without the flag tokio picks one thread per usable core (or `TOKIO_WORKER_THREADS`).
+    if let Some(n) = config.worker_threads.filter(|n| (1..=1024).contains(n)) {
+        runtime.worker_threads(n);
+    }
+    runtime
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let telemetry = telemetry::init(config.log_format);
     config.validate().context("invalid configuration")?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -3,8 +3,10 @@
 //! model is the promised cluster: Redis, three nodes built from
 //! `deploy/Dockerfile`, the nginx load balancer of `deploy/lb/` (the template
 //! `load_balancers.rs` tests) published on 8080 with every placeholder filled,
-//! Prometheus scraping exactly the node services, health checks behind every
-//! `depends_on: service_healthy`.
+//! Prometheus scraping exactly the node services, Grafana provisioned from
+//! `deploy/grafana/` with a datasource that reaches the Prometheus service,
+//! health checks behind every `depends_on: service_healthy`; and the e2e script
+//! starts every service but Grafana.
 //!
 //! Running the stack needs a Docker engine: `deploy/e2e/compose-e2e.sh`.
 
@@ -22,6 +24,10 @@ use serde_json::Value;
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 /// The port the image's node listens on (`IOSCALE_LISTEN` in deploy/Dockerfile).
 const NODE_PORT: u16 = 3000;
+/// Services published on the host; everything else is reached through `lb`.
+const PUBLISHED: [&str; 3] = ["lb", "prometheus", "grafana"];
+/// The service the e2e script leaves out: it has no local stand-in image.
+const NOT_IN_E2E: &str = "grafana";
 
 /// `docker compose config --format json` of the root compose.yaml, with `env`.
 async fn compose_config(logs: &TestLogs, env: &[(&str, &str)]) -> Result<Value> {
@@ -60,9 +66,17 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
         let cfg = compose_config(&logs, &[]).await?;
         let services = cfg["services"].as_object().context("services")?;
         let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
-        let want: BTreeSet<&str> = ["redis", "node1", "node2", "node3", "lb", "prometheus"]
-            .into_iter()
-            .collect();
+        let want: BTreeSet<&str> = [
+            "redis",
+            "node1",
+            "node2",
+            "node3",
+            "lb",
+            "prometheus",
+            "grafana",
+        ]
+        .into_iter()
+        .collect();
         ensure!(names == want, "services {names:?}, want {want:?}");
 
         let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile"))?;
@@ -184,7 +198,7 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
             "lb must publish 8080 and listen on it: {ports:?}"
         );
         for (name, s) in services {
-            if name != "lb" && name != "prometheus" {
+            if !PUBLISHED.contains(&name.as_str()) {
                 ensure!(
                     s["ports"].is_null(),
                     "{name} must only be reachable through lb"
@@ -223,6 +237,208 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
             targets == node_targets,
             "prometheus targets {targets:?} must be the node services {node_targets:?}"
         );
+        Ok(())
+    })
+    .await
+}
+
+/// The bind mount of `service` at `target` in the resolved model.
+fn mount_at<'a>(service: &'a Value, target: &str) -> Option<&'a Value> {
+    service["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["target"] == target)
+}
+
+/// Grafana reads its datasource and dashboards from the repository's
+/// `deploy/grafana/` (read-only), the datasource reaches the Prometheus service
+/// on its port, and it is published on 3001 with anonymous viewing.
+#[tokio::test]
+async fn grafana_is_provisioned_from_the_repository_and_reads_prometheus() -> Result<()> {
+    with_install_timeout(async {
+        let logs = TestLogs::for_current_test()?;
+        let cfg = compose_config(&logs, &[]).await?;
+        let services = cfg["services"].as_object().context("services")?;
+        let grafana = services.get("grafana").context("no grafana service")?;
+        let repo = deploy_dir().join("grafana");
+
+        // Provisioning: each kind's directory of the repository, read-only, where
+        // Grafana looks for it.
+        let mut provisioned = Vec::new();
+        for kind in ["datasources", "dashboards"] {
+            let target = format!("/etc/grafana/provisioning/{kind}");
+            let m = mount_at(grafana, &target)
+                .with_context(|| format!("grafana does not mount anything at {target}"))?;
+            let source = repo.join("provisioning").join(kind);
+            ensure!(
+                m["type"] == "bind"
+                    && m["source"].as_str().map(std::path::PathBuf::from) == Some(source.clone()),
+                "grafana must mount {} at {target}: {m}",
+                source.display()
+            );
+            ensure!(m["read_only"] == true, "{target} must be mounted read-only");
+            let mut docs = Vec::new();
+            for entry in std::fs::read_dir(&source)
+                .with_context(|| format!("reading {}", source.display()))?
+            {
+                let path = entry?.path();
+                docs.extend(yaml_docs(&std::fs::read_to_string(&path)?).await?);
+            }
+            ensure!(
+                !docs.is_empty(),
+                "{} holds no provisioning file",
+                source.display()
+            );
+            provisioned.push(docs);
+        }
+        let (datasources, providers) = (&provisioned[0], &provisioned[1]);
+
+        // The dashboard provider's directory is the mounted deploy/grafana/dashboards,
+        // which holds the dashboard.
+        let paths: Vec<&str> = providers
+            .iter()
+            .flat_map(|d| d["providers"].as_array().into_iter().flatten())
+            .filter(|p| p["type"] == "file")
+            .filter_map(|p| p["options"]["path"].as_str())
+            .collect();
+        ensure!(
+            paths.len() == 1,
+            "want one file dashboard provider, paths {paths:?}"
+        );
+        let dashboards = mount_at(grafana, paths[0])
+            .with_context(|| format!("grafana does not mount the provider's {}", paths[0]))?;
+        let dashboards_dir = repo.join("dashboards");
+        ensure!(
+            dashboards["source"].as_str().map(std::path::PathBuf::from)
+                == Some(dashboards_dir.clone())
+                && dashboards["read_only"] == true,
+            "grafana must mount {} read-only at {}: {dashboards}",
+            dashboards_dir.display(),
+            paths[0]
+        );
+        ensure!(
+            dashboards_dir.join("ioscale.json").is_file(),
+            "{} has no ioscale.json",
+            dashboards_dir.display()
+        );
+        let home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+            .as_str()
+            .unwrap_or_default();
+        let home_in_repo = home
+            .strip_prefix(paths[0])
+            .map(|rest| dashboards_dir.join(rest.trim_start_matches('/')));
+        ensure!(
+            home_in_repo.as_ref().is_some_and(|p| p.is_file()),
+            "the home dashboard {home:?} is not a file of the mounted {}",
+            dashboards_dir.display()
+        );
+
+        // The default datasource: the prometheus service, on the port it listens on.
+        let defaults: Vec<&Value> = datasources
+            .iter()
+            .flat_map(|d| d["datasources"].as_array().into_iter().flatten())
+            .filter(|d| d["isDefault"] == true)
+            .collect();
+        ensure!(
+            defaults.len() == 1,
+            "want one default datasource: {defaults:?}"
+        );
+        let ds = defaults[0];
+        ensure!(ds["type"] == "prometheus", "default datasource: {ds}");
+        let prom_port = services["prometheus"]["ports"][0]["target"]
+            .as_u64()
+            .context("prometheus publishes no port")?;
+        let url = ds["url"].as_str().unwrap_or_default();
+        let want_url = format!("http://prometheus:{prom_port}");
+        ensure!(
+            url.trim_end_matches('/') == want_url,
+            "the datasource URL {url:?} must be the prometheus service, {want_url}"
+        );
+        ensure!(
+            grafana["depends_on"]["prometheus"]["condition"] == "service_healthy",
+            "grafana must wait for a healthy prometheus: {}",
+            grafana["depends_on"]
+        );
+
+        // Published on 3001, health-checked, viewable without an account.
+        let ports = grafana["ports"].as_array().context("grafana ports")?;
+        ensure!(
+            ports.len() == 1 && ports[0]["published"] == "3001" && ports[0]["target"] == 3000,
+            "grafana must publish its 3000 on 3001: {ports:?}"
+        );
+        let check = grafana["healthcheck"]["test"].to_string();
+        ensure!(
+            check.contains("/api/health"),
+            "grafana's health check must ask /api/health: {check}"
+        );
+        let env = &grafana["environment"];
+        ensure!(
+            env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+                && env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer",
+            "anonymous users must be able to view, and only view: {env}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The admin password comes from the environment, with a default for a local try-out.
+#[tokio::test]
+async fn grafana_admin_password_comes_from_the_environment() -> Result<()> {
+    with_install_timeout(async {
+        let logs = TestLogs::for_current_test()?;
+        let cfg = compose_config(&logs, &[("GRAFANA_ADMIN_PASSWORD", "s3cret-grafana")]).await?;
+        let env = &cfg["services"]["grafana"]["environment"];
+        ensure!(
+            env["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-grafana",
+            "grafana: {env}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// `deploy/e2e/compose-e2e.sh` names the services it builds and starts (so it
+/// never pulls Grafana, which has no stand-in image): the list must be every
+/// service but Grafana, or a new service would silently go untested.
+#[tokio::test]
+async fn e2e_script_starts_every_service_but_grafana() -> Result<()> {
+    with_install_timeout(async {
+        let logs = TestLogs::for_current_test()?;
+        let cfg = compose_config(&logs, &[]).await?;
+        let want: BTreeSet<&str> = cfg["services"]
+            .as_object()
+            .context("services")?
+            .keys()
+            .map(String::as_str)
+            .filter(|s| *s != NOT_IN_E2E)
+            .collect();
+        let script = std::fs::read_to_string(deploy_dir().join("e2e").join("compose-e2e.sh"))?;
+        let list = script
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("E2E_SERVICES=("))
+            .and_then(|l| l.split(')').next())
+            .context("compose-e2e.sh defines no E2E_SERVICES=(...) list")?;
+        let listed: BTreeSet<&str> = list.split_whitespace().collect();
+        ensure!(
+            listed == want,
+            "compose-e2e.sh starts {listed:?}, want every service but {NOT_IN_E2E}: {want:?}"
+        );
+        let commands: Vec<&str> = script
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("docker compose up") || l.starts_with("docker compose build"))
+            .collect();
+        ensure!(
+            commands.len() >= 2,
+            "no docker compose build/up in the script"
+        );
+        for c in commands {
+            ensure!(
+                c.ends_with("\"${E2E_SERVICES[@]}\""),
+                "`{c}` must name the services (\"${{E2E_SERVICES[@]}}\"), or it pulls grafana"
+            );
+        }
         Ok(())
     })
     .await

@@ -1,5 +1,5 @@
 //! `/metrics` moves by exactly what a known workload does: N connections and M
-//! API emits to everyone, then one disconnect.
+//! API emits to everyone (the fan-out counted per socket), then one disconnect.
 
 use std::time::Duration;
 
@@ -51,6 +51,14 @@ fn series() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             vec![("route", "emit"), ("status", "200")],
         ),
         ("ioscale_events_received_total", vec![]),
+        (
+            "ioscale_adapter_packets_delivered_total",
+            vec![("origin", "local")],
+        ),
+        (
+            "ioscale_adapter_packets_delivered_total",
+            vec![("origin", "remote")],
+        ),
     ]
 }
 
@@ -168,6 +176,10 @@ async fn metrics_move_by_exactly_the_workload() -> Result<()> {
                 (11, [0.0, m, m]),
                 (12, [0.0, m, m]),
                 (14, [m, 0.0, 0.0]),
+                // The fan-out: each emit reaches the 2 sockets of every node, A's as local
+                // deliveries, B's and C's as deliveries of a broadcast from A.
+                (16, [2.0 * m, 0.0, 0.0]),
+                (17, [0.0, 2.0 * m, 2.0 * m]),
             ],
         );
 
