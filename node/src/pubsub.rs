@@ -50,12 +50,9 @@ fn check_room(room: &str) -> Result<(), String> {
 /// Connect handler of `/pubsub`.
 pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, State(app): State<Arc<App>>) {
     sockets::on_connect(&s, &app);
-    let (tx, rx) = mpsc::channel(QUEUE_PER_SOCKET);
-    s.extensions.insert(PublishQueue(tx));
-    tokio::spawn(publish_loop(rx, io, app));
     s.on("join", join);
     s.on("leave", leave);
-    s.on("publish", OrderedPublish);
+    s.on("publish", OrderedPublish { io, app });
 }
 
 async fn join(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Adapter>) {
@@ -79,8 +76,27 @@ async fn leave(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<A
 #[derive(Debug)]
 pub struct Ordered;
 
-#[derive(Clone, Copy)]
-struct OrderedPublish;
+#[derive(Clone)]
+struct OrderedPublish {
+    io: SocketIo<Adapter>,
+    app: Arc<App>,
+}
+
+impl OrderedPublish {
+    /// The socket's publish queue, made on its first publish: most sockets only subscribe,
+    /// and a queue with its task costs about 7 KB per socket.
+    fn queue(&self, s: &Socket<Adapter>) -> mpsc::Sender<Queued> {
+        if let Some(PublishQueue(tx)) = s.extensions.get::<PublishQueue>() {
+            return tx;
+        }
+        // Handlers of one socket run one after another in its read path: no other publish of
+        // this socket can be creating the queue now.
+        let (tx, rx) = mpsc::channel(QUEUE_PER_SOCKET);
+        s.extensions.insert(PublishQueue(tx.clone()));
+        tokio::spawn(publish_loop(rx, self.io.clone(), self.app.clone()));
+        tx
+    }
+}
 
 impl MessageHandler<Adapter, Ordered> for OrderedPublish {
     fn call(&self, s: Arc<Socket<Adapter>>, mut v: Value, ack_id: Option<i64>) {
@@ -88,9 +104,7 @@ impl MessageHandler<Adapter, Ordered> for OrderedPublish {
         let data = Data::<Publish>::from_message_parts(&s, &mut v, &ack_id)
             .map(|Data(p)| p)
             .map_err(|e| format!("publish expects {{room: string, data: any}}: {e}"));
-        let Some(PublishQueue(tx)) = s.extensions.get::<PublishQueue>() else {
-            return;
-        };
+        let tx = self.queue(&s);
         if let Err(mpsc::error::TrySendError::Full((_, ack))) = tx.try_send((data, ack)) {
             // Explicit, not silent: the client is told to slow down and can retry.
             let _ = ack.send(&serde_json::json!({"error": "publish queue full, retry later"}));
