@@ -1,7 +1,8 @@
 //! Proves the load generator works end to end: it drives a real 2-node ioscale cluster (real
 //! `redis-server`, real `ioscale-node` processes, from the shared test harness) at a fixed low
 //! rate for a couple of seconds, over WebSocket and HTTP long-polling, and its report must show
-//! every delivery exactly once. Kept short (well under 20 s) so it can run in CI.
+//! every delivery exactly once; and it holds idle connections and reports the node's memory per
+//! connection. Kept short (well under 20 s each) so it can run in CI.
 
 use std::path::Path;
 
@@ -145,6 +146,60 @@ async fn fanout_rpc_and_chat_against_two_nodes_lose_nothing() -> Result<()> {
             "{}",
             r.summary()
         );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn idle_connections_are_held_and_their_memory_reported() -> Result<()> {
+    with_timeout(async {
+        let cluster = Cluster::start(1).await?;
+        let node = &cluster.nodes()[0];
+        let pid = node.pid().context("the node has no pid")?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("ioscale.run1.json");
+        // 300 idle WebSocket clients on /pubsub, the memory benchmark at a small scale.
+        let r = loadtest(
+            &[
+                "connect",
+                "--urls",
+                &node.url(),
+                "--clients",
+                "300",
+                "--connect-rate-per-s",
+                "600",
+                "--hold-s",
+                "1",
+                "--namespace",
+                "/pubsub",
+                "--watch-pids",
+                &format!("node1={pid}"),
+                "--label",
+                "ioscale",
+            ],
+            &path,
+        )
+        .await?;
+        let s = r.summary();
+        assert_eq!((r.clients.attempted, r.clients.connected), (300, 300), "{s}");
+        assert!(r.clients.failed.is_empty() && r.clients.dropped == 0, "{s}");
+        let c = r.connect.clone().context("no connect section")?;
+        assert_eq!(c.concurrent_peak, 300, "{s}");
+        // Each held session costs the node memory: some, and not absurdly much.
+        let kb = c.rss_kb_per_connection.get("node1").copied().unwrap_or(0.0);
+        assert!(kb > 1.0 && kb < 1024.0, "{kb} KB per connection: {s}");
+
+        // The comparison table of such runs is the memory table.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ioscale-loadtest"))
+            .args(["compare", "--dir"])
+            .arg(dir.path())
+            .output()
+            .await?;
+        let table = String::from_utf8_lossy(&out.stdout);
+        ensure!(out.status.success(), "compare failed: {table}");
+        assert!(table.contains("KB per connection"), "{table}");
+        assert!(table.contains("| ioscale | 1 | 300/300 |"), "{table}");
         Ok(())
     })
     .await
