@@ -182,7 +182,11 @@ async fn idle_connections_are_held_and_their_memory_reported() -> Result<()> {
         )
         .await?;
         let s = r.summary();
-        assert_eq!((r.clients.attempted, r.clients.connected), (300, 300), "{s}");
+        assert_eq!(
+            (r.clients.attempted, r.clients.connected),
+            (300, 300),
+            "{s}"
+        );
         assert!(r.clients.failed.is_empty() && r.clients.dropped == 0, "{s}");
         let c = r.connect.clone().context("no connect section")?;
         assert_eq!(c.concurrent_peak, 300, "{s}");

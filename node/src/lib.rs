@@ -10,6 +10,7 @@ pub mod app;
 pub mod chat;
 pub mod chat_page;
 pub mod config;
+pub mod detach;
 pub mod eager;
 pub mod health;
 pub mod metrics;
@@ -202,6 +203,8 @@ pub async fn run(
         .merge(chat_page::router())
         .with_state(http)
         .layer(layer)
+        // Outside the socket.io layer, so the request head it keeps is a copy (see `detach`).
+        .layer(axum::middleware::map_request(detach::detach_head))
         // After the socket.io layer, which would otherwise take every `/socket.io/` path.
         .route(
             chat_page::CLIENT_SCRIPT_ROUTE,
