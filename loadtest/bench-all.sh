@@ -36,7 +36,6 @@ out="$(cd "$out" && pwd)"
 
 bench=("$ROOT/loadtest/bench.sh" --runs "$runs")
 if [ "$build" = 1 ]; then
-  "${bench[@]}" --help >/dev/null
   cargo build --release -p ioscale-node -p ioscale-loadtest \
     -p ioscale-baseline-socketioxide -p ioscale-baseline-raw-ws
 fi

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result, ensure};
 
 use crate::config::CompareArgs;
-use crate::report::Report;
+use crate::report::{HeldReport, Report};
 
 /// Medians of one implementation's runs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -51,6 +51,20 @@ fn is_ramp(r: &Report) -> bool {
     r.params["ramp"].as_bool().unwrap_or(true)
 }
 
+/// What a run is summed up by: a ramp by the highest step it held; a fixed-rate run (latency
+/// at a given load, or a burst) by the whole run, whether or not it met the p99 bound.
+fn summary(r: &Report) -> Option<HeldReport> {
+    if is_ramp(r) {
+        return r.held.clone();
+    }
+    r.deliveries.as_ref().map(|d| HeldReport {
+        step: 0,
+        rate_per_s: r.params["rate_per_s"].as_f64().unwrap_or(0.0),
+        deliveries_per_s: d.per_s,
+        latency_ms: d.latency_ms,
+    })
+}
+
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     if n == 0 { 0.0 } else { sum / n as f64 }
@@ -66,23 +80,8 @@ pub fn rows(reports: &[Report]) -> Vec<Row> {
         .into_iter()
         .map(|(label, rs)| {
             let col = |f: &dyn Fn(&Report) -> f64| median(rs.iter().map(|r| f(r)).collect());
-            // A ramp is summed up by the highest step it held; a fixed-rate run (latency at a
-            // given load, or a burst) by the whole run, whether or not it met the p99 bound.
-            let held = |f: &dyn Fn(&crate::report::HeldReport) -> f64| {
-                col(&|r: &Report| {
-                    if is_ramp(r) {
-                        r.held.as_ref().map_or(0.0, f)
-                    } else {
-                        r.deliveries.as_ref().map_or(0.0, |d| {
-                            f(&crate::report::HeldReport {
-                                step: 0,
-                                rate_per_s: r.params["rate_per_s"].as_f64().unwrap_or(0.0),
-                                deliveries_per_s: d.per_s,
-                                latency_ms: d.latency_ms,
-                            })
-                        })
-                    }
-                })
+            let held = |f: &dyn Fn(&HeldReport) -> f64| {
+                col(&|r: &Report| summary(r).as_ref().map_or(0.0, f))
             };
             Row {
                 label: label.to_owned(),

@@ -16,10 +16,11 @@ use axum::{
 /// The path prefix the socket.io layer serves.
 const SOCKETIO_PATH: &str = "/socket.io/";
 
-/// Middleware (`axum::middleware::map_request`): detaches the URI and headers of requests
-/// to the socket.io layer; other requests pass untouched.
+/// Middleware (`axum::middleware::map_request`): detaches the URI and headers of the requests
+/// that open a socket.io session; every other request (polls and upgrades of an existing
+/// session, which carry its `sid`, and the rest of the routes) passes untouched.
 pub async fn detach_head(req: Request) -> Request {
-    if !req.uri().path().starts_with(SOCKETIO_PATH) {
+    if !opens_session(req.uri()) {
         return req;
     }
     let (mut parts, body) = req.into_parts();
@@ -31,6 +32,15 @@ pub async fn detach_head(req: Request) -> Request {
         parts.extensions.insert(OriginalUri(copy));
     }
     Request::from_parts(parts, body)
+}
+
+/// Whether the socket.io layer would open a session for (and keep the head of) a request to
+/// `uri`: a request under its path without a `sid` query parameter, the rule it applies itself.
+fn opens_session(uri: &Uri) -> bool {
+    uri.path().starts_with(SOCKETIO_PATH)
+        && !uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sid=")))
 }
 
 /// A URI equal to `uri` in storage of its own.
@@ -107,6 +117,14 @@ mod tests {
         let original = &req.extensions().get::<OriginalUri>().unwrap().0;
         assert_eq!(original.to_string(), path);
         assert!(!is_inside(&buf, original.path().as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn requests_of_an_open_session_pass_untouched() {
+        let path = "/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAA";
+        let buf = Bytes::from(format!("{path}hello"));
+        let req = detach_head(shared_request(&buf, path)).await;
+        assert!(is_inside(&buf, req.headers()["x-shared"].as_bytes()));
     }
 
     #[tokio::test]

@@ -7,10 +7,12 @@ use ioscale_node::{config::Config, shutdown, telemetry};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // Before the runtime, which is sized by the configuration.
+    config.validate().context("invalid configuration")?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     // Without the flag tokio picks one thread per usable core (or `TOKIO_WORKER_THREADS`).
-    if let Some(n) = config.worker_threads.filter(|n| (1..=1024).contains(n)) {
+    if let Some(n) = config.worker_threads {
         runtime.worker_threads(n);
     }
     runtime
@@ -21,7 +23,6 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let telemetry = telemetry::init(config.log_format);
-    config.validate().context("invalid configuration")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
