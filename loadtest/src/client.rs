@@ -3,21 +3,18 @@
 //!
 //! A client is driven by one task: [`Client::recv`] yields Socket.IO messages (heartbeats are
 //! answered inside it) and is cancel-safe, so a task can `select!` it against its own send
-//! schedule. Buffers are kept small (8 KiB per WebSocket direction) so one process can hold tens
-//! of thousands of clients.
+//! schedule. The hot path is [`Client::fill`] + [`Client::drain`]: every message already read is
+//! handed out borrowed, without allocation (see `ws`). Read buffers start at 4 KiB and grow only
+//! for busy clients, so one process can hold tens of thousands of clients.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::protocol::{self, EnginePacket, SioKind};
+use crate::ws::{Frame, WsConn};
 
 /// The wire protocol spoken to the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -91,15 +88,14 @@ impl Target {
         })
     }
 
-    fn ws_url(&self, protocol: Protocol) -> String {
+    fn ws_path(&self, protocol: Protocol) -> String {
         match protocol {
             Protocol::Socketio => format!(
-                "ws://{}{}?EIO={}&transport=websocket",
-                self.authority,
+                "{}?EIO={}&transport=websocket",
                 self.path,
                 protocol::EIO_VERSION
             ),
-            Protocol::Raw => format!("ws://{}/", self.authority),
+            Protocol::Raw => "/".to_owned(),
         }
     }
 
@@ -153,15 +149,14 @@ fn io_cause(e: &std::io::Error) -> &'static str {
     }
 }
 
-impl From<tungstenite::Error> for ClientError {
-    fn from(e: tungstenite::Error) -> Self {
-        let cause = match &e {
-            tungstenite::Error::Io(io) => io_cause(io).to_owned(),
-            tungstenite::Error::Http(resp) => format!("http-{}", resp.status().as_u16()),
-            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-                "closed".to_owned()
-            }
-            _ => "websocket".to_owned(),
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        let cause = if e.kind() == std::io::ErrorKind::InvalidData {
+            "websocket"
+        } else if e.kind() == std::io::ErrorKind::Other && e.to_string().starts_with("upgrade") {
+            "http-upgrade"
+        } else {
+            io_cause(&e)
         };
         Self::new(cause, e.to_string())
     }
@@ -216,15 +211,6 @@ impl ClientConfig {
     }
 }
 
-fn ws_config() -> WebSocketConfig {
-    // 128 KiB each way by default: 10k clients would need 2.5 GB for buffers alone.
-    WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(8 * 1024)
-}
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 struct Polling {
     http: reqwest::Client,
     /// Polling URL with `&sid=`.
@@ -233,6 +219,8 @@ struct Polling {
     get: Option<JoinHandle<Result<String, ClientError>>>,
     /// Packets of the last GET not yet handed out.
     queue: VecDeque<String>,
+    /// The packet handed out last.
+    current: String,
     /// Packets to POST; one writer task sends them in order, batched, never two POSTs at once
     /// (Engine.IO servers close a session on overlapping POSTs).
     writer: mpsc::UnboundedSender<String>,
@@ -249,7 +237,7 @@ impl Drop for Polling {
 }
 
 enum Conn {
-    Ws(Box<Ws>),
+    Ws(Box<WsConn>),
     Polling(Box<Polling>),
 }
 
@@ -267,7 +255,6 @@ pub struct Client {
     conn: Conn,
     protocol: Protocol,
     transport: Transport,
-    pending_pong: bool,
 }
 
 impl Client {
@@ -311,10 +298,7 @@ impl Client {
                 ));
             }
             (_, Transport::Websocket) => {
-                let url = target.ws_url(cfg.protocol);
-                let (ws, _resp) =
-                    tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
-                        .await?;
+                let ws = WsConn::connect(&target.authority, &target.ws_path(cfg.protocol)).await?;
                 Conn::Ws(Box::new(ws))
             }
             (Protocol::Socketio, Transport::Polling) => {
@@ -325,7 +309,6 @@ impl Client {
             conn,
             protocol: cfg.protocol,
             transport,
-            pending_pong: false,
         };
         if cfg.protocol == Protocol::Raw {
             let t = started.elapsed();
@@ -393,20 +376,70 @@ impl Client {
         self.transport
     }
 
-    /// Next text frame of the underlying transport (WebSocket frame or one packet of a poll).
-    async fn next_frame(&mut self) -> Result<Option<Utf8Bytes>, ClientError> {
-        match &mut self.conn {
-            Conn::Ws(ws) => loop {
-                match ws.next().await {
-                    None => return Ok(None),
-                    Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(Message::Text(t))) => return Ok(Some(t)),
-                    Some(Ok(Message::Close(_))) => return Ok(None),
-                    // WebSocket pings are answered by tungstenite; no binary in this traffic.
-                    Some(Ok(_)) => {}
+    /// Next raw frame of the underlying transport (WebSocket message or one packet of a
+    /// poll), owned; for the handshake and other slow paths.
+    async fn next_frame(&mut self) -> Result<Option<String>, ClientError> {
+        loop {
+            match self.conn.next_buffered()? {
+                Got::Frame(b) => return Ok(Some(String::from_utf8_lossy(b).into_owned())),
+                Got::Closed => return Ok(None),
+                Got::Empty => {
+                    if !self.fill().await? {
+                        return Ok(None);
+                    }
                 }
-            },
-            Conn::Polling(p) => p.next_packet().await.map(|o| o.map(Utf8Bytes::from)),
+            }
+        }
+    }
+
+    /// Waits for more input from the server (at least one frame or byte), after sending what
+    /// is queued (pongs). False when the server closed the transport. Cancel-safe; take what
+    /// arrived with [`Self::drain`].
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn fill(&mut self) -> Result<bool, ClientError> {
+        match &mut self.conn {
+            Conn::Ws(ws) => Ok(ws.fill().await?),
+            Conn::Polling(p) => p.fill().await,
+        }
+    }
+
+    /// Hands every complete message already received to `f` (Socket.IO: the Engine.IO message
+    /// bytes starting with `4`; raw: the frame), answering pings on the way. False once the
+    /// server closed the session.
+    ///
+    /// # Errors
+    /// Malformed frames.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> Result<bool, ClientError> {
+        loop {
+            match self.next_message()? {
+                Got::Frame(b) => f(b),
+                Got::Closed => return Ok(false),
+                Got::Empty => return Ok(true),
+            }
+        }
+    }
+
+    /// The next message already received, with Engine.IO control packets handled.
+    fn next_message(&mut self) -> Result<Got<'_>, ClientError> {
+        loop {
+            // Look at the kind first and only borrow the message for returning it: the borrow
+            // checker does not let a loop return a borrow on one path and mutate on another.
+            let kind = match self.conn.next_buffered()? {
+                Got::Frame(b) => b.first().copied(),
+                Got::Closed => return Ok(Got::Closed),
+                Got::Empty => return Ok(Got::Empty),
+            };
+            if self.protocol == Protocol::Raw || kind == Some(b'4') {
+                return Ok(Got::Frame(self.conn.current()));
+            }
+            match kind {
+                Some(b'2') => self.conn.queue(protocol::PONG)?,
+                Some(b'1') => return Ok(Got::Closed),
+                // Pong, noop (sent to end a poll), upgrade: nothing to do.
+                _ => {}
+            }
         }
     }
 
@@ -416,24 +449,16 @@ impl Client {
     ///
     /// # Errors
     /// Transport errors.
-    pub async fn recv(&mut self) -> Result<Option<Utf8Bytes>, ClientError> {
+    pub async fn recv(&mut self) -> Result<Option<String>, ClientError> {
         loop {
-            if self.pending_pong {
-                self.pending_pong = false;
-                self.send(protocol::PONG.to_owned()).await?;
-            }
-            let Some(frame) = self.next_frame().await? else {
-                return Ok(None);
-            };
-            if self.protocol == Protocol::Raw {
-                return Ok(Some(frame));
-            }
-            match frame.as_bytes().first() {
-                Some(b'4') => return Ok(Some(frame)),
-                Some(b'2') => self.pending_pong = true,
-                Some(b'1') => return Ok(None),
-                // Pong, noop (sent to end a poll), upgrade: nothing to do.
-                _ => {}
+            match self.next_message()? {
+                Got::Frame(b) => return Ok(Some(String::from_utf8_lossy(b).into_owned())),
+                Got::Closed => return Ok(None),
+                Got::Empty => {
+                    if !self.fill().await? {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
@@ -443,34 +468,19 @@ impl Client {
     /// # Errors
     /// Transport errors.
     pub async fn send(&mut self, text: String) -> Result<(), ClientError> {
-        match &mut self.conn {
-            Conn::Ws(ws) => ws
-                .send(Message::Text(text.into()))
-                .await
-                .map_err(Into::into),
-            Conn::Polling(p) => p.post(text),
-        }
+        self.conn.queue(&text)?;
+        self.conn.flush().await
     }
 
-    /// Sends several messages with one flush (one syscall instead of one each).
+    /// Sends several messages with one write (one syscall instead of one each).
     ///
     /// # Errors
     /// Transport errors.
     pub async fn send_batch(&mut self, texts: Vec<String>) -> Result<(), ClientError> {
-        match &mut self.conn {
-            Conn::Ws(ws) => {
-                for t in texts {
-                    ws.feed(Message::Text(t.into())).await?;
-                }
-                ws.flush().await.map_err(Into::into)
-            }
-            Conn::Polling(p) => {
-                for t in texts {
-                    p.post(t)?;
-                }
-                Ok(())
-            }
+        for t in &texts {
+            self.conn.queue(t)?;
         }
+        self.conn.flush().await
     }
 
     /// Closes the session politely (best effort, bounded).
@@ -478,7 +488,8 @@ impl Client {
         let fut = async {
             match &mut self.conn {
                 Conn::Ws(ws) => {
-                    let _ = ws.send(Message::Close(None)).await;
+                    ws.queue_close();
+                    let _ = ws.flush().await;
                 }
                 Conn::Polling(p) => {
                     let _ = p
@@ -492,6 +503,62 @@ impl Client {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), fut).await;
+    }
+}
+
+/// A buffered message, or why there is none.
+enum Got<'a> {
+    Frame(&'a [u8]),
+    Closed,
+    Empty,
+}
+
+impl Conn {
+    /// The next frame already read, without interpretation.
+    fn next_buffered(&mut self) -> Result<Got<'_>, ClientError> {
+        match self {
+            Conn::Ws(ws) => match ws.next_message()? {
+                Some(Frame::Message(span)) => {
+                    ws.last = Some(span);
+                    Ok(Got::Frame(ws.bytes(span)))
+                }
+                Some(Frame::Closed) => Ok(Got::Closed),
+                None => Ok(Got::Empty),
+            },
+            Conn::Polling(p) => match p.queue.pop_front() {
+                Some(packet) => {
+                    p.current = packet;
+                    Ok(Got::Frame(p.current.as_bytes()))
+                }
+                None => Ok(Got::Empty),
+            },
+        }
+    }
+
+    /// The frame [`Self::next_buffered`] returned last.
+    fn current(&self) -> &[u8] {
+        match self {
+            Conn::Ws(ws) => ws.last.map_or(&[][..], |s| ws.bytes(s)),
+            Conn::Polling(p) => p.current.as_bytes(),
+        }
+    }
+
+    fn queue(&mut self, text: &str) -> Result<(), ClientError> {
+        match self {
+            Conn::Ws(ws) => {
+                ws.queue_text(text.as_bytes());
+                Ok(())
+            }
+            Conn::Polling(p) => p.post(text.to_owned()),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        match self {
+            Conn::Ws(ws) => Ok(ws.flush().await?),
+            // The polling writer task sends on its own.
+            Conn::Polling(_) => Ok(()),
+        }
     }
 }
 
@@ -530,6 +597,7 @@ impl Polling {
             url,
             get: None,
             queue: rest,
+            current: String::new(),
             writer: tx,
             writer_task,
         })
@@ -541,37 +609,35 @@ impl Polling {
             .map_err(|_| ClientError::new("closed", "polling writer stopped (a POST failed)"))
     }
 
-    async fn next_packet(&mut self) -> Result<Option<String>, ClientError> {
-        loop {
-            if let Some(p) = self.queue.pop_front() {
-                return Ok(Some(p));
-            }
-            let get = self.get.get_or_insert_with(|| {
-                let (http, url) = (self.http.clone(), self.url.clone());
-                tokio::spawn(async move {
-                    let resp = http.get(&url).send().await?;
-                    if !resp.status().is_success() {
-                        // 400 with "Session ID unknown" is how a closed session looks.
-                        return Err(ClientError::new(
-                            format!("http-{}", resp.status().as_u16()),
-                            resp.text().await.unwrap_or_default(),
-                        ));
-                    }
-                    Ok(resp.text().await?)
-                })
-            });
-            let res = get.await;
-            self.get = None;
-            let body = match res {
-                Ok(r) => r?,
-                Err(e) => return Err(ClientError::new("internal", e.to_string())),
-            };
-            self.queue
-                .extend(protocol::split_payload(&body).map(str::to_owned));
-            if self.queue.is_empty() {
-                return Ok(None);
-            }
+    /// Waits for the long-poll GET in flight (started here when none is) and queues its
+    /// packets; false when the server ended the session. Cancel-safe: the GET is a task.
+    async fn fill(&mut self) -> Result<bool, ClientError> {
+        if !self.queue.is_empty() {
+            return Ok(true);
         }
+        let get = self.get.get_or_insert_with(|| {
+            let (http, url) = (self.http.clone(), self.url.clone());
+            tokio::spawn(async move {
+                let resp = http.get(&url).send().await?;
+                if !resp.status().is_success() {
+                    // 400 with "Session ID unknown" is how a closed session looks.
+                    return Err(ClientError::new(
+                        format!("http-{}", resp.status().as_u16()),
+                        resp.text().await.unwrap_or_default(),
+                    ));
+                }
+                Ok(resp.text().await?)
+            })
+        });
+        let res = get.await;
+        self.get = None;
+        let body = match res {
+            Ok(r) => r?,
+            Err(e) => return Err(ClientError::new("internal", e.to_string())),
+        };
+        self.queue
+            .extend(protocol::split_payload(&body).map(str::to_owned));
+        Ok(!self.queue.is_empty())
     }
 }
 
@@ -617,10 +683,10 @@ mod tests {
         assert_eq!(t.authority, "127.0.0.1:3001");
         assert_eq!(t.path, "/socket.io/");
         assert_eq!(
-            t.ws_url(Protocol::Socketio),
-            "ws://127.0.0.1:3001/socket.io/?EIO=4&transport=websocket"
+            t.ws_path(Protocol::Socketio),
+            "/socket.io/?EIO=4&transport=websocket"
         );
-        assert_eq!(t.ws_url(Protocol::Raw), "ws://127.0.0.1:3001/");
+        assert_eq!(t.ws_path(Protocol::Raw), "/");
         assert_eq!(
             Target::parse("h:1/x", "/socket.io/").unwrap().authority,
             "h:1"

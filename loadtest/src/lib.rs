@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod ws;
 
 use anyhow::{Context as _, Result};
 

@@ -238,6 +238,39 @@ pub fn join_payload<S: AsRef<str>>(packets: &[S]) -> String {
     out
 }
 
+/// Reads the generator's delivery stamp `{"p":<n>,"r":<n>,"s":<n>,"t":<n>` (the key order
+/// the generator writes, which every server keeps: serde_json sorts keys, Node keeps insertion
+/// order, and `p` < `r` < `s` < `t` either way) from the first `{"p":` in `b`, without a JSON
+/// parse: the generator's per-delivery cost must stay well below the servers'.
+pub fn scan_stamp(b: &[u8]) -> Option<(usize, usize, u64, u64)> {
+    let at = b.windows(5).position(|w| w == br#"{"p":"#)?;
+    let mut rest = &b[at + 5..];
+    let p = take_u64(&mut rest)?;
+    rest = rest.strip_prefix(br#","r":"#)?;
+    let r = take_u64(&mut rest)?;
+    rest = rest.strip_prefix(br#","s":"#)?;
+    let s = take_u64(&mut rest)?;
+    rest = rest.strip_prefix(br#","t":"#)?;
+    let t = take_u64(&mut rest)?;
+    if !matches!(rest.first(), Some(b',' | b'}')) {
+        return None;
+    }
+    Some((usize::try_from(p).ok()?, usize::try_from(r).ok()?, s, t))
+}
+
+fn take_u64(b: &mut &[u8]) -> Option<u64> {
+    let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 || n > 19 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in &b[..n] {
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    *b = &b[n..];
+    Some(v)
+}
+
 /// The raw WebSocket baseline's framing: one text frame per message, fields separated by one
 /// space, the data last (it may contain spaces).
 ///
@@ -343,6 +376,35 @@ pub mod raw {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stamps_are_scanned_in_either_key_order() {
+        let sorted = br#"{"data":{"p":2,"r":0,"s":41,"t":123456,"x":"xx"},"room":"lt-room-0"}]"#;
+        assert_eq!(scan_stamp(sorted), Some((2, 0, 41, 123_456)));
+        let node = br#"{"room":"lt-room-3","data":{"p":0,"r":3,"s":0,"t":9}}]"#;
+        assert_eq!(scan_stamp(node), Some((0, 3, 0, 9)));
+        assert_eq!(
+            scan_stamp(br#"lt-room-1 {"p":1,"r":1,"s":7,"t":8,"x":""}"#),
+            Some((1, 1, 7, 8))
+        );
+        assert_eq!(
+            scan_stamp(br#"{"p":1,"s":7,"r":1,"t":8}"#),
+            None,
+            "other order"
+        );
+        assert_eq!(
+            scan_stamp(br#"{"p":1,"r":1,"s":7,"t":8"#),
+            None,
+            "cut short"
+        );
+        assert_eq!(scan_stamp(br#"{"p":-1,"r":1,"s":7,"t":8}"#), None);
+        assert_eq!(
+            scan_stamp(br#"{"p":1,"r":1,"s":99999999999999999999,"t":8}"#),
+            None
+        );
+        assert_eq!(scan_stamp(b"no stamp"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -47,6 +47,24 @@ pub struct Report {
     /// Watched server processes (`--watch-pids`), over the sending window.
     #[serde(default)]
     pub processes: Vec<ProcReport>,
+    /// The generator's own cost over the sending window.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub generator: Option<GeneratorReport>,
+}
+
+/// What the generator itself spent: the instrument's share, reported with every figure.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GeneratorReport {
+    pub threads: usize,
+    pub cpu_s: f64,
+    pub wall_s: f64,
+    /// `cpu_s / (wall_s · threads)`.
+    pub cpu_util: f64,
+    /// CPU microseconds per delivery received.
+    pub cpu_us_per_delivery: f64,
+    /// The figure this run is summed up by (its held step for a ramp, the first failing step
+    /// or the whole run otherwise) was limited by the generator.
+    pub bound: bool,
 }
 
 /// Connection outcomes of the run's clients.
@@ -115,6 +133,13 @@ pub struct StepReport {
     pub deliveries_per_s: f64,
     pub latency_ms: Percentiles,
     pub passed: bool,
+    /// Share of its threads' CPU the generator used during the step (0 to 1).
+    #[serde(default)]
+    pub generator_cpu_util: f64,
+    /// The generator, not the server, limited the step: it used over 80 % of its threads or
+    /// fell behind its schedule.
+    #[serde(default)]
+    pub generator_bound: bool,
     /// The warm-up step (never held, never stops the ramp).
     #[serde(default)]
     pub warmup: bool,

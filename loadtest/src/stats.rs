@@ -451,8 +451,81 @@ impl ProcWatch {
     }
 }
 
+/// CPU time this process has used (every thread, user + system), in seconds.
+pub fn self_cpu_s() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        tv(u.user_time()) + tv(u.system_time())
+    })
+}
+
+/// The generator's own CPU use, sampled on the run's clock: a step during which the generator
+/// used most of its threads is the generator's figure, not the server's.
+#[derive(Debug, Clone)]
+pub struct SelfCpu {
+    /// Threads running the clients (tokio workers).
+    pub threads: usize,
+    /// (run clock µs, CPU seconds so far), in time order.
+    samples: Vec<(u64, f64)>,
+}
+
+impl SelfCpu {
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Records the CPU used so far at `now_us`.
+    pub fn sample(&mut self, now_us: u64) {
+        self.samples.push((now_us, self_cpu_s()));
+    }
+
+    /// (CPU seconds, wall seconds) between the samples nearest `from_us` and `to_us`; `None`
+    /// without two distinct samples in that span.
+    pub fn between(&self, from_us: u64, to_us: u64) -> Option<(f64, f64)> {
+        let at = |t: u64| {
+            let i = self.samples.partition_point(|&(st, _)| st <= t);
+            self.samples.get(i.saturating_sub(1)).copied()
+        };
+        let (a, b) = (at(from_us)?, at(to_us)?);
+        (b.0 > a.0).then(|| (b.1 - a.1, (b.0 - a.0) as f64 / 1e6))
+    }
+
+    /// Share of its threads' capacity the generator used between two instants (0 to 1).
+    pub fn util(&self, from_us: u64, to_us: u64) -> Option<f64> {
+        self.between(from_us, to_us)
+            .map(|(cpu, wall)| cpu / (wall * self.threads as f64))
+    }
+}
+
+/// Above this share of its threads' CPU the generator is taken to be the bottleneck.
+pub const GENERATOR_BOUND_UTIL: f64 = 0.8;
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn self_cpu_is_measured_between_samples() {
+        let mut c = SelfCpu::new(2);
+        c.sample(0);
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        std::hint::black_box(x);
+        c.sample(50_000);
+        let (cpu, wall) = c.between(0, 50_000).unwrap();
+        assert!((wall - 0.05).abs() < 1e-9);
+        assert!(cpu > 0.0, "a busy loop uses CPU");
+        let u = c.util(0, 60_000).unwrap();
+        assert!(u > 0.0 && u <= 1.0, "{u}");
+        assert!(c.between(10, 20).is_none(), "one sample only");
+    }
+
     use super::*;
 
     #[test]

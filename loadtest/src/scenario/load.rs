@@ -31,9 +31,10 @@ use crate::config::{Common, RateArgs};
 use crate::progress::Progress;
 use crate::protocol::{self, SioKind};
 use crate::report::{
-    ClientsReport, DeliveryReport, HeldReport, PublishReport, Report, StepReport, TimePoint,
+    ClientsReport, DeliveryReport, GeneratorReport, HeldReport, PublishReport, Report, StepReport,
+    TimePoint,
 };
-use crate::stats::{self, Percentiles, ProcWatch, Recorder};
+use crate::stats::{self, GENERATOR_BOUND_UTIL, Percentiles, ProcWatch, Recorder, SelfCpu, Shard};
 
 /// What the senders send and what counts as a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,13 +399,12 @@ impl Sender {
         out
     }
 
-    fn on_ack(&mut self, ctx: &Ctx, shard_id: usize, id: u64, error: bool) {
+    fn on_ack(&mut self, ctx: &Ctx, now: u64, shard: &mut Shard, id: u64, error: bool) {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
         ctx.pending_acks.fetch_sub(1, Ordering::Relaxed);
-        let latency = ctx.now_us().saturating_sub(p.sched_us);
-        let mut shard = ctx.recorder.shard(shard_id);
+        let latency = now.saturating_sub(p.sched_us);
         stats::record(&mut shard.ack, latency);
         if error {
             shard.rejected(p.step, ctx.expected_for(p.room));
@@ -452,15 +452,28 @@ async fn run_client(
         let sending = sender.as_ref().is_some_and(|s| s.sending);
         tokio::select! {
             _ = stop.changed() => break,
-            r = client.recv() => match r {
-                Ok(Some(text)) => handle(&ctx, &spec, &text, &mut tracks, &mut misrouted, sender.as_mut()),
-                Ok(None) => {
-                    dropped = Some(ClientError { cause: "closed".to_owned(), detail: "closed by the server".to_owned() });
-                    break;
-                }
-                Err(e) => {
-                    dropped = Some(e);
-                    break;
+            r = client.fill() => {
+                let open = r.and_then(|more| {
+                    // Everything one read brought arrived at the same instant: one clock read
+                    // and one lock of the stats shard per read, not per delivery.
+                    let now = ctx.now_us();
+                    let mut shard = ctx.recorder.shard(spec.idx);
+                    let mut sender = sender.as_mut();
+                    let open = client.drain(|m| {
+                        handle(&ctx, &spec, m, now, &mut shard, &mut tracks, &mut misrouted, sender.as_deref_mut());
+                    })?;
+                    Ok(more && open)
+                });
+                match open {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        dropped = Some(ClientError { cause: "closed".to_owned(), detail: "closed by the server".to_owned() });
+                        break;
+                    }
+                    Err(e) => {
+                        dropped = Some(e);
+                        break;
+                    }
                 }
             },
             () = &mut sleep, if sending => {
@@ -497,21 +510,70 @@ async fn run_client(
     }
 }
 
+/// One delivered message `m` (the Engine.IO message bytes, or a raw frame), received at
+/// `now`. The fast path reads the stamp straight from the bytes; anything else goes through
+/// the full parsers.
+#[allow(clippy::too_many_arguments)]
 fn handle(
     ctx: &Ctx,
     spec: &Spec,
-    text: &str,
+    m: &[u8],
+    now: u64,
+    shard: &mut Shard,
     tracks: &mut [SeqTrack],
     misrouted: &mut u64,
     sender: Option<&mut Sender>,
 ) {
-    let (stamp, ack) = match ctx.protocol {
+    let (stamp, ack) = match fast_delivery(ctx, m) {
+        Some(st) => (Some(st), None),
+        None => slow_parse(ctx, m),
+    };
+    if let (Some((id, error)), Some(s)) = (ack, sender) {
+        s.on_ack(ctx, now, shard, id, error);
+    }
+    let Some(st) = stamp else { return };
+    if spec.room != Some(st.r) || st.p >= tracks.len() {
+        *misrouted += 1;
+        return;
+    }
+    let latency = now.saturating_sub(st.t);
+    let step = ctx.step_of(st.t);
+    if tracks[st.p].on(st.s) {
+        shard.delivered(step, latency);
+    } else {
+        shard.duplicates += 1;
+    }
+}
+
+/// The stamp of a `/pubsub` delivery (`42/pubsub,["msg",{…"data":{"p":…,"r":…,"s":…,"t":…`)
+/// or a raw `m <room> {"p":…` frame, read without a JSON parse; `None` for anything else,
+/// which then takes the full parse.
+fn fast_delivery(ctx: &Ctx, m: &[u8]) -> Option<Stamp> {
+    let body = match (ctx.flavor, ctx.protocol) {
+        (Flavor::PubSub, Protocol::Socketio) => {
+            let rest = m.strip_prefix(b"42")?.strip_prefix(ctx.prefix.as_bytes())?;
+            rest.strip_prefix(br#"["msg",{"#)?
+        }
+        (Flavor::PubSub, Protocol::Raw) => m.strip_prefix(b"m ")?,
+        _ => return None,
+    };
+    protocol::scan_stamp(body).map(|(p, r, s, t)| Stamp { p, r, s, t })
+}
+
+fn slow_parse(ctx: &Ctx, m: &[u8]) -> (Option<Stamp>, Option<(u64, bool)>) {
+    let Ok(text) = std::str::from_utf8(m) else {
+        return (None, None);
+    };
+    match ctx.protocol {
         Protocol::Socketio => {
-            let Ok(p) = protocol::parse_socketio(&text[1..]) else {
-                return;
+            let Some(rest) = text.get(1..) else {
+                return (None, None);
+            };
+            let Ok(p) = protocol::parse_socketio(rest) else {
+                return (None, None);
             };
             if p.nsp != ctx.nsp {
-                return;
+                return (None, None);
             }
             match p.kind {
                 SioKind::Event => (parse_delivery(ctx.flavor, p.data), None),
@@ -526,22 +588,6 @@ fn handle(
             }
             Err(_) => (None, None),
         },
-    };
-    if let (Some((id, error)), Some(s)) = (ack, sender) {
-        s.on_ack(ctx, spec.idx, id, error);
-    }
-    let Some(st) = stamp else { return };
-    if spec.room != Some(st.r) || st.p >= tracks.len() {
-        *misrouted += 1;
-        return;
-    }
-    let latency = ctx.now_us().saturating_sub(st.t);
-    let step = ctx.step_of(st.t);
-    let mut shard = ctx.recorder.shard(spec.idx);
-    if tracks[st.p].on(st.s) {
-        shard.delivered(step, latency);
-    } else {
-        shard.duplicates += 1;
     }
 }
 
@@ -800,7 +846,15 @@ impl Schedule {
     }
 }
 
-fn judge(ctx: &Ctx, idx: usize, len_s: f64, bound_ms: f64, truncated: bool) -> StepReport {
+fn judge(
+    ctx: &Ctx,
+    cpu: &SelfCpu,
+    idx: usize,
+    (start_us, end_us): (u64, u64),
+    bound_ms: f64,
+    truncated: bool,
+) -> StepReport {
+    let len_s = (end_us - start_us) as f64 / 1e6;
     let warmup = ctx.schedule.is_warmup(idx);
     let snap = ctx.recorder.step(idx);
     let latency = Percentiles::of(&snap.latency);
@@ -809,12 +863,23 @@ fn judge(ctx: &Ctx, idx: usize, len_s: f64, bound_ms: f64, truncated: bool) -> S
     // Sends still owed by a generator that fell behind could not be judged: the step cannot
     // be certified (one send per sender of slack for the schedule's phase).
     let planned = ctx.rate(idx) * len_s;
+    let mut generator_bound = false;
     if snap.sent == 0 {
         notes.push("nothing sent".to_owned());
     } else if !truncated && (snap.sent as f64) < planned * 0.98 - ctx.publishers as f64 {
+        generator_bound = true;
         notes.push(format!(
             "generator behind: {} of {planned:.0} sends made",
             snap.sent
+        ));
+    }
+    let util = cpu.util(start_us, end_us).unwrap_or(0.0);
+    if util > GENERATOR_BOUND_UTIL {
+        generator_bound = true;
+        notes.push(format!(
+            "generator-bound: it used {:.0} % of its {} threads",
+            util * 100.0,
+            cpu.threads
         ));
     }
     if missing > 0 {
@@ -834,7 +899,11 @@ fn judge(ctx: &Ctx, idx: usize, len_s: f64, bound_ms: f64, truncated: bool) -> S
         received: snap.received,
         deliveries_per_s: snap.received as f64 / len_s.max(1e-9),
         latency_ms: latency,
+        // A generator-bound step is not failed by the server, but it cannot be certified
+        // either: it is reported apart and stops the ramp.
         passed: notes.is_empty(),
+        generator_cpu_util: util,
+        generator_bound,
         warmup,
         note: if warmup {
             format!(
@@ -855,6 +924,7 @@ fn judge(ctx: &Ctx, idx: usize, len_s: f64, bound_ms: f64, truncated: bool) -> S
 /// `None` (the final pass). `None` when it is not due yet or never started.
 fn judge_due(
     ctx: &Ctx,
+    cpu: &SelfCpu,
     i: usize,
     send_end: Option<u64>,
     now: Option<u64>,
@@ -870,13 +940,7 @@ fn judge_due(
     if now.is_some_and(|now| now < end + grace_us) {
         return None;
     }
-    Some(judge(
-        ctx,
-        i,
-        (end - start) as f64 / 1e6,
-        bound_ms,
-        end < full_end,
-    ))
+    Some(judge(ctx, cpu, i, (start, end), bound_ms, end < full_end))
 }
 
 fn step_line(s: &StepReport) -> String {
@@ -1025,6 +1089,7 @@ pub async fn run(plan: Plan) -> Result<Report> {
     let mut send_end_us: Option<u64> = None;
     let mut watching = false;
     let mut last = TimePoint::default();
+    let mut cpu = SelfCpu::new(tokio::runtime::Handle::current().metrics().num_workers());
     loop {
         tick.tick().await;
         let now = ctx.now_us();
@@ -1035,6 +1100,7 @@ pub async fn run(plan: Plan) -> Result<Report> {
             watch.begin(0.0);
             watching = true;
         }
+        cpu.sample(now);
         if now >= next_point_us {
             let (h, received, sent) = ctx.recorder.take_interval();
             let p = Percentiles::of(&h);
@@ -1061,8 +1127,15 @@ pub async fn run(plan: Plan) -> Result<Report> {
         }
         // Judge every step whose grace period is over.
         while steps.len() < ctx.schedule.len() {
-            let Some(s) = judge_due(&ctx, steps.len(), send_end_us, Some(now), grace_us, bound)
-            else {
+            let Some(s) = judge_due(
+                &ctx,
+                &cpu,
+                steps.len(),
+                send_end_us,
+                Some(now),
+                grace_us,
+                bound,
+            ) else {
                 break;
             };
             progress.line(&step_line(&s));
@@ -1114,10 +1187,19 @@ pub async fn run(plan: Plan) -> Result<Report> {
         ));
     }
     let finished_us = ctx.now_us();
+    cpu.sample(finished_us);
     let send_end = send_end_us.unwrap_or(finished_us);
     // Steps the loop did not get to judge (the drain ended early): judged on final counts.
     while steps.len() < ctx.schedule.len() {
-        let Some(s) = judge_due(&ctx, steps.len(), Some(send_end), None, grace_us, bound) else {
+        let Some(s) = judge_due(
+            &ctx,
+            &cpu,
+            steps.len(),
+            Some(send_end),
+            None,
+            grace_us,
+            bound,
+        ) else {
             break;
         };
         progress.line(&step_line(&s));
@@ -1214,11 +1296,50 @@ pub async fn run(plan: Plan) -> Result<Report> {
             deliveries_per_s: s.deliveries_per_s,
             latency_ms: s.latency_ms,
         });
+    report.generator = Some(generator_report(
+        &cpu,
+        &steps,
+        (ctx.t0_us, send_end),
+        total.received,
+    ));
     report.steps = steps;
     report.stop_reason = stop_reason;
     report.duration_s = secs(finished_us);
     report.processes = watch.report();
     Ok(report)
+}
+
+/// The generator's cost over the sending window, and whether the run's figure is its own.
+fn generator_report(
+    cpu: &SelfCpu,
+    steps: &[StepReport],
+    (from_us, to_us): (u64, u64),
+    received: u64,
+) -> GeneratorReport {
+    let (cpu_s, wall_s) = cpu.between(from_us, to_us).unwrap_or((0.0, 0.0));
+    let judged: Vec<&StepReport> = steps.iter().filter(|s| !s.warmup).collect();
+    // A ramp is summed up by its first failing step (what stopped it); a run that never
+    // failed by every step.
+    let bound = match judged.iter().find(|s| !s.passed) {
+        Some(s) => s.generator_bound,
+        None => judged.iter().any(|s| s.generator_bound),
+    };
+    GeneratorReport {
+        threads: cpu.threads,
+        cpu_s,
+        wall_s,
+        cpu_util: if wall_s > 0.0 {
+            cpu_s / (wall_s * cpu.threads as f64)
+        } else {
+            0.0
+        },
+        cpu_us_per_delivery: if received > 0 {
+            cpu_s * 1e6 / received as f64
+        } else {
+            0.0
+        },
+        bound,
+    }
 }
 
 #[cfg(test)]
