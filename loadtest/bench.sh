@@ -27,7 +27,7 @@
 #                          with a high R and a short duration, a burst)
 #   --duration-s S         fixed-rate sending time (30)
 #   --ramp-step-s S        ramp step length (5)
-#   --ramp-factor F        rate factor per step (1.5)
+#   --ramp-factor F        rate factor per step (1.25)
 #   --ramp-p99-ms MS       a step fails above this p99 (50)
 #   --max-duration-s S     longest ramp (120)
 #   --warmup-s S           warm-up at the starting rate before the first judged step (3)
@@ -51,7 +51,7 @@ publishers=3
 payload_bytes=100
 start_rate=50
 ramp_step_s=5
-ramp_factor=1.5
+ramp_factor=1.25
 ramp_p99_ms=50
 max_duration_s=120
 drain_ms=2000
@@ -256,6 +256,7 @@ run_one() { # impl run
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "scenario: $scenario, subscribers $subscribers, room size $room_size, publishers $publishers, payload $payload_bytes B"
   if [ -n "$fixed_rate" ]; then
@@ -265,12 +266,18 @@ run_one() { # impl run
   else
     echo "ramp: $warmup_s s warm-up, then from $start_rate sends/s, x$ramp_factor every $ramp_step_s s, until p99 > $ramp_p99_ms ms or a loss (max $max_duration_s s)"
   fi
-  echo "runs: $runs; implementations: $impls; nodes: $nodes; server worker threads: ${server_threads:-one per core}"
+  echo "runs: $runs in A-B-B-A order; implementations: $impls; nodes: $nodes; server worker threads: ${server_threads:-one per core}"
 } | tee "$out/meta.txt"
 
 IFS=',' read -r -a impl_list <<<"$impls"
+reversed=()
+for ((i = ${#impl_list[@]} - 1; i >= 0; i--)); do reversed+=("${impl_list[$i]}"); done
 for ((run = 1; run <= runs; run++)); do
-  for impl in "${impl_list[@]}"; do
+  # A-B-B-A: even runs go in the reverse order, so no implementation always runs first (on a
+  # cold machine) or last (after the others warmed it).
+  order=("${impl_list[@]}")
+  [ $((run % 2)) = 0 ] && order=("${reversed[@]}")
+  for impl in "${order[@]}"; do
     if [ "$impl" = raw-ws ] && [ "$scenario" = chat ]; then
       echo "== raw-ws has no chat; skipped"
       continue

@@ -24,6 +24,13 @@ pub struct Row {
     pub rss_mb_per_node: f64,
     pub cpu_cores_per_node: f64,
     pub redis_cpu_cores: f64,
+    /// Server CPU (every server process, Redis apart) per delivery over the sending window.
+    pub server_cpu_us_per_delivery: f64,
+    /// The generator's CPU per delivery, and the share of its threads it used.
+    pub gen_cpu_us_per_delivery: f64,
+    pub gen_cpu_util: f64,
+    /// Runs whose figure the generator limited (reported, never passed off as the server's).
+    pub gen_bound_runs: usize,
     /// Ramp runs (the held step) rather than fixed-rate runs (the whole run).
     pub ramp: bool,
 }
@@ -117,9 +124,34 @@ pub fn rows(reports: &[Report]) -> Vec<Row> {
                             .map(|p| p.cpu_cores_avg),
                     )
                 }),
+                server_cpu_us_per_delivery: col(&server_cpu_us_per_delivery),
+                gen_cpu_us_per_delivery: col(&|r| {
+                    r.generator.as_ref().map_or(0.0, |g| g.cpu_us_per_delivery)
+                }),
+                gen_cpu_util: col(&|r| r.generator.as_ref().map_or(0.0, |g| g.cpu_util)),
+                gen_bound_runs: rs
+                    .iter()
+                    .filter(|r| r.generator.as_ref().is_some_and(|g| g.bound))
+                    .count(),
             }
         })
         .collect()
+}
+
+/// CPU seconds of the server processes (Redis apart) over the sending window, per delivery.
+fn server_cpu_us_per_delivery(r: &Report) -> f64 {
+    let received = r.deliveries.as_ref().map_or(0, |d| d.received);
+    let cpu: f64 = r
+        .processes
+        .iter()
+        .filter(|p| !is_redis(&p.name))
+        .map(|p| p.cpu_seconds)
+        .sum();
+    if received == 0 {
+        0.0
+    } else {
+        cpu * 1e6 / received as f64
+    }
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -151,17 +183,26 @@ pub fn table(rows: &[Row], subject: &str, ceiling: &str) -> String {
     };
     let _ = writeln!(
         s,
-        "| implementation | runs | deliveries/s{held} | sends/s{held} | p50 ms | p99 ms | p999 ms | lost | RSS/node MB | CPU/node cores | Redis CPU cores | {subject} ÷ this |"
+        "| implementation | runs | deliveries/s{held} | sends/s{held} | p50 ms | p99 ms | p999 ms | lost | RSS/node MB | CPU/node cores | Redis CPU cores | server CPU µs/delivery | generator CPU µs/delivery (threads used) | {subject} ÷ this |"
     );
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in ordered {
+        // A figure the generator limited is the generator's, not the server's: say so.
+        let label = if r.gen_bound_runs > 0 {
+            format!(
+                "{} (generator-bound in {}/{})",
+                r.label, r.gen_bound_runs, r.runs
+            )
+        } else {
+            r.label.clone()
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {} |",
-            r.label,
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} ({:.0} %) | {} |",
+            label,
             r.runs,
             r.deliveries_per_s,
             r.sends_per_s,
@@ -172,6 +213,9 @@ pub fn table(rows: &[Row], subject: &str, ceiling: &str) -> String {
             r.rss_mb_per_node,
             r.cpu_cores_per_node,
             r.redis_cpu_cores,
+            r.server_cpu_us_per_delivery,
+            r.gen_cpu_us_per_delivery,
+            r.gen_cpu_util * 100.0,
             subj.map_or_else(
                 || "n/a".to_owned(),
                 |x| ratio(x.deliveries_per_s, r.deliveries_per_s)
@@ -456,5 +500,34 @@ mod tests {
         assert!(lines[2].starts_with("| ioscale |"));
         assert!(lines[3].starts_with("| node-socketio |") && lines[3].ends_with("| 4.00 |"));
         assert!(lines[4].starts_with("| raw-ws |") && lines[4].ends_with("| 0.50 |"));
+    }
+
+    #[test]
+    fn generator_bound_runs_are_marked_and_costs_per_delivery_shown() {
+        let mut a = report("raw-ws", 1000.0, 1.0);
+        a.deliveries = Some(DeliveryReport {
+            received: 1_000_000,
+            ..DeliveryReport::default()
+        });
+        a.processes[0].cpu_seconds = 2.0;
+        a.generator = Some(crate::report::GeneratorReport {
+            threads: 2,
+            cpu_s: 1.0,
+            wall_s: 1.0,
+            cpu_util: 0.9,
+            cpu_us_per_delivery: 1.0,
+            bound: true,
+        });
+        let b = report("ioscale", 500.0, 2.0);
+        let rows = rows(&[a, b]);
+        let raw = rows.iter().find(|r| r.label == "raw-ws").unwrap();
+        assert!(
+            (raw.server_cpu_us_per_delivery - 2.0).abs() < 1e-9,
+            "redis excluded"
+        );
+        assert_eq!(raw.gen_bound_runs, 1);
+        let t = table(&rows, "ioscale", "raw-ws");
+        assert!(t.contains("| raw-ws (generator-bound in 1/1) |"), "{t}");
+        assert!(t.contains("| 2.00 | 1.00 (90 %) |"), "{t}");
     }
 }

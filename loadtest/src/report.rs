@@ -358,6 +358,22 @@ impl Report {
                 p.name, p.pid, p.cpu_cores_avg, p.cpu_cores_max, p.peak_rss_mb
             );
         }
+        if let Some(g) = &self.generator {
+            let _ = writeln!(
+                s,
+                "generator  {:.2} CPU-s over {:.1} s: {:.0} % of its {} threads, {:.2} µs per delivery{}",
+                g.cpu_s,
+                g.wall_s,
+                g.cpu_util * 100.0,
+                g.threads,
+                g.cpu_us_per_delivery,
+                if g.bound {
+                    "; GENERATOR-BOUND: the figure is the generator's, not the server's"
+                } else {
+                    ""
+                }
+            );
+        }
         s
     }
 }
