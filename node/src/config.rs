@@ -61,6 +61,10 @@ pub struct Config {
     /// Packets buffered per socket before new ones are dropped (and counted).
     #[arg(long, env = "IOSCALE_SOCKET_BUFFER_PACKETS", default_value_t = 16_384)]
     pub socket_buffer_packets: usize,
+    /// Bytes of `/pubsub` publishes one socket may have waiting to be handed to the cluster;
+    /// a publish beyond it is refused (`ok: false`) and counted, never dropped silently.
+    #[arg(long, env = "IOSCALE_PUBLISH_BUFFER_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub publish_buffer_bytes: usize,
     /// Engine.IO ping interval.
     #[arg(long, env = "IOSCALE_PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,
@@ -117,6 +121,9 @@ pub struct Config {
     pub ko_message_names: Vec<String>,
 }
 
+/// Largest `--publish-buffer-bytes`: more per socket is a typo, not a plan.
+pub const MAX_PUBLISH_BUFFER_BYTES: usize = 1 << 30;
+
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -142,6 +149,9 @@ impl Config {
             && (id.is_empty() || id.contains('#') || id.len() > 128)
         {
             return bad("--node-id must be 1-128 characters without '#'");
+        }
+        if self.publish_buffer_bytes == 0 || self.publish_buffer_bytes > MAX_PUBLISH_BUFFER_BYTES {
+            return bad("--publish-buffer-bytes must be 1-1073741824 (1 GiB)");
         }
         if matches!(self.worker_threads, Some(n) if n == 0 || n > 1024) {
             return bad("--worker-threads must be 1-1024");
@@ -182,6 +192,7 @@ impl std::fmt::Debug for Config {
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("chat_history_max", &self.chat_history_max)
             .field("socket_buffer_packets", &self.socket_buffer_packets)
+            .field("publish_buffer_bytes", &self.publish_buffer_bytes)
             .field("ping_interval_ms", &self.ping_interval_ms)
             .field("ping_timeout_ms", &self.ping_timeout_ms)
             .field("max_payload_bytes", &self.max_payload_bytes)
@@ -220,6 +231,16 @@ mod tests {
         let c = Config::parse_from(["ioscale-node", "--worker-threads", "0"]);
         assert!(c.validate().is_err());
         let c = Config::parse_from(["ioscale-node", "--worker-threads", "1"]);
+        c.validate().unwrap();
+        assert_eq!(
+            Config::parse_from(["ioscale-node"]).publish_buffer_bytes,
+            8_388_608
+        );
+        for bad in ["0", "1073741825"] {
+            let c = Config::parse_from(["ioscale-node", "--publish-buffer-bytes", bad]);
+            assert!(c.validate().is_err(), "--publish-buffer-bytes {bad}");
+        }
+        let c = Config::parse_from(["ioscale-node", "--publish-buffer-bytes", "65536"]);
         c.validate().unwrap();
     }
 }

@@ -1,4 +1,5 @@
-//! The node's Prometheus metrics (connections, events, API) beside the adapter's.
+//! The node's Prometheus metrics (connections, events, API, refused publishes) beside the
+//! adapter's.
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -17,6 +18,8 @@ pub struct NodeMetrics {
     pub api_requests: IntCounterVec,
     /// Server-to-server events handled, by namespace.
     pub server_events: IntCounterVec,
+    /// `/pubsub` publishes refused, by reason (see [`crate::pubsub::Refusal`]).
+    pub publishes_refused: IntCounterVec,
 }
 
 impl NodeMetrics {
@@ -56,6 +59,13 @@ impl NodeMetrics {
                 ),
                 &["namespace"],
             )?,
+            publishes_refused: IntCounterVec::new(
+                Opts::new(
+                    "ioscale_pubsub_publishes_refused_total",
+                    "Publishes on /pubsub refused with ok: false, by reason",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.connects.clone()))?;
@@ -63,6 +73,7 @@ impl NodeMetrics {
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.api_requests.clone()))?;
         registry.register(Box::new(m.server_events.clone()))?;
+        registry.register(Box::new(m.publishes_refused.clone()))?;
         Ok(m)
     }
 }

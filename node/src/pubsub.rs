@@ -4,13 +4,29 @@
 //! Publishes of one socket are handed to the cluster in the order the client sent them: the
 //! `publish` handler runs synchronously in the socket's read path and queues the message on the
 //! socket's own ordered queue (socketioxide would otherwise spawn one task per message, which
-//! does not keep order). The publisher gets its ack once the message is handed to the cluster.
+//! does not keep order), and one task per publishing socket hands them over one at a time. The
+//! publisher gets its ack `{ok: true}` once its message is handed to the cluster.
+//!
+//! The queue is bounded in bytes (`--publish-buffer-bytes`), not in messages, so a burst of
+//! small publishes is absorbed whole. A publish beyond the bound, or a malformed one, is
+//! refused at once with `{ok: false, error}` and counted in
+//! `ioscale_pubsub_publishes_refused_total{reason}`: every publish is either handed over or
+//! refused, never lost silently.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use serde::Deserialize;
+use ioscale_adapter::metrics::DropReason;
+use prometheus::IntCounter;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use socketioxide::{
-    SocketIo,
+    SendError, SocketError, SocketIo,
     extract::{AckSender, Data, SocketRef, State},
     handler::{FromMessageParts, MessageHandler, Value},
     socket::Socket,
@@ -19,26 +35,97 @@ use tokio::sync::mpsc;
 
 use crate::{
     app::{Adapter, App},
+    config::Config,
     sockets,
 };
 
 /// The namespace path.
 pub const NAMESPACE: &str = "/pubsub";
-/// Publishes a socket may have queued before it is told to slow down.
-pub const QUEUE_PER_SOCKET: usize = 4096;
 /// Longest room name.
 pub const MAX_ROOM_CHARS: usize = 256;
+/// Publishes the loop hands over between two yields (see [`publish_loop`]).
+const YIELD_EVERY: u32 = 64;
+/// First pause before an ack that found the publisher's packet buffer full is tried again.
+const ACK_RETRY_MIN: Duration = Duration::from_millis(1);
+/// Longest pause between two tries of an ack that found the publisher's packet buffer full.
+const ACK_RETRY_MAX: Duration = Duration::from_millis(50);
+
+/// Why a publish was refused: the `reason` label of `ioscale_pubsub_publishes_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The socket already has `--publish-buffer-bytes` waiting to be handed to the cluster.
+    BufferFull,
+    /// Not `{room, data}`, a bad room name, or binary attachments.
+    Invalid,
+    /// The socket's publish task is gone (the namespace is closing).
+    Closed,
+}
+
+impl Refusal {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::BufferFull => "buffer_full",
+            Refusal::Invalid => "invalid",
+            Refusal::Closed => "closed",
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 struct Publish {
     room: String,
-    data: serde_json::Value,
+    /// The client's JSON text, kept as it came: its size is known exactly, it takes no more
+    /// memory than that, and it is forwarded without being parsed into a tree and written out
+    /// again.
+    data: Box<RawValue>,
 }
 
-type Queued = (Result<Publish, String>, AckSender<Adapter>);
+/// What room members receive.
+#[derive(Serialize)]
+struct Msg<'a> {
+    room: &'a str,
+    data: &'a RawValue,
+}
 
+/// The publisher's ack.
+#[derive(Serialize)]
+struct Ack<'a> {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+const ACK_OK: Ack<'static> = Ack {
+    ok: true,
+    error: None,
+};
+
+/// A publish waiting to be handed to the cluster.
+struct Queued {
+    publish: Publish,
+    /// The publisher, kept rather than an `AckSender` so that an ack that finds the socket's
+    /// buffer full can be tried again.
+    socket: Arc<Socket<Adapter>>,
+    ack_id: Option<i64>,
+    /// What it counts against `--publish-buffer-bytes` (see [`queued_bytes`]).
+    bytes: usize,
+}
+
+/// What a queued publish holds: the room and data texts (owned copies, the received frame is
+/// not kept) and the queue entry itself. Known without walking the data.
+fn queued_bytes(p: &Publish) -> usize {
+    p.room.len() + p.data.get().len() + std::mem::size_of::<Queued>()
+}
+
+/// A socket's publish queue, in its extensions.
 #[derive(Clone)]
-struct PublishQueue(mpsc::Sender<Queued>);
+struct PublishQueue {
+    tx: mpsc::UnboundedSender<Queued>,
+    /// Bytes queued and not yet handed to the cluster: added by the handler, subtracted by the
+    /// publish loop. The channel is unbounded because this is its bound.
+    pending: Arc<AtomicUsize>,
+}
 
 fn check_room(room: &str) -> Result<(), String> {
     if room.is_empty() || room.chars().count() > MAX_ROOM_CHARS {
@@ -52,24 +139,28 @@ pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, State(app)
     sockets::on_connect(&s, &app);
     s.on("join", join);
     s.on("leave", leave);
-    s.on("publish", OrderedPublish { io, app });
+    let events = app.metrics.events.with_label_values(&[NAMESPACE]);
+    s.on("publish", OrderedPublish { io, app, events });
 }
 
 async fn join(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Adapter>) {
     match check_room(&room) {
         Ok(()) => {
             s.join(room);
-            let _ = ack.send(&serde_json::json!({"ok": true}));
+            let _ = ack.send(&ACK_OK);
         }
         Err(e) => {
-            let _ = ack.send(&serde_json::json!({"error": e}));
+            let _ = ack.send(&Ack {
+                ok: false,
+                error: Some(&e),
+            });
         }
     }
 }
 
 async fn leave(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Adapter>) {
     s.leave(room);
-    let _ = ack.send(&serde_json::json!({"ok": true}));
+    let _ = ack.send(&ACK_OK);
 }
 
 /// Marker type of the ordered handler.
@@ -80,59 +171,231 @@ pub struct Ordered;
 struct OrderedPublish {
     io: SocketIo<Adapter>,
     app: Arc<App>,
+    /// `ioscale_events_received_total{namespace="/pubsub"}`, looked up once per socket.
+    events: IntCounter,
+}
+
+/// An ack sender for `ack_id` (socketioxide's extractor ignores the message value).
+fn ack_sender(s: &Arc<Socket<Adapter>>, ack_id: Option<i64>) -> AckSender<Adapter> {
+    let mut unused = Value::Bytes(bytes::Bytes::new());
+    let Ok(ack) = AckSender::<Adapter>::from_message_parts(s, &mut unused, &ack_id);
+    ack
+}
+
+fn parse(s: &Arc<Socket<Adapter>>, v: &mut Value, ack_id: &Option<i64>) -> Result<Publish, String> {
+    // Raw JSON cannot hold the attachments' bytes (socket.io-client sends binary apart).
+    if matches!(v, Value::Str(_, Some(bins)) if !bins.is_empty()) || matches!(v, Value::Bytes(_)) {
+        return Err("publish data cannot carry binary attachments".to_owned());
+    }
+    let Data(p) = Data::<Publish>::from_message_parts(s, v, ack_id)
+        .map_err(|e| format!("publish expects {{room: string, data: any}}: {e}"))?;
+    check_room(&p.room)?;
+    Ok(p)
 }
 
 impl OrderedPublish {
     /// The socket's publish queue, made on its first publish: most sockets only subscribe,
     /// and a queue with its task costs about 7 KB per socket.
-    fn queue(&self, s: &Socket<Adapter>) -> mpsc::Sender<Queued> {
-        if let Some(PublishQueue(tx)) = s.extensions.get::<PublishQueue>() {
-            return tx;
+    fn queue(&self, s: &Socket<Adapter>) -> PublishQueue {
+        if let Some(q) = s.extensions.get::<PublishQueue>() {
+            return q;
         }
         // Handlers of one socket run one after another in its read path: no other publish of
         // this socket can be creating the queue now.
-        let (tx, rx) = mpsc::channel(QUEUE_PER_SOCKET);
-        s.extensions.insert(PublishQueue(tx.clone()));
-        tokio::spawn(publish_loop(rx, self.io.clone(), self.app.clone()));
-        tx
+        let (tx, rx) = mpsc::unbounded_channel();
+        let q = PublishQueue {
+            tx,
+            pending: Arc::new(AtomicUsize::new(0)),
+        };
+        s.extensions.insert(q.clone());
+        tokio::spawn(publish_loop(
+            rx,
+            q.pending.clone(),
+            self.io.clone(),
+            self.app.clone(),
+        ));
+        q
+    }
+
+    /// Refuses a publish visibly: `{ok: false, error}` and the refusal counter. When the
+    /// client does not read at all its buffer may be full and this ack lost too; it is counted
+    /// all the same, and the client's ack times out.
+    fn refuse(&self, s: &Arc<Socket<Adapter>>, ack_id: Option<i64>, why: Refusal, error: &str) {
+        self.app
+            .metrics
+            .publishes_refused
+            .with_label_values(&[why.as_str()])
+            .inc();
+        let _ = ack_sender(s, ack_id).send(&Ack {
+            ok: false,
+            error: Some(error),
+        });
     }
 }
 
 impl MessageHandler<Adapter, Ordered> for OrderedPublish {
     fn call(&self, s: Arc<Socket<Adapter>>, mut v: Value, ack_id: Option<i64>) {
-        let Ok(ack) = AckSender::<Adapter>::from_message_parts(&s, &mut v, &ack_id);
-        let data = Data::<Publish>::from_message_parts(&s, &mut v, &ack_id)
-            .map(|Data(p)| p)
-            .map_err(|e| format!("publish expects {{room: string, data: any}}: {e}"));
-        let tx = self.queue(&s);
-        if let Err(mpsc::error::TrySendError::Full((_, ack))) = tx.try_send((data, ack)) {
-            // Explicit, not silent: the client is told to slow down and can retry.
-            let _ = ack.send(&serde_json::json!({"error": "publish queue full, retry later"}));
+        self.events.inc();
+        let publish = match parse(&s, &mut v, &ack_id) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(&s, ack_id, Refusal::Invalid, &e),
+        };
+        let bytes = queued_bytes(&publish);
+        let q = self.queue(&s);
+        // Only this socket's read path adds to `pending`, and the loop only subtracts: nothing
+        // can raise it between this check and the add below.
+        let pending = q.pending.load(Ordering::Acquire);
+        // On an empty queue a publish larger than the whole bound still goes (it passed
+        // `--max-payload-bytes`): no size of message is refused for ever.
+        if pending > 0 && pending + bytes > self.app.config.publish_buffer_bytes {
+            let e = format!("publish buffer full ({pending} bytes pending), retry later");
+            return self.refuse(&s, ack_id, Refusal::BufferFull, &e);
+        }
+        q.pending.fetch_add(bytes, Ordering::AcqRel);
+        let entry = Queued {
+            publish,
+            socket: s,
+            ack_id,
+            bytes,
+        };
+        if let Err(mpsc::error::SendError(entry)) = q.tx.send(entry) {
+            q.pending.fetch_sub(entry.bytes, Ordering::AcqRel);
+            let e = "publish not accepted: the namespace is closing";
+            self.refuse(&entry.socket, entry.ack_id, Refusal::Closed, e);
         }
     }
 }
 
-async fn publish_loop(mut rx: mpsc::Receiver<Queued>, io: SocketIo<Adapter>, app: Arc<App>) {
-    while let Some((publish, ack)) = rx.recv().await {
-        app.metrics.events.with_label_values(&[NAMESPACE]).inc();
-        let p = match publish.and_then(|p| check_room(&p.room).map(|()| p)) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = ack.send(&serde_json::json!({"error": e}));
-                continue;
-            }
-        };
+/// Hands a socket's publishes to the cluster one by one, in order, and acks each.
+///
+/// The publisher's own packet buffer (`--socket-buffer-packets`, 16,384 by default) carries
+/// its acks and, when it is a member of the room, its own copies: two packets per publish,
+/// 40,000 for a burst of 20,000. They fit because the socket's writer drains the buffer while
+/// this loop fills it: the first ack wakes the writer on this thread, and the loop yields every
+/// [`YIELD_EVERY`] publishes so the writer runs at the latest then (tokio also forces a yield
+/// once a task's budget is spent, but that is its detail, not a promise). For a client that
+/// reads, the buffer then does not grow with the length of the burst (tests/tests/burst.rs:
+/// 20,000 at once, nothing dropped, no ack waited). Raising the default instead would only
+/// move the limit, and a full buffer is harmful in itself: engineioxide closes a socket whose
+/// ping does not fit in it. When the buffer is full anyway (a client that reads too slowly or
+/// not at all), the ack waits for room instead of being dropped: that stalls this socket's
+/// publishes only, its byte-bounded queue fills, and its further publishes are refused.
+async fn publish_loop(
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    pending: Arc<AtomicUsize>,
+    io: SocketIo<Adapter>,
+    app: Arc<App>,
+) {
+    // After that long a client that does not read has failed its heartbeat and is gone.
+    let ack_wait = Config::ms(app.config.ping_interval_ms + app.config.ping_timeout_ms);
+    let mut handed: u32 = 0;
+    while let Some(q) = rx.recv().await {
         let Some(ns) = io.of(NAMESPACE) else { return };
-        let msg = serde_json::json!({"room": p.room, "data": p.data});
-        let reply = match ns.to(p.room).emit("msg", &msg).await {
-            Ok(()) => serde_json::json!({"ok": true}),
-            Err(e) => {
-                // Local sockets whose buffers are full: counted by the adapter; the cluster
-                // part was handed over.
-                tracing::debug!(error = %e, "publish partially delivered");
-                serde_json::json!({"ok": true})
-            }
+        let Queued {
+            publish,
+            socket,
+            ack_id,
+            bytes,
+        } = q;
+        let msg = Msg {
+            room: &publish.room,
+            data: &publish.data,
         };
-        let _ = ack.send(&reply);
+        // The error lists only local sockets whose buffers were full, each counted by the
+        // adapter (`ioscale_adapter_dropped_total{reason="socket_buffer_full"}`, as a failed
+        // Redis publish is under its own reason); the message itself was handed to the cluster,
+        // which is what the ack says.
+        if let Err(e) = ns.to(publish.room.clone()).emit("msg", &msg).await {
+            tracing::debug!(error = %e, "publish partially delivered");
+        }
+        pending.fetch_sub(bytes, Ordering::AcqRel);
+        drop(publish);
+        if ack_id.is_some() {
+            ack_ok(&socket, ack_id, ack_wait, &app).await;
+        }
+        handed = handed.wrapping_add(1);
+        if handed.is_multiple_of(YIELD_EVERY) {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Acks `{ok: true}`, waiting while the publisher's packet buffer is full (see
+/// [`publish_loop`]). Gives up when the socket is gone, or after `limit`, counting the lost ack
+/// as a `socket_buffer_full` drop.
+async fn ack_ok(s: &Arc<Socket<Adapter>>, ack_id: Option<i64>, limit: Duration, app: &App) {
+    let deadline = Instant::now() + limit;
+    let mut pause = ACK_RETRY_MIN;
+    loop {
+        match ack_sender(s, ack_id).send(&ACK_OK) {
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                if !s.connected() {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    app.cluster
+                        .metrics()
+                        .drop_n(DropReason::SocketBufferFull, 1);
+                    tracing::warn!(sid = %s.id, "publish ack dropped: the publisher's buffer stayed full");
+                    return;
+                }
+                if pause == ACK_RETRY_MIN {
+                    tracing::debug!(sid = %s.id, "publish ack waits for room in the publisher's buffer");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ACK_RETRY_MAX);
+            }
+            // Sent, or the socket is closed (nobody to tell).
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use socketioxide_core::parser::Parse;
+    use socketioxide_parser_common::CommonParser;
+
+    use super::*;
+
+    #[test]
+    fn raw_data_is_forwarded_verbatim() {
+        let p: Publish =
+            serde_json::from_str(r#"{"room":"r","data":{"seq":7, "s":"a\"b"}}"#).unwrap();
+        assert_eq!(p.data.get(), r#"{"seq":7, "s":"a\"b"}"#);
+        let msg = Msg {
+            room: &p.room,
+            data: &p.data,
+        };
+        let v = CommonParser.encode_value(&msg, Some("msg")).unwrap();
+        assert_eq!(
+            v.as_str().map(|s| s.as_str()),
+            Some(r#"["msg",{"room":"r","data":{"seq":7, "s":"a\"b"}}]"#)
+        );
+    }
+
+    #[test]
+    fn socket_io_args_parse_to_raw_data() {
+        let mut v = Value::Str(
+            r#"["publish",{"room":"r","data":[1,{"a":null}]}]"#.to_owned().into(),
+            None,
+        );
+        let p: Publish = CommonParser.decode_value(&mut v, true).unwrap();
+        assert_eq!((p.room.as_str(), p.data.get()), ("r", r#"[1,{"a":null}]"#));
+        assert_eq!(queued_bytes(&p), 1 + 14 + std::mem::size_of::<Queued>());
+    }
+
+    #[test]
+    fn acks() {
+        let refused = serde_json::to_value(Ack {
+            ok: false,
+            error: Some("x"),
+        })
+        .unwrap();
+        assert_eq!(refused, serde_json::json!({"ok": false, "error": "x"}));
+        assert_eq!(
+            serde_json::to_value(ACK_OK).unwrap(),
+            serde_json::json!({"ok": true})
+        );
     }
 }
