@@ -285,16 +285,23 @@ const sleepMs = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * `client` emits `event` {room, data: {seq: i}} for i in 0..count, each with an
- * ack, keeping at most `window` unacked. Resolves when every ack came back.
+ * ack, keeping at most `window` unacked (`window` >= `count`: all at once).
+ * Resolves when every ack came back. An ack `{ok: false, error: "<text>"}` is a
+ * refusal (counted apart, its seq listed); anything else but `{ok: true}`, or
+ * no ack in time, is an error. `pad_bytes` adds a string of that many
+ * characters to each message's data, to make the messages bigger.
  */
-commands.publish_window = async ({ client, event = "publish", room, count, window = 500, ack_timeout_ms = 30000 }) => {
+commands.publish_window = async ({ client, event = "publish", room, count, window = 500, ack_timeout_ms = 30000, pad_bytes = 0 }) => {
   const { socket } = getClient(client);
+  const pad = pad_bytes > 0 ? "x".repeat(pad_bytes) : null;
   const started = Date.now();
   let next = 0;
   let inFlight = 0;
   let acked = 0;
   let errorCount = 0;
   const errors = [];
+  const refusedSeqs = [];
+  const refusalErrors = [];
   const fail = (msg) => {
     errorCount += 1;
     if (errors.length < 10) errors.push(msg);
@@ -305,11 +312,15 @@ commands.publish_window = async ({ client, event = "publish", room, count, windo
       while (inFlight < window && next < count) {
         const seq = next++;
         inFlight += 1;
-        socket.timeout(ack_timeout_ms).emit(event, { room, data: { seq } }, (err, res) => {
+        const data = pad === null ? { seq } : { seq, pad };
+        socket.timeout(ack_timeout_ms).emit(event, { room, data }, (err, res) => {
           inFlight -= 1;
           if (err) fail(`seq ${seq}: no ack within ${ack_timeout_ms} ms`);
-          else if (!res || res.ok !== true) fail(`seq ${seq}: ack ${JSON.stringify(res)}`);
-          else acked += 1;
+          else if (res && res.ok === true) acked += 1;
+          else if (res && res.ok === false && typeof res.error === "string" && res.error.length > 0) {
+            refusedSeqs.push(seq);
+            if (refusalErrors.length < 3) refusalErrors.push(res.error);
+          } else fail(`seq ${seq}: ack ${JSON.stringify(res)}`);
           if (next >= count && inFlight === 0) resolve();
           else pump();
         });
@@ -317,24 +328,39 @@ commands.publish_window = async ({ client, event = "publish", room, count, windo
     };
     pump();
   });
-  return { sent: next, acked, error_count: errorCount, errors, started_ms: started, finished_ms: Date.now() };
+  refusedSeqs.sort((a, b) => a - b);
+  return {
+    sent: next,
+    acked,
+    refused: refusedSeqs.length,
+    refused_seqs: refusedSeqs,
+    refusal_errors: refusalErrors,
+    error_count: errorCount,
+    errors,
+    started_ms: started,
+    finished_ms: Date.now(),
+  };
 };
 
 /**
- * Waits (at most `timeout_ms`) until `client` has `n` x `event`, then
- * `settle_ms` more, and checks that args[0].data[field] is exactly 0..n-1, in
- * order. Polls instead of using waiters: a waiter re-filters every event on
- * each arrival, which is quadratic at 20,000 events.
+ * Waits (at most `timeout_ms`) until `client` has `n` x `event` (less the
+ * `skip` ones), then `settle_ms` more, and checks that args[0].data[field] is
+ * exactly 0..n-1 without the seqs in `skip` (refused publishes), in order.
+ * Polls instead of using waiters: a waiter re-filters every event on each
+ * arrival, which is quadratic at 20,000 events.
  */
-commands.seq_check = async ({ client, event = "msg", n, field = "seq", timeout_ms = 60000, settle_ms = 500 }) => {
+commands.seq_check = async ({ client, event = "msg", n, field = "seq", skip = [], timeout_ms = 60000, settle_ms = 500 }) => {
   const rec = getClient(client);
+  const skipped = new Set(skip);
+  const expected = [];
+  for (let i = 0; i < n; i++) if (!skipped.has(i)) expected.push(i);
   let scanned = 0;
   let count = 0;
   let doneAt = null;
   const deadline = Date.now() + timeout_ms;
   for (;;) {
     for (; scanned < rec.events.length; scanned++) if (rec.events[scanned].event === event) count += 1;
-    if (count >= n) {
+    if (count >= expected.length) {
       doneAt = Date.now();
       break;
     }
@@ -348,6 +374,7 @@ commands.seq_check = async ({ client, event = "msg", n, field = "seq", timeout_m
   const seen = new Map();
   let duplicates = 0;
   let invalid = 0;
+  let unexpected = 0;
   let firstBad = null;
   seqs.forEach((s, i) => {
     if (!Number.isInteger(s)) invalid += 1;
@@ -355,25 +382,27 @@ commands.seq_check = async ({ client, event = "msg", n, field = "seq", timeout_m
       const c = seen.get(s) ?? 0;
       if (c > 0) duplicates += 1;
       seen.set(s, c + 1);
+      if (skipped.has(s)) unexpected += 1;
     }
-    if (s !== i && firstBad === null) firstBad = { index: i, got: s ?? null };
+    if (s !== expected[i] && firstBad === null) firstBad = { index: i, got: s ?? null };
   });
   let missingCount = 0;
   const missingFirst = [];
-  for (let i = 0; i < n; i++) {
+  for (const i of expected) {
     if (!seen.has(i)) {
       missingCount += 1;
       if (missingFirst.length < 20) missingFirst.push(i);
     }
   }
-  if (firstBad === null && seqs.length > n) firstBad = { index: n, got: seqs[n] ?? null };
+  if (firstBad === null && seqs.length > expected.length) firstBad = { index: expected.length, got: seqs[expected.length] ?? null };
   return {
     count: seqs.length,
-    in_order: firstBad === null && seqs.length === n,
+    in_order: firstBad === null && seqs.length === expected.length,
     duplicates,
     missing_count: missingCount,
     missing_first: missingFirst,
     invalid,
+    unexpected,
     first_out_of_order: firstBad,
     done_ms: doneAt,
   };

@@ -227,7 +227,16 @@ pub struct PublishWindowReport {
     pub sent: u64,
     /// Publishes acked with `{"ok": true}`.
     pub acked: u64,
-    /// Publishes that timed out or were acked with anything else.
+    /// Publishes refused: acked `{"ok": false, "error": "<non-empty text>"}`.
+    #[serde(default)]
+    pub refused: u64,
+    /// Their seqs, ascending.
+    #[serde(default)]
+    pub refused_seqs: Vec<u64>,
+    /// The first few refusal texts.
+    #[serde(default)]
+    pub refusal_errors: Vec<String>,
+    /// Publishes that timed out or were acked with anything else (neither ok nor a refusal).
     pub error_count: u64,
     /// The first few errors.
     pub errors: Vec<String>,
@@ -252,6 +261,9 @@ pub struct SeqReport {
     pub missing_first: Vec<u64>,
     /// Events whose payload had no integer seq.
     pub invalid: u64,
+    /// Receptions of a seq that was to be skipped (a refused publish delivered anyway).
+    #[serde(default)]
+    pub unexpected: u64,
     /// First position whose seq is not its index: `{index, got}`.
     pub first_out_of_order: Value,
     /// Agent clock when the n-th event was seen (null if never).
@@ -274,7 +286,7 @@ pub struct LatencyReport {
 #[allow(async_fn_in_trait)]
 pub trait AgentBulk {
     /// `client` emits `publish {room, data: {seq: i}}` for i in 0..count with
-    /// acks, keeping at most `window` unacked.
+    /// acks, keeping at most `window` unacked (`window >= count`: all at once).
     ///
     /// # Errors
     /// If the agent fails or the loop exceeds `limit`.
@@ -284,6 +296,24 @@ pub trait AgentBulk {
         room: &str,
         count: u64,
         window: u64,
+        limit: Duration,
+    ) -> Result<PublishWindowReport> {
+        self.publish_window_padded(client, room, count, window, 0, limit)
+            .await
+    }
+
+    /// [`AgentBulk::publish_window`] with a string of `pad_bytes` characters in
+    /// each message's data (`{seq, pad}`), to make the messages bigger.
+    ///
+    /// # Errors
+    /// If the agent fails or the loop exceeds `limit`.
+    async fn publish_window_padded(
+        &self,
+        client: &str,
+        room: &str,
+        count: u64,
+        window: u64,
+        pad_bytes: u64,
         limit: Duration,
     ) -> Result<PublishWindowReport>;
 
@@ -297,6 +327,24 @@ pub trait AgentBulk {
         client: &str,
         event: &str,
         n: u64,
+        limit: Duration,
+        settle: Duration,
+    ) -> Result<SeqReport> {
+        self.seq_check_skipping(client, event, n, &[], limit, settle)
+            .await
+    }
+
+    /// [`AgentBulk::seq_check`] expecting 0..n-1 without the seqs in `skip`
+    /// (refused publishes), in order; a skipped seq received is `unexpected`.
+    ///
+    /// # Errors
+    /// If the agent fails (not when the check fails: see the report).
+    async fn seq_check_skipping(
+        &self,
+        client: &str,
+        event: &str,
+        n: u64,
+        skip: &[u64],
         limit: Duration,
         settle: Duration,
     ) -> Result<SeqReport>;
@@ -322,37 +370,39 @@ fn ms(d: Duration) -> Result<u64> {
 }
 
 impl AgentBulk for Agent {
-    async fn publish_window(
+    async fn publish_window_padded(
         &self,
         client: &str,
         room: &str,
         count: u64,
         window: u64,
+        pad_bytes: u64,
         limit: Duration,
     ) -> Result<PublishWindowReport> {
         let v = self
             .request(
                 "publish_window",
                 json!({"client": client, "room": room, "count": count, "window": window,
-                       "ack_timeout_ms": ms(limit)?}),
+                       "pad_bytes": pad_bytes, "ack_timeout_ms": ms(limit)?}),
                 limit + Duration::from_secs(5),
             )
             .await?;
         Ok(serde_json::from_value(v)?)
     }
 
-    async fn seq_check(
+    async fn seq_check_skipping(
         &self,
         client: &str,
         event: &str,
         n: u64,
+        skip: &[u64],
         limit: Duration,
         settle: Duration,
     ) -> Result<SeqReport> {
         let v = self
             .request(
                 "seq_check",
-                json!({"client": client, "event": event, "n": n,
+                json!({"client": client, "event": event, "n": n, "skip": skip,
                        "timeout_ms": ms(limit)?, "settle_ms": ms(settle)?}),
                 limit + settle + Duration::from_secs(10),
             )

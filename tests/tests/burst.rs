@@ -1,19 +1,22 @@
 //! Load through the client pub/sub namespace (`/pubsub`): a 20,000-publish
-//! burst from one node must reach a room member on another node completely,
-//! exactly once and in order, with nothing dropped anywhere; and the
-//! cross-node publish-to-receive latency, printed for information.
+//! burst sent at once from one node must reach a room member on another node
+//! completely, exactly once and in order, with nothing refused or dropped
+//! anywhere; with a small publish buffer a burst is partly refused, visibly
+//! (`ok: false`), and everything not refused still arrives once, in order; and
+//! the cross-node publish-to-receive latency, printed for information.
 
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use ioscale_cluster_tests::extra::{AgentBulk, Checks, metric_all, with_timeout_of};
+use ioscale_cluster_tests::extra::{
+    AgentBulk, Checks, PublishWindowReport, SeqReport, metric_all, with_timeout_of,
+};
 use ioscale_cluster_tests::{Agent, Cluster, ConnectOpts, Transport};
 use serde_json::json;
 
 const DROPPED: &str = "ioscale_adapter_dropped_total";
+const REFUSED: &str = "ioscale_pubsub_publishes_refused_total";
 const BURST: u64 = 20_000;
-/// Most unacked publishes at any time.
-const WINDOW: u64 = 500;
 
 /// Connects `name` to `/pubsub` on node `node` and joins `room` (acked).
 async fn member(
@@ -34,40 +37,72 @@ async fn member(
     Ok(())
 }
 
+fn print_report(report: &PublishWindowReport) {
+    let publish_s = (report.finished_ms - report.started_ms) as f64 / 1000.0;
+    eprintln!(
+        "published {} (acked {}, refused {}, errors {}) in {publish_s:.2} s = {:.0} publishes/s",
+        report.sent,
+        report.acked,
+        report.refused,
+        report.error_count,
+        report.sent as f64 / publish_s.max(0.001)
+    );
+}
+
+/// Every expected seq exactly once, in order, nothing else.
+fn seq_clean(seq: &SeqReport, expected: u64) -> bool {
+    seq.count == expected
+        && seq.in_order
+        && seq.duplicates == 0
+        && seq.missing_count == 0
+        && seq.invalid == 0
+        && seq.unexpected == 0
+}
+
+async fn check_nothing_dropped(cluster: &Cluster, checks: &mut Checks) -> Result<()> {
+    let dropped = metric_all(cluster, DROPPED, &[]).await?;
+    checks.check(dropped.iter().all(|d| *d == 0.0), || {
+        let text: Vec<String> = dropped.iter().map(|d| d.to_string()).collect();
+        format!(
+            "{DROPPED} (all reasons) per node must be 0, got [{}]",
+            text.join(", ")
+        )
+    });
+    Ok(())
+}
+
 #[tokio::test]
 async fn burst_of_20000_publishes_arrives_complete_once_and_in_order() -> Result<()> {
     with_timeout_of(Duration::from_secs(300), async {
         let cluster = Cluster::start(3).await?;
         let agent = Agent::spawn().await?;
-        member(&agent, &cluster, "pa", 0, "burst").await?;
-        member(&agent, &cluster, "pb", 1, "burst").await?;
+        // The publisher on node 2 is a member too (local delivery: its own buffer carries
+        // 20,000 acks and 20,000 copies); the subscriber on node 1 gets them through Redis.
+        member(&agent, &cluster, "pub", 1, "burst").await?;
+        member(&agent, &cluster, "sub", 0, "burst").await?;
 
+        // No window: all 20,000 are emitted at once, before the first ack comes back.
         let report = agent
-            .publish_window("pa", "burst", BURST, WINDOW, Duration::from_secs(120))
+            .publish_window("pub", "burst", BURST, BURST, Duration::from_secs(120))
             .await?;
-        let publish_s = (report.finished_ms - report.started_ms) as f64 / 1000.0;
-        eprintln!(
-            "published {} (acked {}, errors {}) in {publish_s:.2} s = {:.0} publishes/s",
-            report.sent,
-            report.acked,
-            report.error_count,
-            report.sent as f64 / publish_s.max(0.001)
-        );
+        print_report(&report);
         let mut checks = Checks::new();
         checks.check(
-            report.sent == BURST && report.acked == BURST && report.error_count == 0,
-            || format!("publisher: every publish must be acked ok: {report:?}"),
+            report.sent == BURST
+                && report.acked == BURST
+                && report.refused == 0
+                && report.error_count == 0,
+            || format!("publisher: every publish must be acked ok, none refused: {report:?}"),
         );
 
-        // The remote member (node B) and the publisher itself (local
-        // delivery), checked at the same time so both receive times are real.
+        // Both receivers checked at the same time so both receive times are real.
         let limit = Duration::from_secs(120);
         let settle = Duration::from_millis(500);
-        let (seq_b, seq_a) = tokio::join!(
-            agent.seq_check("pb", "msg", BURST, limit, settle),
-            agent.seq_check("pa", "msg", BURST, limit, settle),
+        let (seq_sub, seq_pub) = tokio::join!(
+            agent.seq_check("sub", "msg", BURST, limit, settle),
+            agent.seq_check("pub", "msg", BURST, limit, settle),
         );
-        for (name, seq) in [("pb", seq_b?), ("pa", seq_a?)] {
+        for (name, seq) in [("sub", seq_sub?), ("pub", seq_pub?)] {
             if let Some(done) = seq.done_ms {
                 let total_s = (done.saturating_sub(report.started_ms)) as f64 / 1000.0;
                 eprintln!(
@@ -75,21 +110,82 @@ async fn burst_of_20000_publishes_arrives_complete_once_and_in_order() -> Result
                     BURST as f64 / total_s.max(0.001)
                 );
             }
-            checks.check(
-                seq.count == BURST
-                    && seq.in_order
-                    && seq.duplicates == 0
-                    && seq.missing_count == 0
-                    && seq.invalid == 0,
-                || format!("{name}: expected seq 0..{BURST} exactly once each, in order: {seq:?}"),
-            );
+            checks.check(seq_clean(&seq, BURST), || {
+                format!("{name}: expected seq 0..{BURST} exactly once each, in order: {seq:?}")
+            });
         }
 
-        let dropped = metric_all(&cluster, DROPPED, &[]).await?;
-        checks.check(dropped.iter().all(|d| *d == 0.0), || {
-            let text: Vec<String> = dropped.iter().map(|d| d.to_string()).collect();
-            format!("{DROPPED} (all reasons) per node must be 0, got [{}]", text.join(", "))
+        let refused = metric_all(&cluster, REFUSED, &[]).await?;
+        checks.check(refused.iter().all(|r| *r == 0.0), || {
+            format!("{REFUSED} per node must be 0, got {refused:?}")
         });
+        check_nothing_dropped(&cluster, &mut checks).await?;
+        checks.finish()
+    })
+    .await
+}
+
+/// With `--publish-buffer-bytes 65536` a burst of 1 KiB publishes cannot all be queued: the
+/// rest is refused with `ok: false` and an error, counted, and never delivered; everything
+/// else is delivered once, in order.
+#[tokio::test]
+async fn burst_beyond_a_small_publish_buffer_is_refused_visibly() -> Result<()> {
+    const N: u64 = 5_000;
+    const PAD: u64 = 1024;
+    with_timeout_of(Duration::from_secs(240), async {
+        let cluster = Cluster::builder()
+            .nodes(2)
+            .node_args(["--publish-buffer-bytes", "65536"])
+            .start()
+            .await?;
+        let agent = Agent::spawn().await?;
+        member(&agent, &cluster, "pub", 1, "small").await?;
+        member(&agent, &cluster, "sub", 0, "small").await?;
+
+        let report = agent
+            .publish_window_padded("pub", "small", N, N, PAD, Duration::from_secs(120))
+            .await?;
+        print_report(&report);
+        let mut checks = Checks::new();
+        checks.check(
+            report.sent == N
+                && report.error_count == 0
+                && report.refused > 0
+                && report.acked + report.refused == N,
+            || format!("every publish must be acked ok or refused, some refused: {report:?}"),
+        );
+        checks.check(
+            report
+                .refusal_errors
+                .iter()
+                .all(|e| e.contains("publish buffer full")),
+            || format!("refusals must say the buffer is full: {report:?}"),
+        );
+
+        let limit = Duration::from_secs(120);
+        let settle = Duration::from_millis(500);
+        let skip = &report.refused_seqs;
+        let (seq_sub, seq_pub) = tokio::join!(
+            agent.seq_check_skipping("sub", "msg", N, skip, limit, settle),
+            agent.seq_check_skipping("pub", "msg", N, skip, limit, settle),
+        );
+        for (name, seq) in [("sub", seq_sub?), ("pub", seq_pub?)] {
+            checks.check(seq_clean(&seq, report.acked), || {
+                format!(
+                    "{name}: expected the {} accepted publishes exactly once each, in order, and none of the refused: {seq:?}",
+                    report.acked
+                )
+            });
+        }
+
+        let refused = metric_all(&cluster, REFUSED, &[("reason", "buffer_full")]).await?;
+        checks.check(refused == [0.0, report.refused as f64], || {
+            format!(
+                "{REFUSED}{{reason=buffer_full}} must be [0, {}] (node 1, node 2), got {refused:?}",
+                report.refused
+            )
+        });
+        check_nothing_dropped(&cluster, &mut checks).await?;
         checks.finish()
     })
     .await
