@@ -336,11 +336,17 @@ async fn ack_ok(s: &Arc<Socket<Adapter>>, ack_id: Option<i64>, limit: Duration, 
                     app.cluster
                         .metrics()
                         .drop_n(DropReason::SocketBufferFull, 1);
-                    tracing::warn!(sid = %s.id, "publish ack dropped: the publisher's buffer stayed full");
+                    tracing::warn!(
+                        sid = %s.id,
+                        "publish ack dropped: the publisher's buffer stayed full"
+                    );
                     return;
                 }
                 if pause == ACK_RETRY_MIN {
-                    tracing::debug!(sid = %s.id, "publish ack waits for room in the publisher's buffer");
+                    tracing::debug!(
+                        sid = %s.id,
+                        "publish ack waits for room in the publisher's buffer"
+                    );
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(ACK_RETRY_MAX);
