@@ -2,14 +2,18 @@
 //! disconnect, nodes and server-to-server events, across the whole cluster.
 //!
 //! JSON in and out; binary values are `{"$binary": "<base64>"}`; errors are
-//! `{"error": "..."}` with a 4xx code; `Authorization: Bearer <key>` when a key is set.
+//! `{"ok": false, "error": "..."}` with a 4xx code (503 when the cluster cannot answer; the
+//! cause is logged, not sent); `Authorization: Bearer <key>` when a key is set.
 
 use std::time::Duration;
 
 use axum::{
     Router,
     body::Bytes,
-    extract::{Query, Request, State},
+    extract::{
+        Query, Request, State,
+        rejection::{BytesRejection, QueryRejection},
+    },
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -52,7 +56,26 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({"error": self.1}))).into_response()
+        (self.0, axum::Json(json!({"ok": false, "error": self.1}))).into_response()
+    }
+}
+
+/// Maps a failed cluster operation of `route` to what the caller may see: a message too large
+/// for the cluster is the caller's to fix (413); anything else is Redis or the adapter, whose
+/// error text is internal: logged here, and the caller gets a fixed 503.
+fn cluster_error(route: &'static str) -> impl FnOnce(ioscale_adapter::Error) -> ApiError {
+    move |e| match e {
+        ioscale_adapter::Error::TooLarge { size, limit } => ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("message of {size} bytes exceeds the cluster's limit of {limit} bytes"),
+        ),
+        e => {
+            tracing::warn!(error = %e, route, "server API: cluster operation failed");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster unavailable, retry later".into(),
+            )
+        }
     }
 }
 
@@ -70,6 +93,12 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/server-emit", post(server_emit))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "unknown API route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route".into(),
+            )
+        })
         .layer(middleware::from_fn_with_state(state, auth))
 }
 
@@ -110,9 +139,17 @@ async fn auth(State(st): State<HttpState>, req: Request, next: Next) -> Response
     res
 }
 
-/// Parses a JSON body; any malformed or mistyped body is a 400 with serde's explanation.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+/// Parses a JSON body; any malformed or mistyped body is a 400 with serde's explanation. A body
+/// axum would not read (too large, broken) is answered like every API error, with its status.
+fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = bytes.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+/// A query string axum could not parse (a repeated parameter, say) is a 400 like the others.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError(e.status(), e.body_text()))
 }
 
 fn namespace(
@@ -164,8 +201,8 @@ struct EmitBody {
     ack_timeout_ms: Option<u64>,
 }
 
-async fn emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
-    let b: EmitBody = body(&bytes)?;
+async fn emit(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
+    let b: EmitBody = body(bytes)?;
     if b.event.is_empty() || RESERVED_EVENTS.contains(&b.event.as_str()) {
         return Err(ApiError::bad(format!(
             "event {:?} cannot be emitted",
@@ -203,9 +240,10 @@ async fn emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
         Some(ms) => {
             let h = handle(&st, &ns)?;
             let parser = CommonParser;
-            let value = parser
-                .encode_value(&args, Some(&b.event))
-                .map_err(|e| ApiError::bad(format!("cannot encode args: {e}")))?;
+            let value = parser.encode_value(&args, Some(&b.event)).map_err(|e| {
+                tracing::debug!(error = %e, "server API: emit args not encodable");
+                ApiError::bad("cannot encode args")
+            })?;
             let packet = Packet::event(ns.clone(), value);
             let mut opts = all_sockets();
             opts.rooms = b.rooms.into_iter().map(Into::into).collect();
@@ -219,7 +257,7 @@ async fn emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
             let report = h
                 .broadcast_with_ack_report(packet, opts, Duration::from_millis(ms))
                 .await
-                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                .map_err(cluster_error("emit"))?;
             // `acks` holds the answers; sockets that did not answer in time are listed apart.
             let mut acks: Vec<Json> = Vec::new();
             let mut errors: Vec<Json> = Vec::new();
@@ -264,14 +302,18 @@ fn split_rooms(rooms: Option<String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn sockets(State(st): State<HttpState>, Query(q): Query<SocketsQuery>) -> ApiResult {
+async fn sockets(
+    State(st): State<HttpState>,
+    q: Result<Query<SocketsQuery>, QueryRejection>,
+) -> ApiResult {
+    let q = query(q)?;
     let (ns, _) = namespace(&st, q.namespace)?;
     let mut opts = all_sockets();
     opts.rooms = split_rooms(q.rooms).into_iter().map(Into::into).collect();
     let report = handle(&st, &ns)?
         .fetch_sockets_report(opts)
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(cluster_error("sockets"))?;
     let sockets: Vec<Json> = report
         .sockets
         .into_iter()
@@ -287,12 +329,16 @@ struct NsQuery {
     namespace: Option<String>,
 }
 
-async fn rooms(State(st): State<HttpState>, Query(q): Query<NsQuery>) -> ApiResult {
+async fn rooms(
+    State(st): State<HttpState>,
+    q: Result<Query<NsQuery>, QueryRejection>,
+) -> ApiResult {
+    let q = query(q)?;
     let (ns, _) = namespace(&st, q.namespace)?;
     let report = handle(&st, &ns)?
         .rooms_report(all_sockets())
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(cluster_error("rooms"))?;
     Ok(axum::Json(
         json!({"rooms": report.rooms, "missing_nodes": report.missing_nodes}),
     ))
@@ -326,8 +372,8 @@ fn target(st: &HttpState, b: &TargetBody) -> Result<BroadcastOperators<Adapter>,
     Ok(op.within(within).except(b.except.clone()))
 }
 
-async fn join(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
-    let b: TargetBody = body(&bytes)?;
+async fn join(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
+    let b: TargetBody = body(bytes)?;
     if b.join.is_empty() || !b.leave.is_empty() {
         return Err(ApiError::bad(
             "join needs a non-empty \"join\" list of rooms",
@@ -337,12 +383,12 @@ async fn join(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
     target(&st, &b)?
         .join(b.join.clone())
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(cluster_error("join"))?;
     Ok(axum::Json(json!({"ok": true})))
 }
 
-async fn leave(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
-    let b: TargetBody = body(&bytes)?;
+async fn leave(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
+    let b: TargetBody = body(bytes)?;
     if b.leave.is_empty() || !b.join.is_empty() {
         return Err(ApiError::bad(
             "leave needs a non-empty \"leave\" list of rooms",
@@ -352,12 +398,15 @@ async fn leave(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
     target(&st, &b)?
         .leave(b.leave.clone())
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(cluster_error("leave"))?;
     Ok(axum::Json(json!({"ok": true})))
 }
 
-async fn disconnect(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
-    let b: TargetBody = body(&bytes)?;
+async fn disconnect(
+    State(st): State<HttpState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let b: TargetBody = body(bytes)?;
     if !b.join.is_empty() || !b.leave.is_empty() {
         return Err(ApiError::bad("disconnect takes no join or leave list"));
     }
@@ -368,7 +417,11 @@ async fn disconnect(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
     Ok(axum::Json(json!({"ok": true})))
 }
 
-async fn nodes(State(st): State<HttpState>, Query(q): Query<NsQuery>) -> ApiResult {
+async fn nodes(
+    State(st): State<HttpState>,
+    q: Result<Query<NsQuery>, QueryRejection>,
+) -> ApiResult {
+    let q = query(q)?;
     let (ns, _) = namespace(&st, q.namespace)?;
     let nodes: Vec<Json> = handle(&st, &ns)?
         .nodes()
@@ -388,8 +441,11 @@ struct ServerEmitBody {
     ack_timeout_ms: Option<u64>,
 }
 
-async fn server_emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
-    let b: ServerEmitBody = body(&bytes)?;
+async fn server_emit(
+    State(st): State<HttpState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let b: ServerEmitBody = body(bytes)?;
     if b.event.is_empty() {
         return Err(ApiError::bad("event must not be empty"));
     }
@@ -406,7 +462,7 @@ async fn server_emit(State(st): State<HttpState>, bytes: Bytes) -> ApiResult {
             b.ack_timeout_ms.map(Duration::from_millis),
         )
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(cluster_error("server-emit"))?;
     if b.ack_timeout_ms.is_none() {
         return Ok(axum::Json(json!({"ok": true})));
     }

@@ -52,7 +52,7 @@ pub async fn on_connect(s: SocketRef<Adapter>, State(app): State<Arc<App>>) {
             tracing::warn!(error = %e, "chat history unavailable");
             let _ = s.emit(
                 "chat-error",
-                &serde_json::json!({"error": "history unavailable"}),
+                &serde_json::json!({"ok": false, "error": "history unavailable"}),
             );
         }
     }
@@ -68,7 +68,8 @@ async fn add_message(
     app.metrics.events.with_label_values(&["/"]).inc();
     // Errors go through the ack when the client asked for one, else as a `chat-error` event.
     let reply_error = |reply: Reply, error: String| {
-        reply.send(&s, "chat-error", &serde_json::json!({ "error": error }));
+        let body = serde_json::json!({"ok": false, "error": error});
+        reply.send(&s, "chat-error", &body);
     };
     let m = match validate(v) {
         Ok(m) => m,

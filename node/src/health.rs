@@ -40,7 +40,9 @@ pub async fn metrics(State(st): State<HttpState>) -> impl IntoResponse {
     let mut buf = Vec::new();
     let encoder = TextEncoder::new();
     if let Err(e) = encoder.encode(&st.app.registry.gather(), &mut buf) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        // The encoder's text is internal: logged, and the scraper gets a fixed line.
+        tracing::error!(error = %e, "encoding metrics failed");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response();
     }
     (
         [(header::CONTENT_TYPE, encoder.format_type().to_owned())],

@@ -130,15 +130,26 @@ fn parsed<T>(TryData(d): TryData<T>) -> Result<T, String> {
     d.map_err(|e| e.to_string())
 }
 
-/// Answers an error: `{error}` through the ack when the client sent one, else
-/// `readme-error {event, error}`.
+/// Answers an error: `{ok: false, error}` through the ack when the client sent one, else
+/// `readme-error {event, ok: false, error}`.
 fn reply_error(s: &SocketRef<Adapter>, reply: Reply, event: &str, error: String) {
     tracing::debug!(sid = %s.id, event, error = %error, "readme: bad input");
     if reply.has_ack() {
-        reply.ack(&json!({ "error": error }));
+        reply.ack(&json!({"ok": false, "error": error}));
     } else {
-        reply.send(s, ERROR_EVENT, &json!({"event": event, "error": error}));
+        reply.send(
+            s,
+            ERROR_EVENT,
+            &json!({"event": event, "ok": false, "error": error}),
+        );
     }
+}
+
+/// What a client is told when a cluster request fails: Redis's and the adapter's error text is
+/// internal, so it is logged and the client gets a fixed message.
+fn cluster_unavailable(event: &str, e: &ioscale_adapter::Error) -> String {
+    tracing::warn!(event, error = %e, "readme: cluster request failed");
+    "cluster unavailable, retry later".to_owned()
 }
 
 fn count_event(app: &App, ns: &str) {
@@ -372,7 +383,10 @@ async fn nicknames(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<Ap
             list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
             reply.ack(&json!({"nicknames": list, "missing_nodes": report.missing_nodes}));
         }
-        Err(e) => reply_error(&s, reply, "nicknames", format!("cluster unavailable: {e}")),
+        Err(e) => {
+            let msg = cluster_unavailable("nicknames", &e);
+            reply_error(&s, reply, "nicknames", msg)
+        }
     }
 }
 
@@ -420,7 +434,10 @@ async fn ask(s: SocketRef<Adapter>, a: TryData<Ask>, reply: Reply, State(app): S
     let parser = CommonParser;
     let value = match parser.encode_value(&Args(vec![a.question]), Some("question")) {
         Ok(v) => v,
-        Err(e) => return reply_error(&s, reply, "ask", format!("cannot encode question: {e}")),
+        Err(e) => {
+            tracing::debug!(error = %e, "readme: question not encodable");
+            return reply_error(&s, reply, "ask", "cannot encode question".to_owned());
+        }
     };
     let mut opts = ioscale_adapter::all_sockets();
     opts.rooms = std::iter::once(a.to.into()).collect();
@@ -430,7 +447,10 @@ async fn ask(s: SocketRef<Adapter>, a: TryData<Ask>, reply: Reply, State(app): S
         .await
     {
         Ok(r) => r,
-        Err(e) => return reply_error(&s, reply, "ask", format!("cluster unavailable: {e}")),
+        Err(e) => {
+            let msg = cluster_unavailable("ask", &e);
+            return reply_error(&s, reply, "ask", msg);
+        }
     };
     let mut answers = Vec::new();
     let mut unanswered = Vec::new();

@@ -84,7 +84,7 @@ async fn set_data(
 ) {
     app.metrics.events.with_label_values(&[s.ns()]).inc();
     let serde_json::Value::Object(patch) = patch else {
-        let _ = ack.send(&serde_json::json!({"error": "set-data expects an object"}));
+        let _ = ack.send(&serde_json::json!({"ok": false, "error": "set-data expects an object"}));
         return;
     };
     let mut data = match app.cluster.socket_data(s.ns(), s.id) {
@@ -98,6 +98,7 @@ async fn set_data(
     let size = data.to_string().len();
     if size > MAX_SOCKET_DATA_BYTES {
         let _ = ack.send(&serde_json::json!({
+            "ok": false,
             "error": format!("socket data of {size} bytes exceeds {MAX_SOCKET_DATA_BYTES}")
         }));
         return;

@@ -7,8 +7,8 @@
 //! builds it from `model.url` and `model.id`. `create` answers the stored record (its `id` is
 //! what the seed's client reads), `read` an array (collection) or a record, `update` (which
 //! replaces the attributes: Backbone sends them all) and `delete` `{success: true}`. Errors
-//! answer `{success: false, error, status}` on the same event, or `model-error` when no reply
-//! event can be built from the payload.
+//! answer `{success: false, ok: false, error, status}` on the same event, or `model-error` when
+//! no reply event can be built from the payload.
 
 use std::sync::Arc;
 
@@ -316,8 +316,9 @@ pub async fn handle(
     ack.send(&body);
 }
 
+/// The seed's `{success: false}`, with the `ok: false` every refusal of the node carries.
 fn error_body(e: &ModelError) -> Value {
-    json!({"success": false, "error": e.to_string(), "status": e.status()})
+    json!({"success": false, "ok": false, "error": e.client_message(), "status": e.status()})
 }
 
 #[cfg(test)]

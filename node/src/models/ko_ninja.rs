@@ -1,7 +1,8 @@
 //! The ko.ninja dialect (seed "ko.ninja socket.io models"): acknowledged events
 //! `<name>-find {query}` → array, `<name>-findOne {id}` → record, `<name>-insert {data}` → new
 //! record, `<name>-update {id, data}` → record (fields merged), `<name>-remove {id}` →
-//! `{success: true}`. Errors answer `{error}` through the ack (or `model-error` without one).
+//! `{success: true}`. Errors answer `{ok: false, error}` through the ack (or `model-error`
+//! without one).
 //!
 //! Message names may be renamed per collection, as ko.ninja's `messageNames` option allows:
 //! `--ko-message-names 'list:update=update-myList,insert=insert-intoMyList'` (repeat the flag,
@@ -151,7 +152,7 @@ pub async fn fallback(
     models.count("ko_ninja", op.metric(), &r);
     match r {
         Ok(body) => ack.send(&body),
-        Err(e) if ack.present() => ack.send(&json!({"error": e.to_string()})),
+        Err(e) if ack.present() => ack.send(&json!({"ok": false, "error": e.client_message()})),
         Err(e) => emit_error(&s, &event, &e),
     }
 }

@@ -370,11 +370,12 @@ impl Ack {
     }
 }
 
-/// Tells a client that sent no ack about an error: `model-error {event, error, status}`.
+/// Tells a client that sent no ack about an error: `model-error {event, ok: false, error,
+/// status}`.
 pub fn emit_error(s: &SocketRef<Adapter>, event: &str, e: &ModelError) {
     let _ = s.emit(
         ERROR_EVENT,
-        &json!({"event": event, "error": e.to_string(), "status": e.status()}),
+        &json!({"event": event, "ok": false, "error": e.client_message(), "status": e.status()}),
     );
 }
 

@@ -8,8 +8,8 @@
 //! - an object `{url, data}` (also what sails.io.js 0.10+ sends, with `method` and `headers`):
 //!   the ack is `{body, statusCode, headers}`, sails.io.js 0.10's "JWR".
 //!
-//! Errors have the body `{status, error}` with a 4xx/5xx status (never a bare number: sails.io.js
-//! 0.9 throws inside the client's callback on one).
+//! Errors have the body `{status, ok: false, error}` with a 4xx/5xx status (never a bare number:
+//! sails.io.js 0.9 throws inside the client's callback on one).
 //!
 //! Routes: the `/echo` controller of the seed (`{success: true, message}`), and the CRUD
 //! blueprints `/:model` (GET: list, filtered by the other parameters, `where`, `limit`, `skip`;
@@ -93,7 +93,7 @@ impl From<ModelError> for Failure {
     fn from(e: ModelError) -> Self {
         Failure {
             status: e.status(),
-            error: e.to_string(),
+            error: e.client_message(),
             model: Some(e),
         }
     }
@@ -559,7 +559,7 @@ pub async fn handle(
             ack,
             form,
             f.status,
-            &json!({"status": f.status, "error": f.error}),
+            &json!({"status": f.status, "ok": false, "error": f.error}),
         ),
         Err(f) => {
             let e = f

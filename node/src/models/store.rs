@@ -134,6 +134,16 @@ impl ModelError {
     pub fn is_client_error(&self) -> bool {
         self.status() < 500
     }
+
+    /// The text a client gets. Redis's error text is internal: the client is told the storage
+    /// is unavailable, and the detail is logged where the request is counted
+    /// (`Models::count_error`).
+    pub fn client_message(&self) -> String {
+        match self {
+            ModelError::Redis(_) => "storage unavailable, retry later".to_owned(),
+            e => e.to_string(),
+        }
+    }
 }
 
 /// Whether `name` may name a collection: it becomes part of Redis keys, room names, event names
