@@ -12,7 +12,7 @@ use ioscale_cluster_tests::extra::{
     AgentBulk, Checks, PublishWindowReport, SeqReport, metric_all, with_timeout_of,
 };
 use ioscale_cluster_tests::{Agent, Cluster, ConnectOpts, Transport};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const DROPPED: &str = "ioscale_adapter_dropped_total";
 const REFUSED: &str = "ioscale_pubsub_publishes_refused_total";
@@ -47,6 +47,18 @@ fn print_report(report: &PublishWindowReport) {
         report.error_count,
         report.sent as f64 / publish_s.max(0.001)
     );
+}
+
+/// An ack `[{"ok": false, "error": "<non-empty text>"}]`.
+fn is_refusal(ack: &[Value]) -> bool {
+    ack.len() == 1
+        && ack[0].as_object().is_some_and(|o| {
+            o.len() == 2
+                && o.get("ok") == Some(&Value::Bool(false))
+                && o.get("error")
+                    .and_then(Value::as_str)
+                    .is_some_and(|e| !e.is_empty())
+        })
 }
 
 /// Every expected seq exactly once, in order, nothing else.
@@ -141,12 +153,23 @@ async fn burst_beyond_a_small_publish_buffer_is_refused_visibly() -> Result<()> 
         let agent = Agent::spawn().await?;
         member(&agent, &cluster, "pub", 1, "small").await?;
         member(&agent, &cluster, "sub", 0, "small").await?;
+        let mut checks = Checks::new();
+        // Malformed publishes and rooms are refused the same way, under their own reason.
+        let bad_join = agent
+            .emit_with_ack("pub", "join", vec![json!("")], Duration::from_secs(5))
+            .await?;
+        checks.check(is_refusal(&bad_join), || format!("join \"\": {bad_join:?}"));
+        for bad in [json!("not an object"), json!({"room": "", "data": 1}), json!({"room": "small"})] {
+            let ack = agent
+                .emit_with_ack("pub", "publish", vec![bad.clone()], Duration::from_secs(5))
+                .await?;
+            checks.check(is_refusal(&ack), || format!("publish {bad}: {ack:?}"));
+        }
 
         let report = agent
             .publish_window_padded("pub", "small", N, N, PAD, Duration::from_secs(120))
             .await?;
         print_report(&report);
-        let mut checks = Checks::new();
         checks.check(
             report.sent == N
                 && report.error_count == 0
@@ -184,6 +207,10 @@ async fn burst_beyond_a_small_publish_buffer_is_refused_visibly() -> Result<()> 
                 "{REFUSED}{{reason=buffer_full}} must be [0, {}] (node 1, node 2), got {refused:?}",
                 report.refused
             )
+        });
+        let invalid = metric_all(&cluster, REFUSED, &[("reason", "invalid")]).await?;
+        checks.check(invalid == [0.0, 3.0], || {
+            format!("{REFUSED}{{reason=invalid}} must be [0, 3], got {invalid:?}")
         });
         check_nothing_dropped(&cluster, &mut checks).await?;
         checks.finish()

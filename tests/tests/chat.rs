@@ -50,6 +50,17 @@ fn pair(name: &str, message: &str) -> (String, String) {
 }
 
 /// Each message has exactly `name`, `message` and an integer `time_ms`.
+/// Exactly `{"ok": false, "error": "<non-empty text>"}`, the shape of every refusal.
+fn is_refusal(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| {
+        o.len() == 2
+            && o.get("ok") == Some(&Value::Bool(false))
+            && o.get("error")
+                .and_then(Value::as_str)
+                .is_some_and(|e| !e.is_empty())
+    })
+}
+
 fn well_formed(m: &Value) -> bool {
     m.as_object().is_some_and(|o| {
         o.len() == 3 && o["name"].is_string() && o["message"].is_string() && o["time_ms"].is_u64()
@@ -134,9 +145,8 @@ async fn chat_messages_history_validation_and_persistence() -> Result<()> {
         ];
         for v in &bad {
             let ack = agent.emit_with_ack("b", "add-message", vec![v.clone()], EVENT_TIMEOUT).await?;
-            let ok = ack.len() == 1
-                && ack[0].as_object().is_some_and(|o| o.len() == 1 && o["error"].as_str().is_some_and(|e| !e.is_empty()));
-            checks.check(ok, || format!("add-message {v}: expected an ack [{{\"error\": …}}], got {ack:?}"));
+            let ok = ack.len() == 1 && is_refusal(&ack[0]);
+            checks.check(ok, || format!("add-message {v}: expected an ack [{{\"ok\": false, \"error\": …}}], got {ack:?}"));
         }
         // Without an ack: a `chat-error` event to the sender only.
         agent.emit("b", "add-message", vec![json!({"name": "", "message": "x"})]).await?;
@@ -149,8 +159,8 @@ async fn chat_messages_history_validation_and_persistence() -> Result<()> {
         let errs_now = agent.events("b", "chat-error").await?;
         checks.check(
             errs_now.len() == 2
-                && errs_now.iter().all(|e| e.len() == 1 && e[0]["error"].as_str().is_some_and(|s| !s.is_empty())),
-            || format!("b: expected exactly two chat-error {{error}} events, got {errs_now:?}"),
+                && errs_now.iter().all(|e| e.len() == 1 && is_refusal(&e[0])),
+            || format!("b: expected exactly two chat-error {{ok: false, error}} events, got {errs_now:?}"),
         );
         for c in ["a", "c", "d"] {
             let e = agent.events(c, "chat-error").await?;

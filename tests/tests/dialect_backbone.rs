@@ -257,6 +257,7 @@ async fn bad_input_and_delete_disambiguation() -> Result<()> {
             let body = &got[0][0];
             checks.check(
                 body["success"] == false
+                    && body["ok"] == false
                     && body["status"] == *status
                     && body["error"].as_str().is_some_and(|e| !e.is_empty()),
                 || format!("{event} {payload}: {reply} should carry a {status} error, got {got:?}"),
@@ -275,7 +276,7 @@ async fn bad_input_and_delete_disambiguation() -> Result<()> {
             .await?;
         checks.check(
             errs.iter()
-                .all(|e| e[0]["event"] == "read" && e[0]["status"] == 400),
+                .all(|e| e[0]["event"] == "read" && e[0]["status"] == 400 && e[0]["ok"] == false),
             || format!("model-error events: {errs:?}"),
         );
         // With an ack, the answer also comes through it.

@@ -31,9 +31,15 @@ async fn call(agent: &Agent, client: &str, event: &str, data: Value) -> Result<V
     Ok(ack.remove(0))
 }
 
+/// Exactly `{"ok": false, "error": "<non-empty text>"}`.
 fn is_error(v: &Value) -> bool {
-    v.as_object()
-        .is_some_and(|o| o.len() == 1 && o["error"].as_str().is_some_and(|e| !e.is_empty()))
+    v.as_object().is_some_and(|o| {
+        o.len() == 2
+            && o.get("ok") == Some(&Value::Bool(false))
+            && o.get("error")
+                .and_then(Value::as_str)
+                .is_some_and(|e| !e.is_empty())
+    })
 }
 
 /// Connects a, b, c to nodes 0, 1, 2.
@@ -270,10 +276,10 @@ async fn bad_input_is_refused_without_damage() -> Result<()> {
         for (event, data) in &cases {
             let ack = call(&agent, "b", event, data.clone()).await?;
             checks.check(is_error(&ack), || {
-                format!("{event} {data}: expected {{error}}, got {ack}")
+                format!("{event} {data}: expected {{ok: false, error}}, got {ack}")
             });
         }
-        // No ack: the error comes as `model-error {event, error, status}`.
+        // No ack: the error comes as `model-error {event, ok: false, error, status}`.
         agent
             .emit("c", "todos-insert", vec![json!({"data": 1})])
             .await?;
@@ -283,6 +289,7 @@ async fn bad_input_is_refused_without_damage() -> Result<()> {
         checks.check(
             errs[0][0]["event"] == "todos-insert"
                 && errs[0][0]["status"] == 400
+                && errs[0][0]["ok"] == false
                 && errs[0][0]["error"].as_str().is_some_and(|e| !e.is_empty()),
             || format!("model-error: {errs:?}"),
         );

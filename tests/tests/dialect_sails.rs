@@ -240,7 +240,8 @@ async fn sails_pubsub_across_nodes(t: Transport) -> Result<()> {
 }
 
 /// Unknown routes and models, malformed payloads in both forms, wrong types, oversized
-/// records: a 4xx status and `{status, error}`, the records untouched, the nodes serving.
+/// records: a 4xx status and `{status, ok: false, error}`, the records untouched, the nodes
+/// serving.
 #[tokio::test]
 async fn bad_input_gets_a_status_and_changes_nothing() -> Result<()> {
     with_timeout(async {
@@ -286,6 +287,7 @@ async fn bad_input_gets_a_status_and_changes_nothing() -> Result<()> {
             checks.check(
                 r.status == Some(*status)
                     && r.body["status"] == *status
+                    && r.body["ok"] == false
                     && r.body["error"].as_str().is_some_and(|e| !e.is_empty()),
                 || format!("{method} {url} {data}: expected {status} with an error, got {r:?}"),
             );
@@ -300,7 +302,7 @@ async fn bad_input_gets_a_status_and_changes_nothing() -> Result<()> {
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default();
         checks.check(
-            text.len() == 2 && text[1] == 400 && parsed["status"] == 400,
+            text.len() == 2 && text[1] == 400 && parsed["status"] == 400 && parsed["ok"] == false,
             || format!("unparsable 0.9 request: {text:?}"),
         );
         for (event, payload) in [
@@ -314,7 +316,10 @@ async fn bad_input_gets_a_status_and_changes_nothing() -> Result<()> {
                 .emit_with_ack("c", event, vec![payload.clone()], EVENT_TIMEOUT)
                 .await?;
             checks.check(
-                jwr.len() == 1 && jwr[0]["statusCode"] == 400 && jwr[0]["body"]["status"] == 400,
+                jwr.len() == 1
+                    && jwr[0]["statusCode"] == 400
+                    && jwr[0]["body"]["status"] == 400
+                    && jwr[0]["body"]["ok"] == false,
                 || format!("{event} {payload}: {jwr:?}"),
             );
         }
@@ -324,7 +329,9 @@ async fn bad_input_gets_a_status_and_changes_nothing() -> Result<()> {
             .wait_count("a", "model-error", 1, EVENT_TIMEOUT)
             .await?;
         checks.check(
-            errs[0][0]["event"] == "get" && errs[0][0]["status"] == 400,
+            errs[0][0]["event"] == "get"
+                && errs[0][0]["status"] == 400
+                && errs[0][0]["ok"] == false,
             || format!("model-error: {errs:?}"),
         );
 

@@ -106,6 +106,19 @@ async fn returns_a_single_socket_instance(transport: Transport) -> Result<()> {
         )
         .await?;
     ensure!(ack == [json!({"ok": true})], "set-data ack: {ack:?}");
+    // Not an object: refused, and the data kept.
+    let ack = agent
+        .emit_with_ack(
+            &target.name,
+            "set-data",
+            vec![json!("not an object")],
+            Duration::from_secs(5),
+        )
+        .await?;
+    ensure!(
+        ack == [json!({"ok": false, "error": "set-data expects an object"})],
+        "set-data of a string: {ack:?}"
+    );
     cluster
         .api(1)
         .join(&Selector::sockets([&target.sid]), &["room1", "room2"])

@@ -1,6 +1,7 @@
 //! The server HTTP API contract: bearer-token auth on every `/api/v1/*` route,
-//! 400 `{"error"}` for malformed or mistyped bodies, 404 for unknown
-//! namespaces, binary values both ways, and socket rooms.
+//! errors as `{"ok": false, "error"}`: 400 for malformed or mistyped bodies and
+//! queries, 404 for unknown routes and namespaces, 405 for a wrong method;
+//! binary values both ways, and socket rooms.
 
 use std::time::Duration;
 
@@ -50,14 +51,14 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>)> {
     ]
 }
 
-/// Whether the body is `{"error": "<non-empty string>"}`.
+/// Whether the body is exactly `{"ok": false, "error": "<non-empty string>"}`.
 fn is_error_body(r: &RawResponse) -> bool {
     r.json()
         .ok()
         .and_then(|v| {
-            v.get("error")
-                .and_then(Value::as_str)
-                .map(|s| !s.is_empty())
+            let o = v.as_object()?;
+            let error = o.get("error")?.as_str()?;
+            Some(o.len() == 2 && o.get("ok") == Some(&Value::Bool(false)) && !error.is_empty())
         })
         .unwrap_or(false)
 }
@@ -133,7 +134,7 @@ async fn every_api_route_requires_the_bearer_token() -> Result<()> {
                 .await?;
                 checks.check(r.status == 401 && is_error_body(&r), || {
                     format!(
-                        "{method} {path} with {label}: expected 401 {{\"error\"}}, got {} {}",
+                        "{method} {path} with {label}: expected 401 {{\"ok\": false, \"error\"}}, got {} {}",
                         r.status, r.body
                     )
                 });
@@ -152,10 +153,24 @@ async fn every_api_route_requires_the_bearer_token() -> Result<()> {
         let r = api.raw(Method::GET, "/api/v1/nope", None, T).await?;
         checks.check(r.status == 404 && is_error_body(&r), || {
             format!(
-                "GET /api/v1/nope: expected 404 {{\"error\"}}, got {} {}",
+                "GET /api/v1/nope: expected 404 {{\"ok\": false, \"error\"}}, got {} {}",
                 r.status, r.body
             )
         });
+        // A known route with the wrong method, and a query string that does not parse (a
+        // repeated parameter), are refused with the same body.
+        for (method, path, status) in [
+            (Method::GET, "/api/v1/emit", 405),
+            (Method::GET, "/api/v1/rooms?namespace=%2F&namespace=%2Fcustom", 400),
+        ] {
+            let r = api.raw(method.clone(), path, None, T).await?;
+            checks.check(r.status == status && is_error_body(&r), || {
+                format!(
+                    "{method} {path}: expected {status} {{\"ok\": false, \"error\"}}, got {} {}",
+                    r.status, r.body
+                )
+            });
+        }
         // Health and metrics stay open (probes and scrapers carry no token).
         for path in ["/healthz", "/readyz", "/metrics"] {
             let r = with_header(&base, Method::GET, path, None, None).await?;
@@ -273,7 +288,7 @@ async fn malformed_or_mistyped_bodies_are_400_with_an_error() -> Result<()> {
                 .await?;
             checks.check(r.status == 400 && is_error_body(&r), || {
                 format!(
-                    "POST {path} {body:?}: expected 400 {{\"error\": …}}, got {} {}",
+                    "POST {path} {body:?}: expected 400 {{\"ok\": false, \"error\": …}}, got {} {}",
                     r.status, r.body
                 )
             });
@@ -351,7 +366,7 @@ async fn unknown_namespace_is_404() -> Result<()> {
                 .await?;
             checks.check(r.status == 404 && is_error_body(&r), || {
                 format!(
-                    "{method} {path} {body:?}: expected 404 {{\"error\"}}, got {} {}",
+                    "{method} {path} {body:?}: expected 404 {{\"ok\": false, \"error\"}}, got {} {}",
                     r.status, r.body
                 )
             });

@@ -110,12 +110,16 @@ async fn ack(agent: &Agent, c: &Client, event: &str, args: Vec<Value>) -> Result
         .await
 }
 
-/// `[{"error": <non-empty string>}]`
+/// `[{"ok": false, "error": <non-empty string>}]`
 fn is_error_ack(a: &[Value]) -> bool {
     a.len() == 1
-        && a[0]
-            .as_object()
-            .is_some_and(|o| o.len() == 1 && o["error"].as_str().is_some_and(|e| !e.is_empty()))
+        && a[0].as_object().is_some_and(|o| {
+            o.len() == 2
+                && o.get("ok") == Some(&Value::Bool(false))
+                && o.get("error")
+                    .and_then(Value::as_str)
+                    .is_some_and(|e| !e.is_empty())
+        })
 }
 
 /// "How to use" and "Sending and receiving events": `news` to the new socket,
@@ -166,7 +170,10 @@ async fn custom_events_both_ways(t: Transport) -> Result<()> {
     expect_delivery(&agent, &c, &[&c[1]], "readme-error", None).await?;
     let e = agent.events(&c[1].name, "readme-error").await?;
     ensure!(
-        e[0].len() == 1 && e[0][0]["event"] == "private message" && e[0][0]["error"].is_string(),
+        e[0].len() == 1
+            && e[0][0]["event"] == "private message"
+            && e[0][0]["ok"] == false
+            && e[0][0]["error"].is_string(),
         "readme-error: {e:?}"
     );
 
@@ -194,7 +201,7 @@ async fn nickname_is_visible_on_every_node(t: Transport) -> Result<()> {
     expect_delivery(&agent, &c, &[&c[1]], "readme-error", None).await?;
     let e = agent.events(&c[1].name, "readme-error").await?;
     ensure!(
-        e[0] == [json!({"event": "msg", "error": "set a nickname first"})],
+        e[0] == [json!({"event": "msg", "ok": false, "error": "set a nickname first"})],
         "msg without nickname: {e:?}"
     );
     expect_none(&agent, &c, "msg").await?;
@@ -401,7 +408,10 @@ async fn acknowledgements_carry_data_both_ways(t: Transport) -> Result<()> {
     let e = agent
         .wait_count(&c[0].name, "readme-error", 1, EVENT_TIMEOUT)
         .await?;
-    ensure!(e[0][0]["event"] == "ferret", "ferret without ack: {e:?}");
+    ensure!(
+        e[0][0]["event"] == "ferret" && e[0][0]["ok"] == false,
+        "ferret without ack: {e:?}"
+    );
 
     agent
         .set_ack_reply(
