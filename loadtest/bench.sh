@@ -35,6 +35,8 @@
 #   --out DIR              reports, logs and table (target/bench/<date>)
 #   --server-threads N     tokio worker threads of each Rust server process (ioscale,
 #                          socketioxide, raw-ws; default: one per core). Node is single-threaded
+#   --generator-threads N  threads of the load generator (1: its single-threaded runtime, the
+#                          least CPU per delivery; every report shows what it used)
 #   --no-build             use the binaries already in target/release
 set -euo pipefail
 
@@ -58,6 +60,7 @@ drain_ms=2000
 warmup_s=3
 clients=20000
 fixed_rate=""
+generator_threads=1
 server_threads=""
 duration_s=30
 connect_rate=2000
@@ -82,6 +85,7 @@ while [ $# -gt 0 ]; do
     --start-rate-per-s) need_value "$@"; start_rate="$2"; shift 2 ;;
     --ramp-step-s) need_value "$@"; ramp_step_s="$2"; shift 2 ;;
     --ramp-factor) need_value "$@"; ramp_factor="$2"; shift 2 ;;
+    --generator-threads) need_value "$@"; generator_threads="$2"; shift 2 ;;
     --ramp-p99-ms) need_value "$@"; ramp_p99_ms="$2"; shift 2 ;;
     --max-duration-s) need_value "$@"; max_duration_s="$2"; shift 2 ;;
     --drain-ms) need_value "$@"; drain_ms="$2"; shift 2 ;;
@@ -245,7 +249,7 @@ run_one() { # impl run
   fi
   echo "== $impl, run $run: $scenario over $urls"
   # A failed run (e.g. servers that refuse the clients) is reported and the others go on.
-  if ! "$LOADTEST" "${args[@]}" --urls "$urls" --protocol "$proto" --label "$impl" \
+  if ! "$LOADTEST" "${args[@]}" --threads "$generator_threads" --urls "$urls" --protocol "$proto" --label "$impl" \
     "${sched[@]}" --no-progress \
     --watch-pids "$watch" --report-json "$out/$tag.json" "${extra[@]}" \
     2>&1 | tee "$out/logs/$tag.loadtest.log"; then
@@ -266,7 +270,7 @@ run_one() { # impl run
   else
     echo "ramp: $warmup_s s warm-up, then from $start_rate sends/s, x$ramp_factor every $ramp_step_s s, until p99 > $ramp_p99_ms ms or a loss (max $max_duration_s s)"
   fi
-  echo "runs: $runs in A-B-B-A order; implementations: $impls; nodes: $nodes; server worker threads: ${server_threads:-one per core}"
+  echo "runs: $runs in A-B-B-A order; implementations: $impls; nodes: $nodes; server worker threads: ${server_threads:-one per core}; generator threads: $generator_threads"
 } | tee "$out/meta.txt"
 
 IFS=',' read -r -a impl_list <<<"$impls"

@@ -14,6 +14,10 @@ use crate::client::Protocol;
 pub struct Config {
     #[command(subcommand)]
     pub command: Command,
+    /// Threads running the clients (default: one per core). With 1 the generator runs on a
+    /// single-threaded runtime: no wake-ups across threads, so the least CPU per delivery.
+    #[arg(long, global = true, env = "IOSCALE_LOADTEST_THREADS")]
+    pub threads: Option<usize>,
 }
 
 /// What to run.

@@ -65,6 +65,10 @@ pub struct Config {
     /// a publish beyond it is refused (`ok: false`) and counted, never dropped silently.
     #[arg(long, env = "IOSCALE_PUBLISH_BUFFER_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub publish_buffer_bytes: usize,
+    /// Bytes each WebSocket reads at a time, and keeps allocated while idle. Client messages
+    /// are small; a larger message is read in several chunks, never refused for this.
+    #[arg(long, env = "IOSCALE_WS_READ_BUFFER_BYTES", default_value_t = 1024)]
+    pub ws_read_buffer_bytes: usize,
     /// Engine.IO ping interval.
     #[arg(long, env = "IOSCALE_PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,
@@ -153,6 +157,9 @@ impl Config {
         if self.publish_buffer_bytes == 0 || self.publish_buffer_bytes > MAX_PUBLISH_BUFFER_BYTES {
             return bad("--publish-buffer-bytes must be 1-1073741824 (1 GiB)");
         }
+        if !(256..=1 << 20).contains(&self.ws_read_buffer_bytes) {
+            return bad("--ws-read-buffer-bytes must be 256-1048576");
+        }
         if matches!(self.worker_threads, Some(n) if n == 0 || n > 1024) {
             return bad("--worker-threads must be 1-1024");
         }
@@ -193,6 +200,7 @@ impl std::fmt::Debug for Config {
             .field("chat_history_max", &self.chat_history_max)
             .field("socket_buffer_packets", &self.socket_buffer_packets)
             .field("publish_buffer_bytes", &self.publish_buffer_bytes)
+            .field("ws_read_buffer_bytes", &self.ws_read_buffer_bytes)
             .field("ping_interval_ms", &self.ping_interval_ms)
             .field("ping_timeout_ms", &self.ping_timeout_ms)
             .field("max_payload_bytes", &self.max_payload_bytes)
@@ -242,5 +250,13 @@ mod tests {
         }
         let c = Config::parse_from(["ioscale-node", "--publish-buffer-bytes", "65536"]);
         c.validate().unwrap();
+        assert_eq!(
+            Config::parse_from(["ioscale-node"]).ws_read_buffer_bytes,
+            1024
+        );
+        for bad in ["0", "255", "1048577"] {
+            let c = Config::parse_from(["ioscale-node", "--ws-read-buffer-bytes", bad]);
+            assert!(c.validate().is_err(), "--ws-read-buffer-bytes {bad}");
+        }
     }
 }
