@@ -65,8 +65,6 @@ part() { # name description bench.sh-args...
 
 : >"$out/summary.md"
 part fanout-ramp "Highest fan-out rate held (p99 <= 50 ms, no loss), default threads."
-part fanout-ramp-1-thread "Highest fan-out rate held, each Rust server on 1 worker thread." \
-  --server-threads 1
 part fixed-30k "Latency at a fixed 30,000 deliveries/s." \
   --fixed-rate-per-s 100 --duration-s 20 --warmup-s 2
 part burst-20k "A burst of 20,000 publishes in one second, 3 subscribers on 3 nodes." \
@@ -81,5 +79,8 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt $((idle_clients + 400)) ]; then
 fi
 part idle-20k "Memory per idle WebSocket connection, $idle_clients held by one server process." \
   --scenario idle --clients "$idle_clients"
+# Last: the longest part, and the one the others' figures do not depend on.
+part fanout-ramp-1-thread "Highest fan-out rate held, each Rust server on 1 worker thread." \
+  --server-threads 1
 echo "==== summary: $out/summary.md"
 cat "$out/summary.md"
