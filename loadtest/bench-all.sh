@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The published benchmark: every table of the README's "Performance" section, in one run of
-# about 30 minutes on a 2-core machine. Each part is a loadtest/bench.sh invocation (3 runs per
+# about 40 minutes on a 2-core machine. Each part is a loadtest/bench.sh invocation (3 runs per
 # implementation, medians); the tables are gathered in <out>/summary.md.
 #
 #   fanout-ramp           300 subscribers in one room over 3 nodes, 3 publishers, 100-byte
