@@ -31,7 +31,7 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 
 use crate::{
     AdapterConfig, Error, Result,
-    metrics::{DropReason, Metrics},
+    metrics::{DropReason, Metrics, Stage},
 };
 
 /// Receives the raw messages of the channels it subscribed to, in arrival order.
@@ -46,6 +46,7 @@ struct Outgoing {
     channel: String,
     payload: Bytes,
     kind: &'static str,
+    queued_at: std::time::Instant,
 }
 
 /// Logs a condition at most once per second, with the number of occurrences since the last log.
@@ -280,6 +281,7 @@ impl Driver {
             channel,
             payload: Bytes::from(payload),
             kind,
+            queued_at: std::time::Instant::now(),
         };
         self.queue.send(out).await.map_err(|_| {
             self.metrics.publish_queue_depth.dec();
@@ -439,6 +441,12 @@ async fn publish_loop(driver: Weak<Driver>, mut rx: mpsc::Receiver<Outgoing>, ba
             driver.drop_messages(DropReason::RedisUnavailable, n as u64);
             continue;
         }
+        let taken = std::time::Instant::now();
+        for m in &buf {
+            driver
+                .metrics
+                .stage(Stage::PublishQueue, taken.duration_since(m.queued_at));
+        }
         let pipeline = redis.publisher.pipeline();
         for m in &buf {
             let queued: std::result::Result<(), _> = if driver.sharded {
@@ -455,6 +463,7 @@ async fn publish_loop(driver: Weak<Driver>, mut rx: mpsc::Receiver<Outgoing>, ba
             }
         }
         let results = pipeline.try_all::<fred::types::Value>().await;
+        driver.metrics.stage(Stage::RedisPipeline, taken.elapsed());
         let mut failed = 0u64;
         for (m, r) in buf.iter().zip(results.iter()) {
             match r {

@@ -98,6 +98,38 @@ pub struct Metrics {
     pub packets_delivered: IntCounterVec,
     /// Publish-to-receive latency of broadcasts from other nodes.
     pub broadcast_latency: Histogram,
+    /// Time spent in each stage of a broadcast's path through this node, by [`Stage`]: where
+    /// a latency tail comes from.
+    pub stage_duration: HistogramVec,
+}
+
+/// A stage of a broadcast's path through a node (the `stage` label; a bounded set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// From `publish` to the publish loop taking the message (the ordered queue's wait).
+    PublishQueue,
+    /// One Redis pipeline of publishes, written to answered.
+    RedisPipeline,
+    /// Handing one broadcast to this node's matching sockets (their buffers, not the wire).
+    LocalDelivery,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::PublishQueue => "publish_queue",
+            Stage::RedisPipeline => "redis_pipeline",
+            Stage::LocalDelivery => "local_delivery",
+        }
+    }
+}
+
+/// From 10 µs to 1 s: local stages take microseconds, a tail tens of milliseconds.
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+        0.05, 0.1, 0.25, 0.5, 1.0,
+    ]
 }
 
 impl Metrics {
@@ -205,10 +237,15 @@ impl Metrics {
                     "ioscale_adapter_broadcast_latency_seconds",
                     "Publish-to-receive latency of broadcasts from other nodes",
                 )
-                .buckets(vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                    0.5, 1.0,
-                ]),
+                .buckets(latency_buckets()),
+            )?,
+            stage_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "ioscale_adapter_stage_duration_seconds",
+                    "Time a broadcast spends in each stage of its path through this node",
+                )
+                .buckets(latency_buckets()),
+                &["stage"],
             )?,
         };
         registry.register(Box::new(m.broadcasts_published.clone()))?;
@@ -228,6 +265,7 @@ impl Metrics {
         registry.register(Box::new(m.remote_deliveries.clone()))?;
         registry.register(Box::new(m.packets_delivered.clone()))?;
         registry.register(Box::new(m.broadcast_latency.clone()))?;
+        registry.register(Box::new(m.stage_duration.clone()))?;
         Ok(m)
     }
 
@@ -243,6 +281,13 @@ impl Metrics {
                 .with_label_values(&[origin.as_str()])
                 .inc_by(n);
         }
+    }
+
+    /// Records `d` spent in `stage`.
+    pub fn stage(&self, stage: Stage, d: std::time::Duration) {
+        self.stage_duration
+            .with_label_values(&[stage.as_str()])
+            .observe(d.as_secs_f64());
     }
 
     /// Counts `n` dropped messages.

@@ -36,7 +36,7 @@ use crate::{
     Cluster, Error, Result, channel,
     driver::Inbound,
     membership::{Membership, NodeInfo},
-    metrics::{DropReason, Origin},
+    metrics::{DropReason, Origin, Stage},
     request::{Pending, collect},
     state::ClusterInner,
     wire::{self, Body, Envelope, WIRE_VERSION, WirePacket, WireSocket, WireValue},
@@ -768,8 +768,13 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         opts: BroadcastOptions,
         origin: Origin,
     ) -> std::result::Result<(), Vec<SocketError>> {
+        let started = std::time::Instant::now();
         let matched = self.local.sockets(opts.clone()).len() as u64;
         let result = self.local.broadcast(packet, opts);
+        self.cluster
+            .driver
+            .metrics
+            .stage(Stage::LocalDelivery, started.elapsed());
         let failed = result.as_ref().err().map_or(0, Vec::len) as u64;
         if let Err(errs) = &result {
             self.count_socket_errors(errs);

@@ -59,6 +59,10 @@ fn series() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             "ioscale_adapter_packets_delivered_total",
             vec![("origin", "remote")],
         ),
+        (
+            "ioscale_adapter_stage_duration_seconds_count",
+            vec![("stage", "local_delivery")],
+        ),
     ]
 }
 
@@ -180,6 +184,9 @@ async fn metrics_move_by_exactly_the_workload() -> Result<()> {
                 // deliveries, B's and C's as deliveries of a broadcast from A.
                 (16, [2.0 * m, 0.0, 0.0]),
                 (17, [0.0, 2.0 * m, 2.0 * m]),
+                // One local delivery stage per broadcast on every node: A's own, and B's and
+                // C's of the broadcast they received.
+                (18, [m, m, m]),
             ],
         );
 
