@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::protocol::{self, EnginePacket, SioKind};
-use crate::ws::{Frame, WsConn};
+use crate::ws::{Frame, UpgradeRefused, WsConn};
 
 /// The wire protocol spoken to the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -151,12 +151,13 @@ fn io_cause(e: &std::io::Error) -> &'static str {
 
 impl From<std::io::Error> for ClientError {
     fn from(e: std::io::Error) -> Self {
-        let cause = if e.kind() == std::io::ErrorKind::InvalidData {
-            "websocket"
-        } else if e.kind() == std::io::ErrorKind::Other && e.to_string().starts_with("upgrade") {
-            "http-upgrade"
-        } else {
-            io_cause(&e)
+        let cause = match e.get_ref().and_then(|i| i.downcast_ref::<UpgradeRefused>()) {
+            Some(UpgradeRefused {
+                status: Some(code), ..
+            }) => format!("http-{code}"),
+            Some(_) => "http".to_owned(),
+            None if e.kind() == std::io::ErrorKind::InvalidData => "websocket".to_owned(),
+            None => io_cause(&e).to_owned(),
         };
         Self::new(cause, e.to_string())
     }
@@ -675,6 +676,29 @@ mod tests {
         assert!(polling.windows(2).all(|w| w[1] - w[0] == 20));
         assert!((0..50).all(|i| transport_for(i, 0.0) == Transport::Websocket));
         assert!((0..50).all(|i| transport_for(i, 1.0) == Transport::Polling));
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_is_counted_by_its_status() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        });
+        let cfg = ClientConfig::new(Protocol::Socketio, Duration::from_secs(5)).unwrap();
+        let target = Target::parse(&format!("http://{addr}"), "/socket.io/").unwrap();
+        let err = Client::connect(&cfg, &target, Transport::Websocket, "/")
+            .await
+            .err()
+            .expect("a 400 is no upgrade");
+        assert_eq!(err.cause, "http-400", "{err}");
+        server.await.unwrap();
     }
 
     #[test]

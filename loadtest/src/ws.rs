@@ -59,6 +59,22 @@ pub struct WsConn {
     pub last: Option<Span>,
 }
 
+/// The server answered the upgrade with something other than `101 Switching Protocols`.
+#[derive(Debug)]
+pub struct UpgradeRefused {
+    /// The status code, when the status line had one.
+    pub status: Option<u16>,
+    pub line: String,
+}
+
+impl std::fmt::Display for UpgradeRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upgrade refused: {}", self.line)
+    }
+}
+
+impl std::error::Error for UpgradeRefused {}
+
 /// Builds a frame error.
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -99,12 +115,10 @@ impl WsConn {
             .split(|&b| b == b'\r')
             .next()
             .unwrap_or(&[]);
-        let status = String::from_utf8_lossy(status_line).into_owned();
-        if status.split(' ').nth(1) != Some("101") {
-            return Err(io::Error::other(format!(
-                "upgrade refused: {}",
-                status.trim()
-            )));
+        let line = String::from_utf8_lossy(status_line).trim().to_owned();
+        let status = line.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok());
+        if status != Some(101) {
+            return Err(io::Error::other(UpgradeRefused { status, line }));
         }
         Ok(Self {
             stream,
