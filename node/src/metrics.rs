@@ -1,7 +1,9 @@
 //! The node's Prometheus metrics (connections, events, API, refused publishes) beside the
 //! adapter's.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Node-level metrics. Labels: namespace (from the served set), transport, reason, route, status.
 #[derive(Debug, Clone)]
@@ -20,6 +22,39 @@ pub struct NodeMetrics {
     pub server_events: IntCounterVec,
     /// `/pubsub` publishes refused, by reason (see [`crate::pubsub::Refusal`]).
     pub publishes_refused: IntCounterVec,
+    /// `/pubsub` acks that found the publisher's packet buffer full and waited for room (a
+    /// publisher that does not read what it is sent).
+    pub pubsub_acks_waited: IntCounter,
+    /// Time a `/pubsub` publish spends in each stage on this node, by [`PubsubStage`].
+    pub pubsub_stage_duration: HistogramVec,
+    /// Its series, resolved once: observed per publish.
+    pubsub_stages: [Histogram; 3],
+}
+
+/// A stage of a `/pubsub` publish on the node that received it (the `stage` label). The
+/// adapter's `ioscale_adapter_stage_duration_seconds` continues from `emit`; the socket
+/// writers' queues after local delivery belong to the transport, which exposes no hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubsubStage {
+    /// From the handler accepting the publish to its socket's publish loop taking it.
+    Queue,
+    /// Handing it to the cluster: the adapter's publish queue and local delivery.
+    Emit,
+    /// Sending the publisher's ack, waiting while its packet buffer is full.
+    Ack,
+}
+
+impl PubsubStage {
+    const ALL: [PubsubStage; 3] = [PubsubStage::Queue, PubsubStage::Emit, PubsubStage::Ack];
+
+    /// The `stage` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PubsubStage::Queue => "queue",
+            PubsubStage::Emit => "emit",
+            PubsubStage::Ack => "ack",
+        }
+    }
 }
 
 impl NodeMetrics {
@@ -28,6 +63,18 @@ impl NodeMetrics {
     /// # Errors
     /// On a duplicate registration.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let stage_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ioscale_pubsub_stage_duration_seconds",
+                "Time a /pubsub publish spends in each stage on the node that received it",
+            )
+            // From 10 µs to 1 s: a stage takes microseconds, a tail tens of milliseconds.
+            .buckets(vec![
+                0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01,
+                0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+            &["stage"],
+        )?;
         let m = Self {
             connections: IntGaugeVec::new(
                 Opts::new("ioscale_connections_active", "Sockets connected now"),
@@ -66,6 +113,13 @@ impl NodeMetrics {
                 ),
                 &["reason"],
             )?,
+            pubsub_acks_waited: IntCounter::new(
+                "ioscale_pubsub_acks_waited_total",
+                "Publish acks that found the publisher's packet buffer full and waited for room",
+            )?,
+            pubsub_stage_duration: stage_duration.clone(),
+            pubsub_stages: PubsubStage::ALL
+                .map(|st| stage_duration.with_label_values(&[st.as_str()])),
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.connects.clone()))?;
@@ -74,6 +128,32 @@ impl NodeMetrics {
         registry.register(Box::new(m.api_requests.clone()))?;
         registry.register(Box::new(m.server_events.clone()))?;
         registry.register(Box::new(m.publishes_refused.clone()))?;
+        registry.register(Box::new(m.pubsub_acks_waited.clone()))?;
+        registry.register(Box::new(m.pubsub_stage_duration.clone()))?;
         Ok(m)
+    }
+
+    /// Records `d` spent in a `/pubsub` stage.
+    pub fn pubsub_stage(&self, stage: PubsubStage, d: std::time::Duration) {
+        self.pubsub_stages[stage as usize].observe(d.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pubsub_stage_records_under_its_own_label() {
+        let m = NodeMetrics::new(&Registry::new()).unwrap();
+        for (i, st) in PubsubStage::ALL.into_iter().enumerate() {
+            for _ in 0..=i {
+                m.pubsub_stage(st, std::time::Duration::from_micros(5));
+            }
+        }
+        for (i, st) in PubsubStage::ALL.into_iter().enumerate() {
+            let h = m.pubsub_stage_duration.with_label_values(&[st.as_str()]);
+            assert_eq!(h.get_sample_count(), i as u64 + 1, "{}", st.as_str());
+        }
     }
 }

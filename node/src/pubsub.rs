@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 use crate::{
     app::{Adapter, App},
     config::Config,
+    metrics::PubsubStage,
     sockets,
 };
 
@@ -110,6 +111,8 @@ struct Queued {
     ack_id: Option<i64>,
     /// What it counts against `--publish-buffer-bytes` (see [`queued_bytes`]).
     bytes: usize,
+    /// When the handler accepted it (the `queue` stage).
+    accepted: Instant,
 }
 
 /// What a queued publish holds: the room and data texts (owned copies, the received frame is
@@ -257,6 +260,7 @@ impl MessageHandler<Adapter, Ordered> for OrderedPublish {
             socket: s,
             ack_id,
             bytes,
+            accepted: Instant::now(),
         };
         if let Err(mpsc::error::SendError(entry)) = q.tx.send(entry) {
             q.pending.fetch_sub(entry.bytes, Ordering::AcqRel);
@@ -296,7 +300,11 @@ async fn publish_loop(
             socket,
             ack_id,
             bytes,
+            accepted,
         } = q;
+        let metrics = &app.metrics;
+        let taken = Instant::now();
+        metrics.pubsub_stage(PubsubStage::Queue, taken - accepted);
         let msg = Msg {
             room: &publish.room,
             data: &publish.data,
@@ -308,10 +316,13 @@ async fn publish_loop(
         if let Err(e) = ns.to(publish.room.clone()).emit("msg", &msg).await {
             tracing::debug!(error = %e, "publish partially delivered");
         }
+        let emitted = Instant::now();
+        metrics.pubsub_stage(PubsubStage::Emit, emitted - taken);
         pending.fetch_sub(bytes, Ordering::AcqRel);
         drop(publish);
         if ack_id.is_some() {
             ack_ok(&socket, ack_id, ack_wait, &app).await;
+            metrics.pubsub_stage(PubsubStage::Ack, emitted.elapsed());
         }
         handed = handed.wrapping_add(1);
         if handed.is_multiple_of(YIELD_EVERY) {
@@ -343,6 +354,7 @@ async fn ack_ok(s: &Arc<Socket<Adapter>>, ack_id: Option<i64>, limit: Duration, 
                     return;
                 }
                 if pause == ACK_RETRY_MIN {
+                    app.metrics.pubsub_acks_waited.inc();
                     tracing::debug!(
                         sid = %s.id,
                         "publish ack waits for room in the publisher's buffer"

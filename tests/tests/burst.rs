@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 const DROPPED: &str = "ioscale_adapter_dropped_total";
 const REFUSED: &str = "ioscale_pubsub_publishes_refused_total";
+const STAGES: &str = "ioscale_pubsub_stage_duration_seconds_count";
 const BURST: u64 = 20_000;
 
 /// Connects `name` to `/pubsub` on node `node` and joins `room` (acked).
@@ -131,6 +132,14 @@ async fn burst_of_20000_publishes_arrives_complete_once_and_in_order() -> Result
         checks.check(refused.iter().all(|r| *r == 0.0), || {
             format!("{REFUSED} per node must be 0, got {refused:?}")
         });
+        // Every publish went through each /pubsub stage once, on the publisher's node only.
+        for stage in ["queue", "emit", "ack"] {
+            let n = metric_all(&cluster, STAGES, &[("stage", stage)]).await?;
+            let want = [0.0, BURST as f64, 0.0];
+            checks.check(n == want, || {
+                format!("{STAGES}{{stage={stage}}} per node must be {want:?}, got {n:?}")
+            });
+        }
         check_nothing_dropped(&cluster, &mut checks).await?;
         checks.finish()
     })
