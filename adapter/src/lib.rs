@@ -23,6 +23,7 @@
 //! must be dropped (Redis down, subscriber overflow, full socket buffers, undecodable input) is
 //! counted in `ioscale_adapter_dropped_total{reason}` and logged at most once per second.
 
+mod ack;
 mod channel;
 mod config;
 mod driver;
@@ -34,6 +35,7 @@ mod request;
 mod state;
 pub mod wire;
 
+pub use ack::AckFailure;
 pub use channel::{all_nodes as all_nodes_channel, one_node as node_channel};
 pub use config::*;
 pub use error::{Error, Result};

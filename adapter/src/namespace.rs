@@ -33,7 +33,9 @@ use socketioxide_core::{
 use tokio::sync::mpsc;
 
 use crate::{
-    Cluster, Error, Result, channel,
+    Cluster, Error, Result,
+    ack::AckFailure,
+    channel,
     driver::Inbound,
     membership::{Membership, NodeInfo},
     metrics::{DropReason, Origin, Stage},
@@ -50,7 +52,7 @@ pub struct AckEntry {
     /// Node holding the socket.
     pub node: String,
     /// The parser-encoded ack payload, or why the socket did not ack.
-    pub response: std::result::Result<Value, String>,
+    pub response: std::result::Result<Value, AckFailure>,
 }
 
 /// Every ack of a broadcast, and whether all targets answered.
@@ -348,7 +350,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             .map(|(sid, r)| AckEntry {
                 socket: sid.to_string(),
                 node: node_id.clone(),
-                response: r.map_err(|e| e.to_string()),
+                response: r.map_err(|e| AckFailure::classify(&e)),
             })
             .collect();
         acks.extend(remote_acks);
@@ -878,10 +880,14 @@ impl AckTracker {
 /// that the remote sockets' own timeouts can still be reported.
 const ACK_GRACE: Duration = Duration::from_millis(200);
 
-fn decode_ack_error<E: SocketEmitter>(bytes: &[u8]) -> String {
+/// A remote socket's ack error, as the code a caller is shown.
+fn decode_ack_error<E: SocketEmitter>(bytes: &[u8]) -> AckFailure {
     match rmp_serde::from_slice::<E::AckError>(bytes) {
-        Ok(e) => e.to_string(),
-        Err(_) => "unreadable ack error".to_owned(),
+        Ok(e) => AckFailure::classify(&e),
+        Err(e) => {
+            tracing::debug!(error = %e, "undecodable ack error from another node");
+            AckFailure::Failed
+        }
     }
 }
 

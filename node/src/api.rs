@@ -272,7 +272,9 @@ async fn emit(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>)
                             json!({"socket": a.socket, "node": a.node, "response": response}),
                         );
                     }
-                    Err(e) => errors.push(json!({"socket": a.socket, "node": a.node, "error": e})),
+                    // A stable code (`timeout`, `socket_closed`, ...), never the transport's text.
+                    Err(e) => errors
+                        .push(json!({"socket": a.socket, "node": a.node, "error": e.as_str()})),
                 }
             }
             Ok(axum::Json(json!({

@@ -467,9 +467,9 @@ async fn ask(s: SocketRef<Adapter>, a: TryData<Ask>, reply: Reply, State(app): S
                     answer,
                 });
             }
-            Err(error) => {
-                unanswered.push(json!({"socket": entry.socket, "node": entry.node, "error": error}))
-            }
+            // A stable code (`timeout`, `socket_closed`, ...), never the transport's text.
+            Err(e) => unanswered
+                .push(json!({"socket": entry.socket, "node": entry.node, "error": e.as_str()})),
         }
     }
     reply.ack_with(&AskOut {

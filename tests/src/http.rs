@@ -162,6 +162,9 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AckResponse {
     pub acks: Vec<Ack>,
+    /// Sockets that did not answer, each with an error code.
+    #[serde(default)]
+    pub errors: Vec<Ack>,
     pub complete: bool,
     pub missing_nodes: Vec<String>,
 }

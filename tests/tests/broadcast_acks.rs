@@ -200,6 +200,16 @@ async fn broadcasts_with_multiple_acknowledgements_timeout(transport: Transport)
         .map(|c| (c.sid.clone(), json!(c.name)))
         .collect();
     ensure!(acks_by_socket(&resp)? == expected, "partial acks: {resp:?}");
+    // The silent one is listed with a stable code, not the transport's error text.
+    let errors: Vec<(&str, Option<&str>)> = resp
+        .errors
+        .iter()
+        .map(|e| (e.socket.as_str(), e.error.as_deref()))
+        .collect();
+    ensure!(
+        errors == [(clients[2].sid.as_str(), Some("timeout"))],
+        "the silent client's error: {resp:?}"
+    );
     ensure!(
         took >= Duration::from_millis(450),
         "answered after {took:?}, before the 500 ms timeout"
