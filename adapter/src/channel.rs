@@ -5,7 +5,7 @@
 //! | `{prefix}#{ns}#` | every node serving `ns` | broadcasts, requests, heartbeats |
 //! | `{prefix}#{ns}#{node}#` | only `node` | responses and requests aimed at that node |
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The channel every node of a namespace subscribes to.
 pub fn all_nodes(prefix: &str, ns: &str) -> String {
@@ -21,7 +21,7 @@ pub fn one_node(prefix: &str, ns: &str, node: &str) -> String {
 ///
 /// # Errors
 /// [`Error::MalformedNamespace`] if `ns` contains `#`.
-pub fn check_namespace(ns: &str) -> Result<()> {
+pub(crate) fn check_namespace(ns: &str) -> Result<()> {
     if ns.contains('#') {
         return Err(Error::MalformedNamespace(ns.to_owned()));
     }

@@ -15,6 +15,9 @@ pub enum Error {
     /// A message from the wire could not be decoded.
     #[error("wire decode error: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// A JSON value from the wire (socket data, server-event arguments) could not be decoded.
+    #[error("wire JSON error: {0}")]
+    Json(#[from] serde_json::Error),
     /// The message is larger than the configured maximum.
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {

@@ -23,26 +23,34 @@
 //! must be dropped (Redis down, subscriber overflow, full socket buffers, undecodable input) is
 //! counted in `ioscale_adapter_dropped_total{reason}` and logged at most once per second.
 
+// Beyond the workspace lints: nothing public by accident, every public type printable, and
+// no unwrap or expect outside tests (client and Redis input must never panic a node).
+#![warn(unreachable_pub, missing_debug_implementations)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod ack;
+mod broker;
 mod channel;
+mod cluster;
 mod config;
-mod driver;
 mod error;
 mod membership;
 pub mod metrics;
 mod namespace;
+mod reports;
 mod request;
-mod state;
 pub mod wire;
 
 pub use ack::AckFailure;
+pub use broker::memory::MemoryBus;
 pub use channel::{all_nodes as all_nodes_channel, one_node as node_channel};
+pub use cluster::{Cluster, ServerEventHandler, TracePropagator};
 pub use config::*;
 pub use error::{Error, Result};
 pub use membership::NodeInfo;
 pub use metrics::Metrics;
-pub use namespace::{
-    AckEntry, AckReport, FetchReport, InitRes, NamespaceHandle, RedisAdapter, RoomsReport,
-    ServerEmitReport, SocketInfo, all_sockets,
+pub use namespace::{InitRes, RedisAdapter, all_sockets};
+pub use reports::{
+    AckEntry, AckReport, FetchReport, NamespaceHandle, RoomsReport, ServerEmitReport, SocketInfo,
 };
-pub use state::{Cluster, ServerEventHandler, TracePropagator};

@@ -133,6 +133,45 @@ impl Stage {
     }
 }
 
+/// Registers `ioscale_adapter_<name>`, a counter.
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(format!("ioscale_adapter_{name}"), help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// Registers `ioscale_adapter_<name>`, a counter with `labels`.
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(format!("ioscale_adapter_{name}"), help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// Registers `ioscale_adapter_<name>`, a gauge.
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(format!("ioscale_adapter_{name}"), help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+/// Registers the histogram `name` with `buckets` and `labels`.
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
 /// From 10 µs to 1 s: local stages take microseconds, a tail tens of milliseconds.
 fn latency_buckets() -> Vec<f64> {
     vec![
@@ -147,141 +186,110 @@ impl Metrics {
     /// # Errors
     /// If a metric with the same name is already registered.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let r = registry;
         let kind = &["kind"];
-        let stage_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "ioscale_adapter_stage_duration_seconds",
-                "Time a broadcast spends in each stage of its path through this node",
-            )
-            .buckets(latency_buckets()),
+        let stage_duration = histogram_vec(
+            r,
+            "ioscale_adapter_stage_duration_seconds",
+            "Time a broadcast spends in each stage of its path through this node",
+            latency_buckets(),
             &["stage"],
         )?;
-        let stages = Stage::ALL.map(|st| stage_duration.with_label_values(&[st.as_str()]));
-        let m = Self {
-            broadcasts_published: IntCounter::new(
-                "ioscale_adapter_broadcasts_published_total",
+        let request_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let broadcast_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "ioscale_adapter_broadcast_latency_seconds",
+                "Publish-to-receive latency of broadcasts from other nodes",
+            )
+            .buckets(latency_buckets()),
+        )?;
+        r.register(Box::new(broadcast_latency.clone()))?;
+        Ok(Self {
+            broadcasts_published: counter(
+                r,
+                "broadcasts_published_total",
                 "Broadcasts published to the other nodes",
             )?,
-            broadcasts_received: IntCounter::new(
-                "ioscale_adapter_broadcasts_received_total",
+            broadcasts_received: counter(
+                r,
+                "broadcasts_received_total",
                 "Broadcasts received from other nodes",
             )?,
-            messages_out: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_adapter_messages_out_total",
-                    "Messages published, by kind",
-                ),
+            messages_out: counter_vec(
+                r,
+                "messages_out_total",
+                "Messages published, by kind",
                 kind,
             )?,
-            messages_in: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_adapter_messages_in_total",
-                    "Messages received from other nodes, by kind",
-                ),
+            messages_in: counter_vec(
+                r,
+                "messages_in_total",
+                "Messages received from other nodes, by kind",
                 kind,
             )?,
-            bytes_out: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_adapter_bytes_out_total",
-                    "Bytes published, by kind",
-                ),
+            bytes_out: counter_vec(r, "bytes_out_total", "Bytes published, by kind", kind)?,
+            bytes_in: counter_vec(r, "bytes_in_total", "Bytes received, by kind", kind)?,
+            requests: counter_vec(
+                r,
+                "requests_total",
+                "Requests made to the other nodes, by kind",
                 kind,
             )?,
-            bytes_in: IntCounterVec::new(
-                Opts::new("ioscale_adapter_bytes_in_total", "Bytes received, by kind"),
+            request_timeouts: counter_vec(
+                r,
+                "request_timeouts_total",
+                "Requests that stopped waiting for a node, by kind",
                 kind,
             )?,
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_adapter_requests_total",
-                    "Requests made to the other nodes, by kind",
-                ),
+            request_duration: histogram_vec(
+                r,
+                "ioscale_adapter_request_duration_seconds",
+                "Time until every live node answered a request, by kind",
+                request_buckets,
                 kind,
             )?,
-            request_timeouts: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_adapter_request_timeouts_total",
-                    "Requests that stopped waiting for a node, by kind",
-                ),
-                kind,
-            )?,
-            request_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "ioscale_adapter_request_duration_seconds",
-                    "Time until every live node answered a request, by kind",
-                )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ]),
-                kind,
-            )?,
-            dropped: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_adapter_dropped_total",
-                    "Messages dropped, by reason",
-                ),
+            dropped: counter_vec(
+                r,
+                "dropped_total",
+                "Messages dropped, by reason",
                 &["reason"],
             )?,
-            redis_reconnects: IntCounter::new(
-                "ioscale_adapter_redis_reconnects_total",
-                "Reconnections to Redis",
-            )?,
-            redis_connected: IntGauge::new(
-                "ioscale_adapter_redis_connected",
-                "1 while the Redis connections are up",
-            )?,
-            nodes_alive: IntGauge::new(
-                "ioscale_adapter_nodes_alive",
+            redis_reconnects: counter(r, "redis_reconnects_total", "Reconnections to Redis")?,
+            redis_connected: gauge(r, "redis_connected", "1 while the Redis connections are up")?,
+            nodes_alive: gauge(
+                r,
+                "nodes_alive",
                 "Other nodes alive, summed over namespaces",
             )?,
-            publish_queue_depth: IntGauge::new(
-                "ioscale_adapter_publish_queue_depth",
+            publish_queue_depth: gauge(
+                r,
+                "publish_queue_depth",
                 "Messages waiting to be published",
             )?,
-            remote_deliveries: IntCounter::new(
-                "ioscale_adapter_remote_deliveries_total",
+            remote_deliveries: counter(
+                r,
+                "remote_deliveries_total",
                 "Broadcasts from other nodes delivered to at least the matching local sockets",
             )?,
-            packets_delivered: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_adapter_packets_delivered_total",
-                    "Packets handed to sockets by broadcasts, by origin of the broadcast",
-                ),
+            packets_delivered: counter_vec(
+                r,
+                "packets_delivered_total",
+                "Packets handed to sockets by broadcasts, by origin of the broadcast",
                 &["origin"],
             )?,
-            broadcast_latency: Histogram::with_opts(
-                HistogramOpts::new(
-                    "ioscale_adapter_broadcast_latency_seconds",
-                    "Publish-to-receive latency of broadcasts from other nodes",
-                )
-                .buckets(latency_buckets()),
-            )?,
+            broadcast_latency,
+            stages: Stage::ALL.map(|st| stage_duration.with_label_values(&[st.as_str()])),
             stage_duration,
-            stages,
-        };
-        registry.register(Box::new(m.broadcasts_published.clone()))?;
-        registry.register(Box::new(m.broadcasts_received.clone()))?;
-        registry.register(Box::new(m.messages_out.clone()))?;
-        registry.register(Box::new(m.messages_in.clone()))?;
-        registry.register(Box::new(m.bytes_out.clone()))?;
-        registry.register(Box::new(m.bytes_in.clone()))?;
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.request_timeouts.clone()))?;
-        registry.register(Box::new(m.request_duration.clone()))?;
-        registry.register(Box::new(m.dropped.clone()))?;
-        registry.register(Box::new(m.redis_reconnects.clone()))?;
-        registry.register(Box::new(m.redis_connected.clone()))?;
-        registry.register(Box::new(m.nodes_alive.clone()))?;
-        registry.register(Box::new(m.publish_queue_depth.clone()))?;
-        registry.register(Box::new(m.remote_deliveries.clone()))?;
-        registry.register(Box::new(m.packets_delivered.clone()))?;
-        registry.register(Box::new(m.broadcast_latency.clone()))?;
-        registry.register(Box::new(m.stage_duration.clone()))?;
-        Ok(m)
+        })
     }
 
     /// Metrics registered in a private registry, for tests and embedders that don't export them.
+    #[allow(
+        clippy::expect_used,
+        reason = "registering fixed, distinct names in a new registry cannot fail"
+    )]
     pub fn unregistered() -> Self {
         Self::new(&Registry::new()).expect("a fresh registry has no duplicate names")
     }

@@ -1,17 +1,66 @@
-//! Requests to other nodes: response routing by request id, and the wait for every live node.
+//! Requests to other nodes: response routing by request id, the wait for every live node, and
+//! [`InFlight`], the one skeleton every request kind goes through (registered, published,
+//! collected until answered, a node dead or the timeout, observed in the metrics).
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::mpsc;
 
 use crate::{
     membership::Membership,
+    metrics::Metrics,
     wire::{Body, RequestId},
 };
+
+/// A request that was published and waits for its answers.
+pub(crate) struct InFlight {
+    pub(crate) kind: &'static str,
+    pub(crate) started: Instant,
+    pub(crate) guard: PendingGuard,
+    /// The nodes expected to answer.
+    pub(crate) waiting: HashSet<String>,
+    pub(crate) members: Arc<Membership>,
+    pub(crate) metrics: Metrics,
+}
+
+impl InFlight {
+    /// Collects answers (see [`collect`]) and records the request in the metrics; a timeout is
+    /// counted and logged with the nodes that did not answer. Returns those nodes.
+    pub(crate) async fn finish(
+        mut self,
+        timeout: Duration,
+        on_response: impl FnMut(&str, Body) -> bool,
+    ) -> Vec<String> {
+        let waiting = std::mem::take(&mut self.waiting);
+        let missing = collect(
+            &mut self.guard,
+            &self.members,
+            waiting,
+            timeout,
+            on_response,
+        )
+        .await;
+        observe(&self.metrics, self.kind, self.started, &missing);
+        missing
+    }
+}
+
+/// Records one request of `kind` that took since `started`; a timeout (nodes `missing`) is
+/// counted and logged with those nodes.
+pub(crate) fn observe(m: &Metrics, kind: &'static str, started: Instant, missing: &[String]) {
+    m.requests.with_label_values(&[kind]).inc();
+    m.request_duration
+        .with_label_values(&[kind])
+        .observe(started.elapsed().as_secs_f64());
+    if !missing.is_empty() {
+        m.request_timeouts.with_label_values(&[kind]).inc();
+        tracing::warn!(kind, ?missing, "nodes did not answer in time");
+    }
+}
 
 /// Routes responses to the request waiting for them.
 #[derive(Debug, Default)]

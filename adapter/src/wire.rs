@@ -17,7 +17,7 @@ use socketioxide_core::{
     packet::{Packet, PacketData},
 };
 
-use crate::Result;
+use crate::error::Result;
 
 /// Version of this wire format. A node ignores (and counts) messages of a newer major version.
 pub const WIRE_VERSION: u8 = 1;
@@ -343,6 +343,44 @@ impl TryFrom<WirePacket> for Packet {
     }
 }
 
+/// One remote socket's ack: its id and the payload or the encoded error.
+pub(crate) type RemoteAck = (String, std::result::Result<WireValue, ByteBuf>);
+
+/// Encodes a socket layer's ack error for [`Body::Ack`] (msgpack, as the receiving node's
+/// socket layer decodes it). An error that cannot be encoded travels as no bytes, which the
+/// receiver reports as `failed`.
+pub fn encode_ack_error<T: Serialize>(error: &T) -> ByteBuf {
+    match rmp_serde::to_vec(error) {
+        Ok(bytes) => ByteBuf::from(bytes),
+        Err(e) => {
+            tracing::warn!(error = %e, "ack error not encodable; sent as failed");
+            ByteBuf::new()
+        }
+    }
+}
+
+/// Decodes an ack error of [`Body::Ack`].
+///
+/// # Errors
+/// [`crate::Error::Decode`] on malformed input.
+pub fn decode_ack_error<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// Encodes a JSON value carried as bytes (socket data, server-event arguments and responses).
+pub fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
+    // Serializing a `Value` cannot fail: its map keys are strings. The fallback is unreachable.
+    serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec())
+}
+
+/// Decodes a JSON value carried as bytes.
+///
+/// # Errors
+/// [`crate::Error::Json`] when the bytes are not JSON.
+pub fn json_value(bytes: &[u8]) -> Result<serde_json::Value> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
 /// Encodes an envelope.
 ///
 /// # Errors
@@ -434,6 +472,16 @@ mod tests {
             }],
         });
         roundtrip(Body::Leave);
+    }
+
+    #[test]
+    fn json_values_and_ack_errors_roundtrip_and_garbage_is_an_error() {
+        let v = serde_json::json!({"a": [1, "x", null]});
+        assert_eq!(json_value(&json_bytes(&v)).unwrap(), v);
+        assert!(json_value(b"{not json").is_err());
+        let e = encode_ack_error(&"Timeout");
+        assert_eq!(decode_ack_error::<String>(&e).unwrap(), "Timeout");
+        assert!(decode_ack_error::<String>(b"\xc1").is_err());
     }
 
     #[test]

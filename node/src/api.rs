@@ -176,8 +176,8 @@ fn handle(st: &HttpState, ns: &str) -> Result<std::sync::Arc<dyn NamespaceHandle
 }
 
 fn check_rooms(rooms: &[String]) -> Result<(), ApiError> {
-    if rooms.iter().any(|r| r.is_empty() || r.len() > 1024) {
-        return Err(ApiError::bad("room names must be 1-1024 bytes"));
+    if rooms.iter().any(|r| crate::rooms::check(r).is_err()) {
+        return Err(ApiError::bad("room names must be 1-256 characters"));
     }
     Ok(())
 }
@@ -202,7 +202,7 @@ struct EmitBody {
 }
 
 async fn emit(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
-    let b: EmitBody = body(bytes)?;
+    let mut b: EmitBody = body(bytes)?;
     if b.event.is_empty() || RESERVED_EVENTS.contains(&b.event.as_str()) {
         return Err(ApiError::bad(format!(
             "event {:?} cannot be emitted",
@@ -211,14 +211,13 @@ async fn emit(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>)
     }
     check_rooms(&b.rooms)?;
     check_rooms(&b.except)?;
-    let args = b
-        .args
+    let args = std::mem::take(&mut b.args)
         .into_iter()
         .map(ApiValue::from_json)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::bad(e.to_string()))?;
     let args = Args(args);
-    let (ns, op) = namespace(&st, b.namespace)?;
+    let (ns, op) = namespace(&st, b.namespace.take())?;
     match b.ack_timeout_ms {
         None => {
             let mut op = op.to(b.rooms).except(b.except);
@@ -237,54 +236,60 @@ async fn emit(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>)
         Some(ms) if ms == 0 || ms > MAX_ACK_TIMEOUT_MS => Err(ApiError::bad(format!(
             "ack_timeout_ms must be 1-{MAX_ACK_TIMEOUT_MS}"
         ))),
-        Some(ms) => {
-            let h = handle(&st, &ns)?;
-            let parser = CommonParser;
-            let value = parser.encode_value(&args, Some(&b.event)).map_err(|e| {
-                tracing::debug!(error = %e, "server API: emit args not encodable");
-                ApiError::bad("cannot encode args")
-            })?;
-            let packet = Packet::event(ns.clone(), value);
-            let mut opts = all_sockets();
-            opts.rooms = b.rooms.into_iter().map(Into::into).collect();
-            opts.except = b.except.into_iter().map(Into::into).collect();
-            if b.volatile {
-                opts.add_flag(BroadcastFlags::Volatile);
+        Some(ms) => emit_with_acks(&st, &ns, b, args, Duration::from_millis(ms)).await,
+    }
+}
+
+/// `POST /api/v1/emit` with `ack_timeout_ms`: the answers of the sockets that acked, and the
+/// others listed apart, each with a stable code (`timeout`, `socket_closed`, ...), never the
+/// transport's text.
+async fn emit_with_acks(
+    st: &HttpState,
+    ns: &str,
+    b: EmitBody,
+    args: Args,
+    timeout: Duration,
+) -> ApiResult {
+    let h = handle(st, ns)?;
+    let parser = CommonParser;
+    let value = parser.encode_value(&args, Some(&b.event)).map_err(|e| {
+        tracing::debug!(error = %e, "server API: emit args not encodable");
+        ApiError::bad("cannot encode args")
+    })?;
+    let packet = Packet::event(ns.to_owned(), value);
+    let mut opts = all_sockets();
+    opts.rooms = b.rooms.into_iter().map(Into::into).collect();
+    opts.except = b.except.into_iter().map(Into::into).collect();
+    if b.volatile {
+        opts.add_flag(BroadcastFlags::Volatile);
+    }
+    if b.local {
+        opts.add_flag(BroadcastFlags::Local);
+    }
+    let report = h
+        .broadcast_with_ack_report(packet, opts, timeout)
+        .await
+        .map_err(cluster_error("emit"))?;
+    let mut acks: Vec<Json> = Vec::new();
+    let mut errors: Vec<Json> = Vec::new();
+    for a in report.acks {
+        match a.response {
+            Ok(mut v) => {
+                let response = parser
+                    .decode_value::<ApiValue>(&mut v, false)
+                    .map(ApiValue::into_json)
+                    .unwrap_or(Json::Null);
+                acks.push(json!({"socket": a.socket, "node": a.node, "response": response}));
             }
-            if b.local {
-                opts.add_flag(BroadcastFlags::Local);
-            }
-            let report = h
-                .broadcast_with_ack_report(packet, opts, Duration::from_millis(ms))
-                .await
-                .map_err(cluster_error("emit"))?;
-            // `acks` holds the answers; sockets that did not answer in time are listed apart.
-            let mut acks: Vec<Json> = Vec::new();
-            let mut errors: Vec<Json> = Vec::new();
-            for a in report.acks {
-                match a.response {
-                    Ok(mut v) => {
-                        let response = parser
-                            .decode_value::<ApiValue>(&mut v, false)
-                            .map(ApiValue::into_json)
-                            .unwrap_or(Json::Null);
-                        acks.push(
-                            json!({"socket": a.socket, "node": a.node, "response": response}),
-                        );
-                    }
-                    // A stable code (`timeout`, `socket_closed`, ...), never the transport's text.
-                    Err(e) => errors
-                        .push(json!({"socket": a.socket, "node": a.node, "error": e.as_str()})),
-                }
-            }
-            Ok(axum::Json(json!({
-                "acks": acks,
-                "errors": errors,
-                "complete": report.complete,
-                "missing_nodes": report.missing_nodes,
-            })))
+            Err(e) => errors.push(json!({"socket": a.socket, "node": a.node, "error": e.as_str()})),
         }
     }
+    Ok(axum::Json(json!({
+        "acks": acks,
+        "errors": errors,
+        "complete": report.complete,
+        "missing_nodes": report.missing_nodes,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,16 +14,6 @@ use crate::{config::Config, metrics::NodeMetrics, store::ChatStore};
 /// The adapter every namespace of the node uses.
 pub type Adapter = RedisAdapter<Emitter>;
 
-/// Namespaces the node serves.
-pub const NAMESPACES: &[&str] = &[
-    "/",
-    "/custom",
-    crate::pubsub::NAMESPACE,
-    crate::readme_features::NAMESPACE,
-    crate::readme_features::CHAT_NAMESPACE,
-    crate::readme_features::NEWS_NAMESPACE,
-];
-
 /// Everything a handler may need.
 #[derive(Debug)]
 pub struct App {

@@ -166,9 +166,6 @@ impl Config {
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("--api-key must not be empty");
         }
-        if let Err(e) = crate::models::Settings::from_config(self) {
-            return bad(&e.to_string());
-        }
         Ok(())
     }
 

@@ -27,6 +27,12 @@ use crate::app::{Adapter, App};
 #[derive(Clone)]
 pub struct Eager<F>(pub F);
 
+impl<F> std::fmt::Debug for Eager<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Eager")
+    }
+}
+
 /// Marker type of [`Eager`]'s `ConnectHandler` implementation.
 #[derive(Debug)]
 pub struct EagerMarker;

@@ -5,6 +5,12 @@
 //! `/pubsub`, the Socket.IO README's `/readme`, `/chat` and `/news`), the server API, the chat
 //! page, health and metrics routes, and the graceful shutdown.
 
+// Beyond the workspace lints: nothing public by accident, every public type printable, and
+// no unwrap or expect outside tests (client and Redis input must never panic a node).
+#![warn(unreachable_pub, missing_debug_implementations)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod app;
 pub mod chat;
@@ -17,6 +23,7 @@ pub mod metrics;
 pub mod models;
 pub mod pubsub;
 pub mod readme_features;
+pub mod rooms;
 pub mod shutdown;
 pub mod sockets;
 pub mod store;
@@ -30,7 +37,7 @@ use axum::{Router, routing::get};
 use futures_util::future::BoxFuture;
 use ioscale_adapter::{AdapterConfig, Cluster, Metrics, ServerEventHandler};
 use prometheus::{IntCounterVec, Registry};
-use socketioxide::{SocketIo, TransportType, extract::State};
+use socketioxide::{SocketIo, TransportType, extract::State, layer::SocketIoLayer};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -69,36 +76,31 @@ fn generate_node_id() -> String {
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 
-/// Runs the node on `listener` until `shutdown` resolves, then leaves the cluster, closes the
-/// sockets (clients reconnect to other nodes) and returns.
-///
-/// # Errors
-/// Startup failures (bad Redis URL, namespace initialisation) and server errors.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let node_id = config.node_id.clone().unwrap_or_else(generate_node_id);
-    let registry = Registry::new();
-    let adapter_metrics = Metrics::new(&registry).context("registering adapter metrics")?;
-    let node_metrics = NodeMetrics::new(&registry).context("registering node metrics")?;
-    let adapter_config = AdapterConfig::new(config.redis_url.clone().unwrap_or_default(), &node_id)
+/// The cluster: Redis when a URL is configured, the node alone otherwise.
+async fn connect_cluster(
+    config: &Config,
+    node_id: &str,
+    metrics: Metrics,
+) -> anyhow::Result<Cluster> {
+    let adapter_config = AdapterConfig::new(config.redis_url.clone().unwrap_or_default(), node_id)
         .with_prefix(&config.redis_prefix)
         .with_request_timeout(Config::ms(config.request_timeout_ms))
         .with_heartbeat_interval(Config::ms(config.heartbeat_interval_ms));
-    let cluster = match &config.redis_url {
+    match &config.redis_url {
         Some(_) => Cluster::connect(
             adapter_config,
-            adapter_metrics,
+            metrics,
             Config::ms(config.redis_connect_wait_ms),
         )
         .await
-        .context("connecting to redis")?,
-        None => Cluster::standalone(adapter_config, adapter_metrics)
-            .context("starting without redis")?,
-    };
-    let chat = match cluster.redis_client() {
+        .context("connecting to redis"),
+        None => Cluster::standalone(adapter_config, metrics).context("starting without redis"),
+    }
+}
+
+/// The chat history: in Redis beside the cluster, in memory for a node alone.
+fn chat_store(config: &Config, cluster: &Cluster) -> ChatStore {
+    match cluster.redis_client() {
         Some(client) => ChatStore::Redis {
             client,
             key: format!("{}:chat:messages", config.redis_prefix),
@@ -108,7 +110,16 @@ pub async fn run(
             messages: Default::default(),
             max: config.chat_history_max,
         },
-    };
+    }
+}
+
+/// The node's state: cluster, metrics, chat store, server-event answers and tracing.
+async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
+    let node_id = config.node_id.clone().unwrap_or_else(generate_node_id);
+    let registry = Registry::new();
+    let adapter_metrics = Metrics::new(&registry).context("registering adapter metrics")?;
+    let node_metrics = NodeMetrics::new(&registry).context("registering node metrics")?;
+    let cluster = connect_cluster(config, &node_id, adapter_metrics).await?;
     if telemetry::otlp_requested() {
         cluster.set_trace_propagator(telemetry::OtelPropagator);
     }
@@ -116,27 +127,23 @@ pub async fn run(
         node_id: node_id.clone(),
         counter: node_metrics.server_events.clone(),
     });
-    let app = App::new(
+    let chat = chat_store(config, &cluster);
+    Ok(App::new(
         config.clone(),
-        node_id.clone(),
-        cluster.clone(),
+        node_id,
+        cluster,
         chat,
         node_metrics,
         registry,
-    );
+    ))
+}
 
-    // The CRUD dialects' store (ko.ninja, Backbone.sync, Sails on `/`), handed to their
-    // handlers as a state of its own.
-    let model_settings =
-        models::Settings::from_config(&config).context("invalid model configuration")?;
-    let models = models::Models::new(
-        model_settings,
-        &cluster,
-        &config.redis_prefix,
-        &app.registry,
-    )
-    .context("registering model metrics")?;
-
+/// The Socket.IO server with the cluster adapter, sized by the configuration.
+fn socket_io(
+    config: &Config,
+    app: &Arc<App>,
+    models: Arc<models::Models>,
+) -> (SocketIoLayer<Adapter>, SocketIo<Adapter>) {
     let builder = SocketIo::builder()
         .with_state(app.clone())
         .with_state(models)
@@ -153,11 +160,15 @@ pub async fn run(
         (false, true) => builder.transports([TransportType::Polling]),
         _ => builder,
     };
-    let (layer, io) = builder
-        .with_adapter::<Adapter>(cluster.clone())
-        .build_layer();
-    // Every namespace registers its handlers eagerly (see `eager`), so events a client sends
-    // right after connecting are never dropped.
+    builder
+        .with_adapter::<Adapter>(app.cluster.clone())
+        .build_layer()
+}
+
+/// Serves every namespace: the core's (`/custom`, `/pubsub`) and the seed applications' (chat
+/// and the CRUD dialects on `/`, the README recipes). Handlers are registered eagerly (see
+/// `eager`), so events a client sends right after connecting are never dropped.
+async fn serve_namespaces(io: &SocketIo<Adapter>) -> anyhow::Result<()> {
     io.ns("/", Eager(|s, _io, app| chat::on_connect(s, State(app))))
         .await
         .context("namespace /")?;
@@ -173,36 +184,50 @@ pub async fn run(
     )
     .await
     .context("namespace /pubsub")?;
-    io.ns(
-        readme_features::NAMESPACE,
-        Eager(|s, io, app| readme_features::on_connect(s, io, State(app))),
-    )
-    .await
-    .context("namespace /readme")?;
-    io.ns(
-        readme_features::CHAT_NAMESPACE,
-        Eager(|s, io, app| readme_features::on_connect_chat(s, io, State(app))),
-    )
-    .await
-    .context("namespace /chat")?;
-    io.ns(
-        readme_features::NEWS_NAMESPACE,
-        Eager(|s, _io, app| readme_features::on_connect_news(s, State(app))),
-    )
-    .await
-    .context("namespace /news")?;
+    readme_features::serve(io).await
+}
 
-    let http = HttpState {
-        app: app.clone(),
-        io: io.clone(),
-    };
-    let router = Router::new()
+/// The HTTP routes of a node (health, metrics, the server API, the chat page), without the
+/// Socket.IO layer: `run` adds it.
+pub fn router(http: HttpState) -> Router {
+    Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(api::router(http.clone()))
         .merge(chat_page::router())
         .with_state(http)
+}
+
+/// Runs the node on `listener` until `shutdown` resolves, then leaves the cluster, closes the
+/// sockets (clients reconnect to other nodes) and returns.
+///
+/// # Errors
+/// Startup failures (bad Redis URL, namespace initialisation) and server errors.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // The CRUD dialects' store (ko.ninja, Backbone.sync, Sails on `/`), handed to their
+    // handlers as a state of its own.
+    let model_settings =
+        models::Settings::from_config(&config).context("invalid model configuration")?;
+    let app = build_app(&config).await?;
+    let models = models::Models::new(
+        model_settings,
+        &app.cluster,
+        &config.redis_prefix,
+        &app.registry,
+    )
+    .context("registering model metrics")?;
+    let (layer, io) = socket_io(&config, &app, models);
+    serve_namespaces(&io).await?;
+    let http = HttpState {
+        app: app.clone(),
+        io: io.clone(),
+    };
+    let router = router(http)
         .layer(layer)
         // Outside the socket.io layer, so the request head it keeps is a copy (see `detach`).
         .layer(axum::middleware::map_request(detach::detach_head))
@@ -216,13 +241,24 @@ pub async fn run(
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(
         bound_addr = %addr,
-        node_id = %node_id,
-        redis = cluster.has_redis(),
-        sharded = cluster.is_sharded(),
+        node_id = %app.node_id,
+        redis = app.cluster.has_redis(),
+        sharded = app.cluster.is_sharded(),
         config = ?config,
         "listening"
     );
+    serve(listener, router, shutdown, &app, &io).await
+}
 
+/// Serves until `shutdown`, then shuts down gracefully: not ready, tell the cluster, close the
+/// sockets so clients go elsewhere, let the connections finish within the deadline.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    app: &Arc<App>,
+    io: &SocketIo<Adapter>,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // TCP_NODELAY: socketioxide's transport already writes each socket's queued frames in one
     // flush, so Nagle's algorithm only adds a wait for the client's (delayed) ACK to the tail.
@@ -243,12 +279,10 @@ pub async fn run(
         }
         () = shutdown => {}
     }
-
-    // Graceful shutdown: not ready, tell the cluster, close sockets so clients go elsewhere.
-    let deadline = Config::ms(config.shutdown_timeout_ms);
-    tracing::info!(node_id = %node_id, "shutting down");
+    let deadline = Config::ms(app.config.shutdown_timeout_ms);
+    tracing::info!(node_id = %app.node_id, "shutting down");
     app.begin_shutdown();
-    let _ = tokio::time::timeout(deadline / 2, cluster.leave()).await;
+    let _ = tokio::time::timeout(deadline / 2, app.cluster.leave()).await;
     if tokio::time::timeout(deadline / 2, io.close())
         .await
         .is_err()
@@ -263,8 +297,70 @@ pub async fn run(
         tracing::warn!("connections still open at the deadline; exiting anyway");
         server.abort();
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), cluster.shutdown()).await;
-    tracing::info!(node_id = %node_id, "stopped");
-    let _ = Arc::strong_count(&app);
+    let _ = tokio::time::timeout(Duration::from_secs(1), app.cluster.shutdown()).await;
+    tracing::info!(node_id = %app.node_id, "stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{
+        body::{Body, to_bytes},
+        http::{Request, StatusCode, header},
+    };
+    use clap::Parser as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn node_router(args: &[&str]) -> Router {
+        let config =
+            Config::parse_from(std::iter::once("ioscale-node").chain(args.iter().copied()));
+        let app = build_app(&config).await.unwrap();
+        let (_layer, io) = SocketIo::builder()
+            .with_state(app.clone())
+            .with_adapter::<Adapter>(app.cluster.clone())
+            .build_layer();
+        io.ns("/", async |_: socketioxide::extract::SocketRef<Adapter>| {})
+            .await
+            .unwrap();
+        router(HttpState { app, io })
+    }
+
+    async fn get(router: &Router, path: &str, key: Option<&str>) -> (StatusCode, String) {
+        let mut req = Request::get(path);
+        if let Some(k) = key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let resp = router
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn health_metrics_and_the_api_answer_in_process() {
+        let r = node_router(&["--api-key", "k", "--node-id", "n1"]).await;
+        assert_eq!(
+            get(&r, "/healthz", None).await,
+            (StatusCode::OK, "ok".into())
+        );
+        let (status, body) = get(&r, "/readyz", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = get(&r, "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("ioscale_adapter_nodes_alive"), "{body}");
+        assert_eq!(
+            get(&r, "/api/v1/nodes", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let (status, body) = get(&r, "/api/v1/nodes", Some("k")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("\"n1\""), "{body}");
+        assert_eq!(get(&r, "/nope", Some("k")).await.0, StatusCode::NOT_FOUND);
+    }
 }

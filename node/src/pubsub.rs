@@ -37,13 +37,11 @@ use crate::{
     app::{Adapter, App},
     config::Config,
     metrics::PubsubStage,
-    sockets,
+    rooms, sockets,
 };
 
 /// The namespace path.
 pub const NAMESPACE: &str = "/pubsub";
-/// Longest room name.
-pub const MAX_ROOM_CHARS: usize = 256;
 /// Publishes the loop hands over between two yields (see [`publish_loop`]).
 const YIELD_EVERY: u32 = 64;
 /// First pause before an ack that found the publisher's packet buffer full is tried again.
@@ -131,10 +129,7 @@ struct PublishQueue {
 }
 
 fn check_room(room: &str) -> Result<(), String> {
-    if room.is_empty() || room.chars().count() > MAX_ROOM_CHARS {
-        return Err(format!("room must be 1-{MAX_ROOM_CHARS} characters"));
-    }
-    Ok(())
+    rooms::check_client(room).map_err(|e| e.to_string())
 }
 
 /// Connect handler of `/pubsub`.

@@ -119,6 +119,14 @@ pub struct Reply {
     has_ack: bool,
 }
 
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("has_ack", &self.has_ack)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FromMessageParts<Adapter> for Reply {
     type Error = std::convert::Infallible;
     fn from_message_parts(

@@ -13,16 +13,17 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use socketioxide::{
-    SocketIo,
-    extract::{SocketRef, State, TryData},
-};
+use socketioxide::{SocketIo, extract::SocketRef};
 
 use super::{
-    Ack, ModelError, Models, Record, UpdateMode, collection_room, emit_error, record_room,
-    store::{parse_id, parse_id_str},
+    ModelError, Models, Record, UpdateMode, collection_room, emit_error,
+    record::{parse_id, parse_id_str},
+    record_room,
 };
-use crate::app::{Adapter, App};
+use crate::{
+    app::{Adapter, App},
+    sockets::Reply,
+};
 
 /// Longest `endPoint` or `ctx` accepted.
 pub const MAX_SIGNATURE_CHARS: usize = 512;
@@ -49,69 +50,6 @@ impl Op {
             Op::Delete => "delete",
         }
     }
-}
-
-/// `create` event.
-pub async fn create(
-    s: SocketRef<Adapter>,
-    io: SocketIo<Adapter>,
-    TryData(data): TryData<Value>,
-    ack: Ack,
-    State(models): State<Arc<Models>>,
-    State(app): State<Arc<App>>,
-) {
-    handle(
-        Op::Create,
-        s,
-        io,
-        data.map_err(|e| e.to_string()),
-        ack,
-        models,
-        app,
-    )
-    .await;
-}
-
-/// `read` event.
-pub async fn read(
-    s: SocketRef<Adapter>,
-    io: SocketIo<Adapter>,
-    TryData(data): TryData<Value>,
-    ack: Ack,
-    State(models): State<Arc<Models>>,
-    State(app): State<Arc<App>>,
-) {
-    handle(
-        Op::Read,
-        s,
-        io,
-        data.map_err(|e| e.to_string()),
-        ack,
-        models,
-        app,
-    )
-    .await;
-}
-
-/// `update` event.
-pub async fn update(
-    s: SocketRef<Adapter>,
-    io: SocketIo<Adapter>,
-    TryData(data): TryData<Value>,
-    ack: Ack,
-    State(models): State<Arc<Models>>,
-    State(app): State<Arc<App>>,
-) {
-    handle(
-        Op::Update,
-        s,
-        io,
-        data.map_err(|e| e.to_string()),
-        ack,
-        models,
-        app,
-    )
-    .await;
 }
 
 /// A request, parsed.
@@ -283,7 +221,7 @@ pub async fn handle(
     s: SocketRef<Adapter>,
     io: SocketIo<Adapter>,
     data: Result<Value, String>,
-    ack: Ack,
+    ack: Reply,
     models: Arc<Models>,
     app: Arc<App>,
 ) {
@@ -302,7 +240,7 @@ pub async fn handle(
                 }
                 None => emit_error(&s, op.as_str(), &e),
             }
-            ack.send(&body);
+            ack.ack_with(&body);
             return;
         }
     };
@@ -313,7 +251,7 @@ pub async fn handle(
         Err(e) => error_body(&e),
     };
     let _ = s.emit(req.reply_event, &body);
-    ack.send(&body);
+    ack.ack_with(&body);
 }
 
 /// The seed's `{success: false}`, with the `ok: false` every refusal of the node carries.

@@ -18,10 +18,13 @@ use socketioxide::{
 };
 
 use super::{
-    Ack, Collections, ModelError, Models, Record, UpdateMode, collection_room, emit_error,
-    record_room, store::parse_id,
+    Collections, ModelError, Models, Record, UpdateMode, collection_room, emit_error,
+    record::parse_id, record_room,
 };
-use crate::app::{Adapter, App};
+use crate::{
+    app::{Adapter, App},
+    sockets::Reply,
+};
 
 /// Longest configured event name.
 pub const MAX_EVENT_CHARS: usize = 128;
@@ -84,7 +87,7 @@ impl KoNames {
                 .split_once(':')
                 .ok_or_else(|| format!("{spec:?}: expected collection:op=event,…"))?;
             let collection = collection.trim();
-            if !super::store::valid_collection_name(collection) {
+            if !super::record::valid_collection_name(collection) {
                 return Err(format!("{spec:?}: invalid collection name {collection:?}"));
             }
             if let Collections::Listed(names) = collections
@@ -137,7 +140,7 @@ pub async fn fallback(
     io: SocketIo<Adapter>,
     Event(event): Event,
     TryData(data): TryData<Value>,
-    ack: Ack,
+    ack: Reply,
     State(models): State<Arc<Models>>,
     State(app): State<Arc<App>>,
 ) {
@@ -151,8 +154,8 @@ pub async fn fallback(
     let r = run(&s, &io, &models, &collection, op, data.ok()).await;
     models.count("ko_ninja", op.metric(), &r);
     match r {
-        Ok(body) => ack.send(&body),
-        Err(e) if ack.present() => ack.send(&json!({"ok": false, "error": e.client_message()})),
+        Ok(body) => ack.ack_with(&body),
+        Err(e) if ack.has_ack() => ack.ack_with(&json!({"ok": false, "error": e.client_message()})),
         Err(e) => emit_error(&s, &event, &e),
     }
 }

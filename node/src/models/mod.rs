@@ -19,6 +19,7 @@
 
 pub mod backbone;
 pub mod ko_ninja;
+pub mod record;
 pub mod sails;
 pub mod store;
 
@@ -26,20 +27,20 @@ use std::sync::Arc;
 
 use ioscale_adapter::Cluster;
 use prometheus::{IntCounterVec, Opts, Registry};
-use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::{
     SocketIo,
-    extract::{AckSender, SocketRef, State, TryData},
-    handler::{FromMessageParts, Value as RawValue},
-    socket::{Sid, Socket},
+    extract::{Event, SocketRef, State, TryData},
+    socket::Sid,
 };
 
-pub use store::{Collections, Limits, ModelError, ModelStore, Record, UpdateMode};
+pub use record::{Collections, Limits, ModelError, Record, UpdateMode};
+pub use store::ModelStore;
 
 use crate::{
     app::{Adapter, App},
     config::Config,
+    sockets::Reply,
 };
 
 /// The namespace that serves every dialect.
@@ -98,7 +99,7 @@ impl Settings {
             .map(|n| n.trim())
             .filter(|n| !n.is_empty())
         {
-            if !store::valid_collection_name(name) {
+            if !record::valid_collection_name(name) {
                 return Err(SettingsError(format!(
                     "--collections: invalid name {name:?} (1-64 letters, digits, '_' or '-', starting with a letter or digit)"
                 )));
@@ -335,41 +336,6 @@ async fn publish(
     }
 }
 
-/// The ack callback of a client event, if the client sent one (socketioxide's `AckSender`
-/// alone cannot tell).
-pub struct Ack {
-    sender: AckSender<Adapter>,
-    present: bool,
-}
-
-impl FromMessageParts<Adapter> for Ack {
-    type Error = std::convert::Infallible;
-    fn from_message_parts(
-        s: &Arc<Socket<Adapter>>,
-        v: &mut RawValue,
-        ack_id: &Option<i64>,
-    ) -> Result<Self, Self::Error> {
-        Ok(Ack {
-            sender: AckSender::from_message_parts(s, v, ack_id)?,
-            present: ack_id.is_some(),
-        })
-    }
-}
-
-impl Ack {
-    /// Whether the client asked for an answer through an ack.
-    pub fn present(&self) -> bool {
-        self.present
-    }
-
-    /// Answers through the ack (a tuple becomes several ack arguments); nothing without one.
-    pub fn send<T: Serialize + ?Sized>(self, body: &T) {
-        if self.present {
-            let _ = self.sender.send(body);
-        }
-    }
-}
-
 /// Tells a client that sent no ack about an error: `model-error {event, ok: false, error,
 /// status}`.
 pub fn emit_error(s: &SocketRef<Adapter>, event: &str, e: &ModelError) {
@@ -379,35 +345,52 @@ pub fn emit_error(s: &SocketRef<Adapter>, event: &str, e: &ModelError) {
     );
 }
 
+/// The CRUD events with a handler of their own; ko.ninja's go through the fallback.
+const CRUD_EVENTS: [&str; 7] = ["create", "read", "update", "delete", "get", "post", "put"];
+
 /// Registers the dialects' events on a socket of `/`. Called from the namespace's connect
 /// handler before anything is awaited, so a client's first event finds its handler.
 pub fn register(s: &SocketRef<Adapter>) {
-    s.on("create", backbone::create);
-    s.on("read", backbone::read);
-    s.on("update", backbone::update);
-    s.on("delete", delete);
-    s.on("get", sails::get);
-    s.on("post", sails::post);
-    s.on("put", sails::put);
+    for event in CRUD_EVENTS {
+        s.on(event, crud);
+    }
     // ko.ninja's event names are `<collection>-<op>` (or configured): only a fallback sees
     // them all. Events with a handler of their own never reach it.
     s.on_fallback(ko_ninja::fallback);
 }
 
-/// `delete`: Backbone's when the payload has a `signature`, Sails' otherwise.
-async fn delete(
+/// One handler for every event of [`CRUD_EVENTS`]: the event name says the dialect and the
+/// operation (Backbone's `create`/`read`/`update`, Sails' `get`/`post`/`put`); `delete` is
+/// Backbone's when the payload has a `signature`, Sails' otherwise.
+async fn crud(
     s: SocketRef<Adapter>,
     io: SocketIo<Adapter>,
+    Event(event): Event,
     TryData(data): TryData<Value>,
-    ack: Ack,
+    ack: Reply,
     State(models): State<Arc<Models>>,
     State(app): State<Arc<App>>,
 ) {
+    use backbone::Op;
+    use sails::Method;
     let data = data.map_err(|e| e.to_string());
-    let is_backbone = matches!(&data, Ok(Value::Object(o)) if o.contains_key("signature"));
-    if is_backbone {
-        backbone::handle(backbone::Op::Delete, s, io, data, ack, models, app).await;
-    } else {
-        sails::handle(sails::Method::Delete, s, io, data, ack, models, app).await;
+    let backbone = match event.as_str() {
+        "create" => Some(Op::Create),
+        "read" => Some(Op::Read),
+        "update" => Some(Op::Update),
+        "delete" if matches!(&data, Ok(Value::Object(o)) if o.contains_key("signature")) => {
+            Some(Op::Delete)
+        }
+        _ => None,
+    };
+    if let Some(op) = backbone {
+        return backbone::handle(op, s, io, data, ack, models, app).await;
     }
+    let method = match event.as_str() {
+        "get" => Method::Get,
+        "post" => Method::Post,
+        "put" => Method::Put,
+        _ => Method::Delete,
+    };
+    sails::handle(method, s, io, data, ack, models, app).await;
 }

@@ -12,7 +12,7 @@
 //! Every broadcast goes through the cluster adapter, so "everyone" means every socket of the
 //! namespace on every node, and rooms span nodes.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Deserializer, Serialize, de::SeqAccess};
@@ -20,16 +20,24 @@ use serde_json::{Value as Json, json};
 use socketioxide::{
     SocketIo,
     extract::{SocketRef, State, TryData},
-    socket::{DisconnectReason, Sid},
+    socket::DisconnectReason,
 };
 use socketioxide_core::{packet::Packet, parser::Parse};
 use socketioxide_parser_common::CommonParser;
 
 use crate::{
     app::{Adapter, App},
+    eager::Eager,
+    rooms::{self, MAX_ROOM_CHARS},
     sockets::{self, Reply},
     value::{ApiValue, Args},
 };
+
+mod ask;
+mod chat_news;
+mod room_events;
+
+use self::{ask::*, chat_news::*, room_events::*};
 
 /// The namespace of the README's recipes that the README runs on `/`.
 pub const NAMESPACE: &str = "/readme";
@@ -53,8 +61,6 @@ pub const MAX_NICKNAME_CHARS: usize = 100;
 pub const MAX_MSG_CHARS: usize = 10_000;
 /// Longest `tweet` text.
 pub const MAX_TWEET_CHARS: usize = 280;
-/// Longest room name.
-pub const MAX_ROOM_CHARS: usize = 256;
 
 // --- input ----------------------------------------------------------------------------------
 
@@ -112,17 +118,11 @@ fn text(what: &str, v: Result<String, String>, max: usize) -> Result<String, Str
     Ok(s)
 }
 
-/// A room a client may name: 1 to [`MAX_ROOM_CHARS`] characters, and not shaped like a socket
-/// id: every socket sits in a room named by its id, so joining one would let a client read
-/// another socket's private events.
+/// A room a client may name (see [`rooms::check_client`]): every socket sits in a room named
+/// by its id, so joining one would let a client read another socket's private events.
 fn room(v: Result<String, String>) -> Result<String, String> {
     let r = v.map_err(|e| format!("room must be a string ({e})"))?;
-    if r.is_empty() || r.chars().count() > MAX_ROOM_CHARS {
-        return Err(format!("room must be 1-{MAX_ROOM_CHARS} characters"));
-    }
-    if Sid::from_str(&r).is_ok() {
-        return Err("room names shaped like socket ids are reserved".to_owned());
-    }
+    rooms::check_client(&r).map_err(|e| e.to_string())?;
     Ok(r)
 }
 
@@ -390,319 +390,28 @@ async fn nicknames(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<Ap
     }
 }
 
-/// `ferret` (name, fn): the README's acknowledgement recipe, `fn('woot')`.
-async fn ferret(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<App>>) {
-    count_event(&app, NAMESPACE);
-    if reply.has_ack() {
-        reply.ack(&json!("woot"));
-    } else {
-        reply_error(
-            &s,
-            reply,
-            "ferret",
-            "ferret expects an ack callback".to_owned(),
-        );
-    }
-}
-
-/// `ask` {to, question} (ack): the server emits `question` with an ack to room or socket `to`
-/// on every node, and acks the asker with every answer:
-/// `{answers: [{socket, node, answer}], unanswered: [{socket, node, error}], complete, missing_nodes}`.
-async fn ask(s: SocketRef<Adapter>, a: TryData<Ask>, reply: Reply, State(app): State<Arc<App>>) {
-    count_event(&app, NAMESPACE);
-    if !reply.has_ack() {
-        return reply_error(&s, reply, "ask", "ask needs an ack".to_owned());
-    }
-    let a = match parsed(a) {
-        Ok(a) => a,
-        Err(e) => {
-            return reply_error(
-                &s,
-                reply,
-                "ask",
-                format!("ask expects {{to, question}}: {e}"),
-            );
-        }
-    };
-    if a.to.is_empty() || a.to.chars().count() > MAX_ROOM_CHARS {
-        let e = format!("to must be a socket id or room of 1-{MAX_ROOM_CHARS} characters");
-        return reply_error(&s, reply, "ask", e);
-    }
-    let Some(h) = app.cluster.namespace(NAMESPACE) else {
-        return reply_error(&s, reply, "ask", "namespace not ready".to_owned());
-    };
-    let parser = CommonParser;
-    let value = match parser.encode_value(&Args(vec![a.question]), Some("question")) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::debug!(error = %e, "readme: question not encodable");
-            return reply_error(&s, reply, "ask", "cannot encode question".to_owned());
-        }
-    };
-    let mut opts = ioscale_adapter::all_sockets();
-    opts.rooms = std::iter::once(a.to.into()).collect();
-    let timeout = Duration::from_millis(app.config.ack_timeout_ms);
-    let report = match h
-        .broadcast_with_ack_report(Packet::event(NAMESPACE, value), opts, timeout)
+/// Serves the README recipes' namespaces (`/readme`, `/chat`, `/news`).
+///
+/// # Errors
+/// A namespace that fails to initialise in the cluster.
+pub async fn serve(io: &SocketIo<Adapter>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    io.ns(NAMESPACE, Eager(|s, io, app| on_connect(s, io, State(app))))
         .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = cluster_unavailable("ask", &e);
-            return reply_error(&s, reply, "ask", msg);
-        }
-    };
-    let mut answers = Vec::new();
-    let mut unanswered = Vec::new();
-    for entry in report.acks {
-        match entry.response {
-            Ok(mut v) => {
-                // The answer keeps its binary parts: it goes back as ApiValue, not JSON.
-                let answer = parser
-                    .decode_value::<ApiValue>(&mut v, false)
-                    .unwrap_or(ApiValue::Null);
-                answers.push(AnswerOut {
-                    socket: entry.socket,
-                    node: entry.node,
-                    answer,
-                });
-            }
-            // A stable code (`timeout`, `socket_closed`, ...), never the transport's text.
-            Err(e) => unanswered
-                .push(json!({"socket": entry.socket, "node": entry.node, "error": e.as_str()})),
-        }
-    }
-    reply.ack_with(&AskOut {
-        answers,
-        unanswered,
-        complete: report.complete,
-        missing_nodes: report.missing_nodes,
-    });
-}
-
-#[derive(Serialize)]
-struct AnswerOut {
-    socket: String,
-    node: String,
-    answer: ApiValue,
-}
-
-#[derive(Serialize)]
-struct AskOut {
-    answers: Vec<AnswerOut>,
-    unanswered: Vec<Json>,
-    complete: bool,
-    missing_nodes: Vec<String>,
-}
-
-/// `shout` (data): `shout {from, data}` to every other `/readme` socket on every node
-/// (`socket.broadcast.emit`).
-async fn shout(
-    s: SocketRef<Adapter>,
-    data: TryData<ApiValue>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    count_event(&app, NAMESPACE);
-    let data = parsed(data).unwrap_or(ApiValue::Null);
-    let out = Out {
-        from: s.id.to_string(),
-        room: None,
-        data,
-    };
-    if let Err(e) = s.broadcast().emit("shout", &out).await {
-        tracing::debug!(error = %e, "readme: shout partially delivered");
-    }
-    reply.ack(&json!({"ok": true}));
-}
-
-/// What `shout`, `to` and `in` deliver.
-#[derive(Serialize)]
-struct Out {
-    from: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    room: Option<String>,
-    data: ApiValue,
-}
-
-/// `join` (room): acked `{ok: true}` once the socket is in the room (rooms span nodes).
-async fn join(
-    s: SocketRef<Adapter>,
-    r: TryData<String>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    count_event(&app, NAMESPACE);
-    match room(parsed(r)) {
-        Ok(r) => {
-            s.join(r);
-            reply.ack(&json!({"ok": true}));
-        }
-        Err(e) => reply_error(&s, reply, "join", e),
-    }
-}
-
-/// `leave` (room): acked `{ok: true}`.
-async fn leave(
-    s: SocketRef<Adapter>,
-    r: TryData<String>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    count_event(&app, NAMESPACE);
-    match room(parsed(r)) {
-        Ok(r) => {
-            s.leave(r);
-            reply.ack(&json!({"ok": true}));
-        }
-        Err(e) => reply_error(&s, reply, "leave", e),
-    }
-}
-
-/// `to` {room, data}: `room message {from, room, data}` to every member of `room` but the
-/// sender (`socket.broadcast.to(room)`).
-async fn to_room(
-    s: SocketRef<Adapter>,
-    e: TryData<RoomEmit>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    room_emit(s, None, e, reply, app, "to").await;
-}
-
-/// `in` {room, data}: `room message {from, room, data}` to every member of `room`, the sender
-/// included when it is one (`io.sockets.in(room)`).
-async fn in_room(
-    s: SocketRef<Adapter>,
-    io: SocketIo<Adapter>,
-    e: TryData<RoomEmit>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    room_emit(s, Some(io), e, reply, app, "in").await;
-}
-
-async fn room_emit(
-    s: SocketRef<Adapter>,
-    io: Option<SocketIo<Adapter>>,
-    e: TryData<RoomEmit>,
-    reply: Reply,
-    app: Arc<App>,
-    event: &str,
-) {
-    count_event(&app, NAMESPACE);
-    let e = match parsed(e) {
-        Ok(e) => e,
-        Err(err) => {
-            let msg = format!("{event} expects {{room, data}}: {err}");
-            return reply_error(&s, reply, event, msg);
-        }
-    };
-    let r = match room(Ok(e.room)) {
-        Ok(r) => r,
-        Err(err) => return reply_error(&s, reply, event, err),
-    };
-    let out = Out {
-        from: s.id.to_string(),
-        room: Some(r.clone()),
-        data: e.data,
-    };
-    let op = match io.and_then(|io| io.of(NAMESPACE)) {
-        Some(ns) => ns.within(r),
-        None => s.to(r),
-    };
-    if let Err(err) = op.emit("room message", &out).await {
-        tracing::debug!(error = %err, "readme: room message partially delivered");
-    }
-    reply.ack(&json!({"ok": true}));
-}
-
-/// `tweet` (text): a volatile `bieber tweet {from, text}` to every member of
-/// `justin bieber fans` on every node (every socket, unless it left the room).
-async fn tweet(
-    s: SocketRef<Adapter>,
-    io: SocketIo<Adapter>,
-    t: TryData<String>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    count_event(&app, NAMESPACE);
-    let t = match text("tweet", parsed(t), MAX_TWEET_CHARS) {
-        Ok(t) => t,
-        Err(e) => return reply_error(&s, reply, "tweet", e),
-    };
-    if let Some(ns) = io.of(NAMESPACE)
-        && let Err(e) = ns
-            .volatile()
-            .to(FANS_ROOM)
-            .emit(
-                "bieber tweet",
-                &json!({"from": s.id.to_string(), "text": t}),
-            )
-            .await
-    {
-        tracing::debug!(error = %e, "readme: tweet partially delivered");
-    }
-    reply.ack(&json!({"ok": true}));
-}
-
-/// `message` (…args), what `socket.send(…)` emits: echoed to the sender with the same
-/// arguments, binary included ("Using it just as a cross-browser WebSocket").
-async fn message(s: SocketRef<Adapter>, args: TryData<AllArgs>, State(app): State<Arc<App>>) {
-    count_event(&app, NAMESPACE);
-    let AllArgs(args) = parsed(args).unwrap_or_default();
-    let _ = s.emit("message", &Args(args));
-}
-
-// --- /chat and /news ------------------------------------------------------------------------
-
-/// Connect handler of `/chat`: `a message` to every `/chat` socket on every node, then one to
-/// the new socket (the README's `chat.emit` and `socket.emit`).
-pub async fn on_connect_chat(
-    s: SocketRef<Adapter>,
-    io: SocketIo<Adapter>,
-    State(app): State<Arc<App>>,
-) {
-    sockets::on_connect(&s, &app);
-    s.on("hi!", hi);
-    if let Some(chat) = io.of(CHAT_NAMESPACE)
-        && let Err(e) = chat
-            .emit("a message", &json!({"everyone": "in", "/chat": "will get"}))
-            .await
-    {
-        tracing::debug!(error = %e, "readme: /chat broadcast partially delivered");
-    }
-    // After the broadcast (the README has it before): a client that got it knows the broadcast
-    // is on its way.
-    let _ = s.emit("a message", &json!({"that": "only", "/chat": "will get"}));
-}
-
-/// `/chat` `hi!` (what the README's client sends on connect): `hi! {from}` to every other
-/// `/chat` socket on every node.
-async fn hi(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<App>>) {
-    count_event(&app, CHAT_NAMESPACE);
-    if let Err(e) = s
-        .broadcast()
-        .emit("hi!", &json!({"from": s.id.to_string()}))
-        .await
-    {
-        tracing::debug!(error = %e, "readme: hi! partially delivered");
-    }
-    reply.ack(&json!({"ok": true}));
-}
-
-/// Connect handler of `/news`: `item {news: 'item'}` to the new socket.
-pub async fn on_connect_news(s: SocketRef<Adapter>, State(app): State<Arc<App>>) {
-    sockets::on_connect(&s, &app);
-    s.on("woot", woot);
-    let _ = s.emit("item", &json!({"news": "item"}));
-}
-
-/// `/news` `woot` (the README's client answer to a news item): answered with
-/// `item {news: 'woot'}` (through the ack when there is one).
-async fn woot(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<App>>) {
-    count_event(&app, NEWS_NAMESPACE);
-    reply.send(&s, "item", &json!({"news": "woot"}));
+        .context("namespace /readme")?;
+    io.ns(
+        CHAT_NAMESPACE,
+        Eager(|s, io, app| on_connect_chat(s, io, State(app))),
+    )
+    .await
+    .context("namespace /chat")?;
+    io.ns(
+        NEWS_NAMESPACE,
+        Eager(|s, _io, app| on_connect_news(s, State(app))),
+    )
+    .await
+    .context("namespace /news")?;
+    Ok(())
 }
 
 #[cfg(test)]

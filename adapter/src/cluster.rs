@@ -1,4 +1,4 @@
-//! The cluster handle shared by every namespace of a node: the Redis driver, the namespace
+//! The cluster handle shared by every namespace of a node: the broker driver, the namespace
 //! registry the node's API uses, cluster-visible socket data and the server-event handler.
 
 use std::{
@@ -13,7 +13,13 @@ use std::{
 use futures_util::future::BoxFuture;
 use socketioxide_core::Sid;
 
-use crate::{AdapterConfig, Result, driver::Driver, metrics::Metrics, namespace::NamespaceHandle};
+use crate::{
+    broker::{Driver, Hub, memory::MemoryBus, redis::RedisBroker},
+    config::AdapterConfig,
+    error::Result,
+    metrics::{DropReason, Metrics},
+    reports::NamespaceHandle,
+};
 
 /// Answers server-to-server events sent with [`NamespaceHandle::server_side_emit`].
 pub trait ServerEventHandler: Send + Sync + 'static {
@@ -47,7 +53,7 @@ struct SocketData {
 
 pub(crate) struct ClusterInner {
     pub(crate) config: AdapterConfig,
-    pub(crate) driver: Arc<Driver>,
+    pub(crate) driver: Driver,
     namespaces: RwLock<HashMap<String, Weak<dyn NamespaceHandle>>>,
     socket_data: SocketData,
     server_events: RwLock<Option<Arc<dyn ServerEventHandler>>>,
@@ -83,7 +89,22 @@ impl Cluster {
         connect_wait: Duration,
     ) -> Result<Self> {
         config.validate()?;
-        let driver = Driver::connect(&config, metrics, connect_wait).await?;
+        let hub = Hub::new(metrics);
+        let broker = RedisBroker::connect(&config, hub.clone(), connect_wait).await?;
+        let driver = Driver::new(Box::new(broker), hub, config.max_message_bytes);
+        Ok(Self::with_driver(config, driver))
+    }
+
+    /// A node on an in-process [`MemoryBus`] instead of Redis: several of them in one process
+    /// form a cluster, for tests of multi-node behaviour that run in milliseconds.
+    ///
+    /// # Errors
+    /// An invalid configuration.
+    pub fn in_memory(config: AdapterConfig, metrics: Metrics, bus: &MemoryBus) -> Result<Self> {
+        config.validate()?;
+        let hub = Hub::new(metrics);
+        let broker = bus.attach(&config.node_id, hub.clone());
+        let driver = Driver::new(Box::new(broker), hub, config.max_message_bytes);
         Ok(Self::with_driver(config, driver))
     }
 
@@ -93,11 +114,11 @@ impl Cluster {
     /// An invalid configuration.
     pub fn standalone(config: AdapterConfig, metrics: Metrics) -> Result<Self> {
         config.validate()?;
-        let driver = Driver::memory(&config, metrics);
+        let driver = Driver::alone(metrics, config.max_message_bytes);
         Ok(Self::with_driver(config, driver))
     }
 
-    fn with_driver(config: AdapterConfig, driver: Arc<Driver>) -> Self {
+    fn with_driver(config: AdapterConfig, driver: Driver) -> Self {
         Self {
             inner: Arc::new(ClusterInner {
                 config,
@@ -113,7 +134,7 @@ impl Cluster {
 
     /// Whether the node talks to other nodes through Redis.
     pub fn has_redis(&self) -> bool {
-        self.inner.driver.has_redis()
+        self.inner.driver.client().is_some()
     }
 
     /// A Redis client on the adapter's publishing connection, for the node's own data.
@@ -223,6 +244,19 @@ impl Cluster {
 }
 
 impl ClusterInner {
+    /// A value decoded from another node's message, or `None` when it did not decode: that is
+    /// counted as a decode drop and logged, never replaced silently.
+    pub(crate) fn decoded<T>(&self, value: Result<T>) -> Option<T> {
+        match value {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable value from another node");
+                self.driver.drop_messages(DropReason::Decode, 1);
+                None
+            }
+        }
+    }
+
     pub(crate) fn next_request_id(&self) -> u64 {
         self.next_req.fetch_add(1, Ordering::Relaxed)
     }

@@ -1,0 +1,282 @@
+//! The broker seam: what the adapter needs from whatever carries messages between nodes
+//! (publish in order, subscribe and unsubscribe channels, inbound messages routed to their
+//! namespace, connection state), with the Redis implementation on fred ([`redis`]), an
+//! in-process one that joins several nodes inside one process ([`memory`]), and none at all
+//! for a node that runs alone.
+//!
+//! [`Driver`] is what the namespaces hold: it checks sizes, counts drops and keeps the
+//! channel → namespace routes that every broker delivers through.
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, RwLock, Weak},
+    time::{Duration, Instant},
+};
+
+use futures_util::{FutureExt as _, future::BoxFuture};
+
+use crate::{
+    error::{Error, Result},
+    metrics::{DropReason, Metrics},
+};
+
+/// Receives the raw messages of the channels it subscribed to, in arrival order.
+pub(crate) trait Inbound: Send + Sync {
+    /// Handles one message. Must not block: it runs on the broker's dispatcher task.
+    fn on_message(self: Arc<Self>, payload: &[u8]);
+    /// Called after the connection to the broker was re-established.
+    fn on_reconnect(self: Arc<Self>);
+}
+
+/// What the adapter needs from a message broker.
+///
+/// Guarantees an implementation gives: messages one node publishes arrive at every subscriber
+/// of their channel in publish order; `publish` waits while the outgoing queue is full rather
+/// than losing a message, and fails fast (counted) while the broker is unreachable; after a
+/// reconnection every subscription is restored and [`Hub::reconnected`] is called.
+pub(crate) trait Broker: Send + Sync + 'static {
+    /// Queues `payload` for `channel`.
+    fn publish(
+        &self,
+        channel: String,
+        payload: Vec<u8>,
+        kind: &'static str,
+    ) -> BoxFuture<'_, Result<()>>;
+    /// Starts receiving `channel` (delivered through the [`Hub`] the broker was built with).
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Stops receiving `channel`.
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Whether the broker is reachable now.
+    fn is_connected(&self) -> bool;
+    /// Whether other nodes can be reached through it at all (false for a node alone).
+    fn reaches_peers(&self) -> bool;
+    /// Whether channels are sharded (Redis Cluster).
+    fn sharded(&self) -> bool {
+        false
+    }
+    /// A Redis client on the publishing connection, for the node's own data.
+    fn redis_client(&self) -> Option<fred::clients::Client> {
+        None
+    }
+    /// Closes the connections.
+    fn quit(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Logs a condition at most once per second, with the number of occurrences since the last log.
+#[derive(Debug, Default)]
+pub(crate) struct BurstLog {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl BurstLog {
+    /// Records `n` occurrences; returns the count to log if a log line is due.
+    pub(crate) fn hit(&self, n: u64) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.1 += n;
+        let due = s.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            s.0 = Some(Instant::now());
+            Some(std::mem::take(&mut s.1))
+        } else {
+            None
+        }
+    }
+}
+
+/// What a broker shares with the adapter: the routes of inbound messages, the metrics and the
+/// drop counter.
+pub(crate) struct Hub {
+    routes: RwLock<HashMap<String, Weak<dyn Inbound>>>,
+    pub(crate) metrics: Metrics,
+    drop_log: BurstLog,
+}
+
+impl Hub {
+    pub(crate) fn new(metrics: Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            routes: RwLock::new(HashMap::new()),
+            metrics,
+            drop_log: BurstLog::default(),
+        })
+    }
+
+    /// Counts and (at most once per second) logs dropped messages.
+    pub(crate) fn drop_messages(&self, reason: DropReason, n: u64) {
+        self.metrics.drop_n(reason, n);
+        if let Some(count) = self.drop_log.hit(n) {
+            tracing::warn!(
+                reason = reason.as_str(),
+                count,
+                "adapter dropped messages (see ioscale_adapter_dropped_total)"
+            );
+        }
+    }
+
+    /// Hands one inbound message to the namespace that subscribed its channel. A channel no
+    /// longer served (an unsubscribe in flight) is not ours to deliver.
+    pub(crate) fn deliver(&self, channel: &str, payload: &[u8]) {
+        let handler = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .and_then(Weak::upgrade);
+        if let Some(h) = handler {
+            h.on_message(payload);
+        }
+    }
+
+    /// The channels subscribed now, to restore after a reconnection.
+    pub(crate) fn channels(&self) -> Vec<String> {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        routes.keys().cloned().collect()
+    }
+
+    /// Tells every namespace once that the broker reconnected (a namespace owns two channels).
+    pub(crate) fn reconnected(&self) {
+        let handlers: Vec<_> = {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            routes.values().filter_map(Weak::upgrade).collect()
+        };
+        let mut seen = HashSet::new();
+        for h in handlers {
+            if seen.insert(Arc::as_ptr(&h).cast::<()>()) {
+                h.on_reconnect();
+            }
+        }
+    }
+
+    fn route(&self, channel: &str, handler: Option<Weak<dyn Inbound>>) {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        match handler {
+            Some(h) => routes.insert(channel.to_owned(), h),
+            None => routes.remove(channel),
+        };
+    }
+}
+
+/// A node alone: nothing to publish to, always ready.
+struct Alone;
+
+impl Broker for Alone {
+    fn publish(&self, _: String, _: Vec<u8>, _: &'static str) -> BoxFuture<'_, Result<()>> {
+        async { Ok(()) }.boxed()
+    }
+    fn subscribe<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<()>> {
+        async { Ok(()) }.boxed()
+    }
+    fn unsubscribe<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<()>> {
+        async { Ok(()) }.boxed()
+    }
+    fn is_connected(&self) -> bool {
+        true
+    }
+    fn reaches_peers(&self) -> bool {
+        false
+    }
+    fn quit(&self) -> BoxFuture<'_, ()> {
+        async {}.boxed()
+    }
+}
+
+/// The node's connection to the other nodes, shared by every namespace.
+pub(crate) struct Driver {
+    broker: Box<dyn Broker>,
+    hub: Arc<Hub>,
+    pub(crate) metrics: Metrics,
+    max_message_bytes: usize,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("sharded", &self.broker.sharded())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// A driver over `broker`, which delivers through `hub`.
+    pub(crate) fn new(broker: Box<dyn Broker>, hub: Arc<Hub>, max_message_bytes: usize) -> Self {
+        Self {
+            broker,
+            metrics: hub.metrics.clone(),
+            hub,
+            max_message_bytes,
+        }
+    }
+
+    /// A driver for a node that runs alone.
+    pub(crate) fn alone(metrics: Metrics, max_message_bytes: usize) -> Self {
+        metrics.redis_connected.set(0);
+        Self::new(Box::new(Alone), Hub::new(metrics), max_message_bytes)
+    }
+
+    /// The client used for publishing, when the broker is Redis.
+    pub(crate) fn client(&self) -> Option<fred::clients::Client> {
+        self.broker.redis_client()
+    }
+
+    /// Whether the broker is reachable (always true for a node alone).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.broker.is_connected()
+    }
+
+    /// Whether the node can reach other nodes at all.
+    pub(crate) fn reaches_peers(&self) -> bool {
+        self.broker.reaches_peers()
+    }
+
+    /// Whether the channels are sharded (Redis Cluster).
+    pub(crate) fn sharded(&self) -> bool {
+        self.broker.sharded()
+    }
+
+    /// Routes `channel` to `handler` and subscribes it. The handler is held weakly.
+    pub(crate) async fn subscribe(&self, channel: &str, handler: Weak<dyn Inbound>) -> Result<()> {
+        self.hub.route(channel, Some(handler));
+        self.broker.subscribe(channel).await
+    }
+
+    /// Unsubscribes `channel`.
+    pub(crate) async fn unsubscribe(&self, channel: &str) -> Result<()> {
+        self.hub.route(channel, None);
+        self.broker.unsubscribe(channel).await
+    }
+
+    /// Queues a message for publishing, waiting while the queue is full (backpressure).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] for oversized messages, [`Error::Closed`] after shutdown.
+    pub(crate) async fn publish(
+        &self,
+        channel: String,
+        payload: Vec<u8>,
+        kind: &'static str,
+    ) -> Result<()> {
+        if !self.broker.reaches_peers() {
+            return Ok(());
+        }
+        if payload.len() > self.max_message_bytes {
+            self.drop_messages(DropReason::TooLarge, 1);
+            return Err(Error::TooLarge {
+                size: payload.len(),
+                limit: self.max_message_bytes,
+            });
+        }
+        self.broker.publish(channel, payload, kind).await
+    }
+
+    /// Counts and (at most once per second) logs dropped messages.
+    pub(crate) fn drop_messages(&self, reason: DropReason, n: u64) {
+        self.hub.drop_messages(reason, n);
+    }
+
+    /// Closes the connections.
+    pub(crate) async fn quit(&self) {
+        self.broker.quit().await;
+    }
+}

@@ -1,0 +1,243 @@
+//! Multi-node behaviour inside one process: several nodes (socketioxide servers, each with its
+//! own `Cluster`) joined by a `MemoryBus` instead of Redis, with in-process sockets. These run
+//! in milliseconds; the cluster tests with real Redis and real node processes stay the proof.
+
+use std::{
+    str::FromStr as _,
+    time::{Duration, Instant},
+};
+
+use engineioxide::Packet as EioPacket;
+use futures_util::StreamExt as _;
+use ioscale_adapter::{AdapterConfig, Cluster, MemoryBus, Metrics, NamespaceHandle, RedisAdapter};
+use socketioxide::{SocketIo, adapter::Emitter, extract::SocketRef, socket::Sid};
+use socketioxide_core::{Uid, adapter::BroadcastOptions};
+use tokio::{
+    sync::mpsc::{Receiver, Sender},
+    time::timeout,
+};
+
+type Adapter = RedisAdapter<Emitter>;
+
+/// Generous for anything that must happen, short next to the request timeout.
+const WAIT: Duration = Duration::from_secs(2);
+/// How long "nothing arrives" is watched for.
+const QUIET: Duration = Duration::from_millis(200);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+const HEARTBEAT: Duration = Duration::from_millis(100);
+
+struct Node {
+    io: SocketIo<Adapter>,
+    cluster: Cluster,
+}
+
+impl Node {
+    async fn start(bus: &MemoryBus, id: &str) -> Self {
+        let config = AdapterConfig::new("", id)
+            .with_heartbeat_interval(HEARTBEAT)
+            .with_request_timeout(REQUEST_TIMEOUT);
+        let cluster = Cluster::in_memory(config, Metrics::unregistered(), bus).expect("cluster");
+        let (_svc, io) = SocketIo::builder()
+            .with_adapter::<Adapter>(cluster.clone())
+            .build_svc();
+        timeout(WAIT, io.ns("/", async |_: SocketRef<Adapter>| {}))
+            .await
+            .expect("namespace init timed out")
+            .expect("namespace init");
+        Self { io, cluster }
+    }
+
+    fn handle(&self) -> std::sync::Arc<dyn NamespaceHandle> {
+        self.cluster.namespace("/").expect("namespace registered")
+    }
+
+    async fn client(&self, rooms: &[&'static str]) -> Client {
+        let (tx, mut rx) = self.io.new_dummy_sock("/", ()).await;
+        let connect = next_message(&mut rx).await.expect("connect packet");
+        let json = connect.strip_prefix('0').expect("a connect packet");
+        let v: serde_json::Value = serde_json::from_str(json).expect("connect json");
+        let sid = Sid::from_str(v["sid"].as_str().expect("sid")).expect("sid");
+        let socket = self.io.get_socket(sid).expect("socket on its node");
+        socket.join(rooms.to_vec());
+        Client { tx, rx, sid }
+    }
+}
+
+struct Client {
+    tx: Sender<EioPacket>,
+    rx: Receiver<EioPacket>,
+    sid: Sid,
+}
+
+impl Client {
+    async fn next(&mut self) -> String {
+        next_message(&mut self.rx)
+            .await
+            .unwrap_or_else(|| panic!("socket {} got nothing in {WAIT:?}", self.sid))
+    }
+
+    /// Asserts nothing arrives for a while.
+    async fn quiet(&mut self) {
+        if let Ok(Some(p)) = timeout(QUIET, self.rx.recv()).await {
+            panic!("socket {} should get nothing, got {p:?}", self.sid);
+        }
+    }
+
+    async fn answer_ack(&mut self, reply: &str) {
+        let event = self.next().await;
+        // `2<id>[...]`: an event asking for an ack.
+        let id: String = event[1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        assert!(
+            !id.is_empty(),
+            "expected an event with an ack id, got {event}"
+        );
+        let ack = EioPacket::Message(format!("3{id}[\"{reply}\"]").into());
+        self.tx.send(ack).await.expect("ack sent");
+    }
+}
+
+async fn next_message(rx: &mut Receiver<EioPacket>) -> Option<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match timeout(left, rx.recv()).await.ok()?? {
+            EioPacket::Message(m) => return Some(m.as_str().to_owned()),
+            _ => continue,
+        }
+    }
+}
+
+async fn three_nodes() -> (MemoryBus, Node, Node, Node) {
+    let bus = MemoryBus::new();
+    let a = Node::start(&bus, "a").await;
+    let b = Node::start(&bus, "b").await;
+    let c = Node::start(&bus, "c").await;
+    (bus, a, b, c)
+}
+
+#[tokio::test]
+async fn a_broadcast_to_rooms_reaches_each_member_on_every_node_once() {
+    let (_bus, a, b, c) = three_nodes().await;
+    let mut a1 = a.client(&["r1"]).await;
+    let mut b1 = b.client(&["r1", "r2"]).await;
+    let mut c1 = c.client(&["r2"]).await;
+    let mut c2 = c.client(&[]).await;
+    a.io.to(["r1", "r2"]).emit("ev", &1).await.unwrap();
+    for s in [&mut a1, &mut b1, &mut c1] {
+        assert_eq!(s.next().await, r#"2["ev",1]"#);
+        s.quiet().await;
+    }
+    c2.quiet().await;
+    // `except` on another node's membership: b1 is in r2, so only a1 gets it.
+    a.io.to("r1").except("r2").emit("ev", &2).await.unwrap();
+    assert_eq!(a1.next().await, r#"2["ev",2]"#);
+    b1.quiet().await;
+}
+
+#[tokio::test]
+async fn acks_come_back_from_sockets_on_every_node() {
+    let (_bus, a, b, c) = three_nodes().await;
+    let mut b1 = b.client(&[]).await;
+    let mut c1 = c.client(&[]).await;
+    let mut acks =
+        a.io.timeout(Duration::from_secs(2))
+            .emit_with_ack::<_, String>("q", &())
+            .await
+            .unwrap();
+    b1.answer_ack("from-b").await;
+    c1.answer_ack("from-c").await;
+    let mut got = Vec::new();
+    while let Ok(Some((_, r))) = timeout(WAIT, acks.next()).await {
+        got.push(r.expect("an answer"));
+    }
+    got.sort();
+    assert_eq!(got, ["from-b", "from-c"]);
+}
+
+#[tokio::test]
+async fn fetch_sockets_lists_every_node_and_join_leave_disconnect_apply_everywhere() {
+    let (_bus, a, b, c) = three_nodes().await;
+    let _a1 = a.client(&[]).await;
+    let mut b1 = b.client(&[]).await;
+    let mut c1 = c.client(&[]).await;
+    assert_eq!(a.io.fetch_sockets().await.unwrap().len(), 3);
+
+    // A join made from node A applies to B's and C's sockets before it returns.
+    a.io.broadcast().join("late").await.unwrap();
+    a.io.to("late").emit("ev", &1).await.unwrap();
+    assert_eq!(b1.next().await, r#"2["ev",1]"#);
+    assert_eq!(c1.next().await, r#"2["ev",1]"#);
+    a.io.broadcast().leave("late").await.unwrap();
+    a.io.to("late").emit("ev", &2).await.unwrap();
+    b1.quiet().await;
+
+    a.io.disconnect().await.unwrap();
+    assert_eq!(b1.next().await, "1");
+    assert_eq!(c1.next().await, "1");
+    assert!(a.io.fetch_sockets().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_node_that_falls_silent_is_not_waited_for() {
+    let (bus, a, b, c) = three_nodes().await;
+    let _b1 = b.client(&[]).await;
+    let _c1 = c.client(&[]).await;
+    // C stops being heard by A (its process died, as far as A can tell).
+    bus.cut("c", "a");
+    let started = Instant::now();
+    let report = a
+        .handle()
+        .fetch_sockets_report(ioscale_adapter::all_sockets())
+        .await
+        .unwrap();
+    // A stops waiting for C once its heartbeats are overdue, well before the request timeout.
+    assert!(
+        started.elapsed() < REQUEST_TIMEOUT / 2,
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(report.missing_nodes.is_empty(), "{report:?}");
+    let nodes: Vec<&str> = report.sockets.iter().map(|s| s.node.as_str()).collect();
+    assert_eq!(nodes, ["b"], "{report:?}");
+}
+
+/// Issue: with no live peer known (a node just started, or after a broker outage longer than
+/// the heartbeat timeout), a broadcast was not published at all, and peers that were there
+/// missed it silently.
+#[tokio::test]
+async fn a_broadcast_is_published_even_when_no_peer_is_known_yet() {
+    let bus = MemoryBus::new();
+    let a = Node::start(&bus, "a").await;
+    // B hears A but A never hears B: A knows no live peer.
+    bus.cut("b", "a");
+    let b = Node::start(&bus, "b").await;
+    let mut b1 = b.client(&[]).await;
+    assert!(a.handle().nodes().len() == 1, "A must not know B");
+    a.io.emit("ev", &1).await.unwrap();
+    assert_eq!(b1.next().await, r#"2["ev",1]"#);
+    let handle = a.handle();
+    let report = handle.server_side_emit("hi".into(), serde_json::json!(1), None);
+    assert!(report.await.unwrap().complete);
+}
+
+/// Issue: a request for a server id no live node has fell back to every node; only the owner
+/// answers, so it waited its whole timeout and reported innocent nodes as missing.
+#[tokio::test]
+async fn a_request_for_an_unknown_server_id_waits_for_nobody() {
+    let (_bus, a, _b, _c) = three_nodes().await;
+    let mut opts = BroadcastOptions::default();
+    opts.sid = Some(Sid::new());
+    opts.server_id = Some(Uid::new());
+    let started = Instant::now();
+    let report = a.handle().fetch_sockets_report(opts).await.unwrap();
+    assert!(
+        started.elapsed() < REQUEST_TIMEOUT / 2,
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(report.missing_nodes.is_empty(), "{report:?}");
+    assert!(report.sockets.is_empty(), "{report:?}");
+}

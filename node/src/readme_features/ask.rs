@@ -1,0 +1,114 @@
+//! The README's acknowledgement recipes: `ferret` answers through the ack, `ask` asks sockets
+//! on every node and gathers their answers.
+
+use super::*;
+
+/// `ferret` (name, fn): the README's acknowledgement recipe, `fn('woot')`.
+pub(super) async fn ferret(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<App>>) {
+    count_event(&app, NAMESPACE);
+    if reply.has_ack() {
+        reply.ack(&json!("woot"));
+    } else {
+        reply_error(
+            &s,
+            reply,
+            "ferret",
+            "ferret expects an ack callback".to_owned(),
+        );
+    }
+}
+
+/// `ask` {to, question} (ack): the server emits `question` with an ack to room or socket `to`
+/// on every node, and acks the asker with every answer:
+/// `{answers: [{socket, node, answer}], unanswered: [{socket, node, error}], complete, missing_nodes}`.
+pub(super) async fn ask(
+    s: SocketRef<Adapter>,
+    a: TryData<Ask>,
+    reply: Reply,
+    State(app): State<Arc<App>>,
+) {
+    count_event(&app, NAMESPACE);
+    if !reply.has_ack() {
+        return reply_error(&s, reply, "ask", "ask needs an ack".to_owned());
+    }
+    let a = match parsed(a) {
+        Ok(a) => a,
+        Err(e) => {
+            return reply_error(
+                &s,
+                reply,
+                "ask",
+                format!("ask expects {{to, question}}: {e}"),
+            );
+        }
+    };
+    if rooms::check(&a.to).is_err() {
+        let e = format!("to must be a socket id or room of 1-{MAX_ROOM_CHARS} characters");
+        return reply_error(&s, reply, "ask", e);
+    }
+    let Some(h) = app.cluster.namespace(NAMESPACE) else {
+        return reply_error(&s, reply, "ask", "namespace not ready".to_owned());
+    };
+    let parser = CommonParser;
+    let value = match parser.encode_value(&Args(vec![a.question]), Some("question")) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(error = %e, "readme: question not encodable");
+            return reply_error(&s, reply, "ask", "cannot encode question".to_owned());
+        }
+    };
+    let mut opts = ioscale_adapter::all_sockets();
+    opts.rooms = std::iter::once(a.to.into()).collect();
+    let timeout = Duration::from_millis(app.config.ack_timeout_ms);
+    let report = match h
+        .broadcast_with_ack_report(Packet::event(NAMESPACE, value), opts, timeout)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = cluster_unavailable("ask", &e);
+            return reply_error(&s, reply, "ask", msg);
+        }
+    };
+    let mut answers = Vec::new();
+    let mut unanswered = Vec::new();
+    for entry in report.acks {
+        match entry.response {
+            Ok(mut v) => {
+                // The answer keeps its binary parts: it goes back as ApiValue, not JSON.
+                let answer = parser
+                    .decode_value::<ApiValue>(&mut v, false)
+                    .unwrap_or(ApiValue::Null);
+                answers.push(AnswerOut {
+                    socket: entry.socket,
+                    node: entry.node,
+                    answer,
+                });
+            }
+            // A stable code (`timeout`, `socket_closed`, ...), never the transport's text.
+            Err(e) => unanswered
+                .push(json!({"socket": entry.socket, "node": entry.node, "error": e.as_str()})),
+        }
+    }
+    reply.ack_with(&AskOut {
+        answers,
+        unanswered,
+        complete: report.complete,
+        missing_nodes: report.missing_nodes,
+    });
+}
+
+#[derive(Serialize)]
+pub(super) struct AnswerOut {
+    socket: String,
+    node: String,
+    answer: ApiValue,
+}
+
+#[derive(Serialize)]
+pub(super) struct AskOut {
+    answers: Vec<AnswerOut>,
+    unanswered: Vec<Json>,
+    complete: bool,
+    missing_nodes: Vec<String>,
+}
