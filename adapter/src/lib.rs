@@ -19,6 +19,10 @@
 //! and a node that dies stops being waited for within two heartbeat intervals. A timeout is not
 //! silent: the reports say which nodes did not answer.
 //!
+//! The broker is a seam (`broker`): Redis on fred in production, nothing for a node alone, and
+//! a [`MemoryBus`] that joins several nodes inside one process, for tests of multi-node
+//! behaviour that run in milliseconds ([`Cluster::in_memory`]).
+//!
 //! Nothing is dropped silently: the publish queue is bounded and applies backpressure; what
 //! must be dropped (Redis down, subscriber overflow, full socket buffers, undecodable input) is
 //! counted in `ioscale_adapter_dropped_total{reason}` and logged at most once per second.

@@ -133,6 +133,120 @@ impl Stage {
     }
 }
 
+/// Broadcasts published and received, and the fan-out they made.
+fn broadcast_counters(
+    r: &Registry,
+) -> prometheus::Result<(IntCounter, IntCounter, IntCounter, IntCounterVec)> {
+    Ok((
+        counter(
+            r,
+            "broadcasts_published_total",
+            "Broadcasts published to the other nodes",
+        )?,
+        counter(
+            r,
+            "broadcasts_received_total",
+            "Broadcasts received from other nodes",
+        )?,
+        counter(
+            r,
+            "remote_deliveries_total",
+            "Broadcasts from other nodes delivered to at least the matching local sockets",
+        )?,
+        counter_vec(
+            r,
+            "packets_delivered_total",
+            "Packets handed to sockets by broadcasts, by origin of the broadcast",
+            &["origin"],
+        )?,
+    ))
+}
+
+/// Messages and bytes out and in, by kind.
+fn traffic_counters(
+    r: &Registry,
+) -> prometheus::Result<(IntCounterVec, IntCounterVec, IntCounterVec, IntCounterVec)> {
+    let kind = &["kind"];
+    Ok((
+        counter_vec(r, "messages_out_total", "Messages published, by kind", kind)?,
+        counter_vec(
+            r,
+            "messages_in_total",
+            "Messages received from other nodes, by kind",
+            kind,
+        )?,
+        counter_vec(r, "bytes_out_total", "Bytes published, by kind", kind)?,
+        counter_vec(r, "bytes_in_total", "Bytes received, by kind", kind)?,
+    ))
+}
+
+/// Requests to other nodes: how many, how many timed out, how long they took.
+fn request_metrics(
+    r: &Registry,
+) -> prometheus::Result<(IntCounterVec, IntCounterVec, HistogramVec)> {
+    let kind = &["kind"];
+    let buckets = vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    Ok((
+        counter_vec(
+            r,
+            "requests_total",
+            "Requests made to the other nodes, by kind",
+            kind,
+        )?,
+        counter_vec(
+            r,
+            "request_timeouts_total",
+            "Requests that stopped waiting for a node, by kind",
+            kind,
+        )?,
+        histogram_vec(
+            r,
+            "ioscale_adapter_request_duration_seconds",
+            "Time until every live node answered a request, by kind",
+            buckets,
+            kind,
+        )?,
+    ))
+}
+
+/// The broker connection, the live nodes and the publish queue.
+fn connection_metrics(
+    r: &Registry,
+) -> prometheus::Result<(IntCounter, IntGauge, IntGauge, IntGauge)> {
+    Ok((
+        counter(r, "redis_reconnects_total", "Reconnections to Redis")?,
+        gauge(r, "redis_connected", "1 while the Redis connections are up")?,
+        gauge(
+            r,
+            "nodes_alive",
+            "Other nodes alive, summed over namespaces",
+        )?,
+        gauge(r, "publish_queue_depth", "Messages waiting to be published")?,
+    ))
+}
+
+/// Publish-to-receive latency across nodes, and the time in each stage on this node.
+fn latency_metrics(r: &Registry) -> prometheus::Result<(Histogram, HistogramVec)> {
+    let latency = Histogram::with_opts(
+        HistogramOpts::new(
+            "ioscale_adapter_broadcast_latency_seconds",
+            "Publish-to-receive latency of broadcasts from other nodes",
+        )
+        .buckets(latency_buckets()),
+    )?;
+    r.register(Box::new(latency.clone()))?;
+    let stages = histogram_vec(
+        r,
+        "ioscale_adapter_stage_duration_seconds",
+        "Time a broadcast spends in each stage of its path through this node",
+        latency_buckets(),
+        &["stage"],
+    )?;
+    Ok((latency, stages))
+}
+
 /// Registers `ioscale_adapter_<name>`, a counter.
 fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
     let c = IntCounter::new(format!("ioscale_adapter_{name}"), help)?;
@@ -187,98 +301,36 @@ impl Metrics {
     /// If a metric with the same name is already registered.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let r = registry;
-        let kind = &["kind"];
-        let stage_duration = histogram_vec(
+        let (broadcasts_published, broadcasts_received, remote_deliveries, packets_delivered) =
+            broadcast_counters(r)?;
+        let (messages_out, messages_in, bytes_out, bytes_in) = traffic_counters(r)?;
+        let (requests, request_timeouts, request_duration) = request_metrics(r)?;
+        let (redis_reconnects, redis_connected, nodes_alive, publish_queue_depth) =
+            connection_metrics(r)?;
+        let dropped = counter_vec(
             r,
-            "ioscale_adapter_stage_duration_seconds",
-            "Time a broadcast spends in each stage of its path through this node",
-            latency_buckets(),
-            &["stage"],
+            "dropped_total",
+            "Messages dropped, by reason",
+            &["reason"],
         )?;
-        let request_buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
-        let broadcast_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "ioscale_adapter_broadcast_latency_seconds",
-                "Publish-to-receive latency of broadcasts from other nodes",
-            )
-            .buckets(latency_buckets()),
-        )?;
-        r.register(Box::new(broadcast_latency.clone()))?;
+        let (broadcast_latency, stage_duration) = latency_metrics(r)?;
         Ok(Self {
-            broadcasts_published: counter(
-                r,
-                "broadcasts_published_total",
-                "Broadcasts published to the other nodes",
-            )?,
-            broadcasts_received: counter(
-                r,
-                "broadcasts_received_total",
-                "Broadcasts received from other nodes",
-            )?,
-            messages_out: counter_vec(
-                r,
-                "messages_out_total",
-                "Messages published, by kind",
-                kind,
-            )?,
-            messages_in: counter_vec(
-                r,
-                "messages_in_total",
-                "Messages received from other nodes, by kind",
-                kind,
-            )?,
-            bytes_out: counter_vec(r, "bytes_out_total", "Bytes published, by kind", kind)?,
-            bytes_in: counter_vec(r, "bytes_in_total", "Bytes received, by kind", kind)?,
-            requests: counter_vec(
-                r,
-                "requests_total",
-                "Requests made to the other nodes, by kind",
-                kind,
-            )?,
-            request_timeouts: counter_vec(
-                r,
-                "request_timeouts_total",
-                "Requests that stopped waiting for a node, by kind",
-                kind,
-            )?,
-            request_duration: histogram_vec(
-                r,
-                "ioscale_adapter_request_duration_seconds",
-                "Time until every live node answered a request, by kind",
-                request_buckets,
-                kind,
-            )?,
-            dropped: counter_vec(
-                r,
-                "dropped_total",
-                "Messages dropped, by reason",
-                &["reason"],
-            )?,
-            redis_reconnects: counter(r, "redis_reconnects_total", "Reconnections to Redis")?,
-            redis_connected: gauge(r, "redis_connected", "1 while the Redis connections are up")?,
-            nodes_alive: gauge(
-                r,
-                "nodes_alive",
-                "Other nodes alive, summed over namespaces",
-            )?,
-            publish_queue_depth: gauge(
-                r,
-                "publish_queue_depth",
-                "Messages waiting to be published",
-            )?,
-            remote_deliveries: counter(
-                r,
-                "remote_deliveries_total",
-                "Broadcasts from other nodes delivered to at least the matching local sockets",
-            )?,
-            packets_delivered: counter_vec(
-                r,
-                "packets_delivered_total",
-                "Packets handed to sockets by broadcasts, by origin of the broadcast",
-                &["origin"],
-            )?,
+            broadcasts_published,
+            broadcasts_received,
+            messages_out,
+            messages_in,
+            bytes_out,
+            bytes_in,
+            requests,
+            request_timeouts,
+            request_duration,
+            dropped,
+            redis_reconnects,
+            redis_connected,
+            nodes_alive,
+            publish_queue_depth,
+            remote_deliveries,
+            packets_delivered,
             broadcast_latency,
             stages: Stage::ALL.map(|st| stage_duration.with_label_values(&[st.as_str()])),
             stage_duration,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, de::SeqAccess};
 use serde_json::{Value as Json, json};
 use socketioxide::{
     SocketIo,
-    extract::{SocketRef, State, TryData},
+    extract::{Event, SocketRef, State, TryData},
     socket::DisconnectReason,
 };
 use socketioxide_core::{packet::Packet, parser::Parse};
@@ -169,8 +169,8 @@ pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, State(app)
     s.on("ferret", ferret);
     s.on("ask", ask);
     s.on("shout", shout);
-    s.on("join", join);
-    s.on("leave", leave);
+    s.on("join", join_or_leave);
+    s.on("leave", join_or_leave);
     s.on("to", to_room);
     s.on("in", in_room);
     s.on("tweet", tweet);

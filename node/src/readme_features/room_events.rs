@@ -33,9 +33,11 @@ pub(super) struct Out {
     data: ApiValue,
 }
 
-/// `join` (room): acked `{ok: true}` once the socket is in the room (rooms span nodes).
-pub(super) async fn join(
+/// `join` and `leave` (room): acked `{ok: true}` once the socket is in (or out of) the room
+/// (rooms span nodes).
+pub(super) async fn join_or_leave(
     s: SocketRef<Adapter>,
+    Event(event): Event,
     r: TryData<String>,
     reply: Reply,
     State(app): State<Arc<App>>,
@@ -43,27 +45,14 @@ pub(super) async fn join(
     count_event(&app, NAMESPACE);
     match room(parsed(r)) {
         Ok(r) => {
-            s.join(r);
+            if event == "join" {
+                s.join(r);
+            } else {
+                s.leave(r);
+            }
             reply.ack(&json!({"ok": true}));
         }
-        Err(e) => reply_error(&s, reply, "join", e),
-    }
-}
-
-/// `leave` (room): acked `{ok: true}`.
-pub(super) async fn leave(
-    s: SocketRef<Adapter>,
-    r: TryData<String>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    count_event(&app, NAMESPACE);
-    match room(parsed(r)) {
-        Ok(r) => {
-            s.leave(r);
-            reply.ack(&json!({"ok": true}));
-        }
-        Err(e) => reply_error(&s, reply, "leave", e),
+        Err(e) => reply_error(&s, reply, &event, e),
     }
 }
 
