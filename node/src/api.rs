@@ -2,8 +2,9 @@
 //! disconnect, nodes and server-to-server events, across the whole cluster.
 //!
 //! JSON in and out; binary values are `{"$binary": "<base64>"}`; errors are
-//! `{"ok": false, "error": "..."}` with a 4xx code (503 when the cluster cannot answer; the
-//! cause is logged, not sent); `Authorization: Bearer <key>` when a key is set.
+//! `{"ok": false, "error", "code", "request_id"}` with a 4xx status (503 when the cluster
+//! cannot answer; the cause is logged with the request id, not sent); `Authorization: Bearer
+//! <key>` when a key is set.
 
 use std::time::Duration;
 
@@ -44,19 +45,53 @@ const RESERVED_EVENTS: [&str; 6] = [
     "removeListener",
 ];
 
-/// An API error: a status and a message for the caller.
+/// An API error: a status, a message for the caller, and a request id that the log line of
+/// an internal cause carries too, so an operator can find it from the caller's answer.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    request_id: String,
+}
 
 impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            request_id: format!("{:016x}", rand::random::<u64>()),
+        }
+    }
+
     fn bad(msg: impl Into<String>) -> Self {
-        Self(StatusCode::BAD_REQUEST, msg.into())
+        Self::new(StatusCode::BAD_REQUEST, msg)
+    }
+
+    /// The short, stable code of the answer (`code`), from its status.
+    fn code(&self) -> &'static str {
+        match self.status {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_client_error() => "client_error",
+            _ => "server_error",
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({"ok": false, "error": self.1}))).into_response()
+        let body = json!({
+            "ok": false,
+            "error": self.message,
+            "code": self.code(),
+            "request_id": self.request_id,
+        });
+        (self.status, axum::Json(body)).into_response()
     }
 }
 
@@ -65,16 +100,17 @@ impl IntoResponse for ApiError {
 /// error text is internal: logged here, and the caller gets a fixed 503.
 fn cluster_error(route: &'static str) -> impl FnOnce(ioscale_adapter::Error) -> ApiError {
     move |e| match e {
-        ioscale_adapter::Error::TooLarge { size, limit } => ApiError(
+        ioscale_adapter::Error::TooLarge { size, limit } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("message of {size} bytes exceeds the cluster's limit of {limit} bytes"),
         ),
         e => {
-            tracing::warn!(error = %e, route, "server API: cluster operation failed");
-            ApiError(
+            let err = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "cluster unavailable, retry later".into(),
-            )
+                "cluster unavailable, retry later",
+            );
+            tracing::warn!(error = %e, route, request_id = %err.request_id, "server API: cluster operation failed");
+            err
         }
     }
 }
@@ -92,11 +128,11 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .route("/api/v1/disconnect", post(disconnect))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/server-emit", post(server_emit))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "unknown API route".into()) })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "unknown API route") })
         .method_not_allowed_fallback(|| async {
-            ApiError(
+            ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this route".into(),
+                "method not allowed on this route",
             )
         })
         .layer(middleware::from_fn_with_state(state, auth))
@@ -117,11 +153,8 @@ async fn auth(State(st): State<HttpState>, req: Request, next: Next) -> Response
                 .api_requests
                 .with_label_values(&["auth", "401"])
                 .inc();
-            return ApiError(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token".into(),
-            )
-            .into_response();
+            return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+                .into_response();
         }
     }
     let route = req.uri().path().trim_start_matches("/api/v1/").to_owned();
@@ -142,14 +175,14 @@ async fn auth(State(st): State<HttpState>, req: Request, next: Next) -> Response
 /// Parses a JSON body; any malformed or mistyped body is a 400 with serde's explanation. A body
 /// axum would not read (too large, broken) is answered like every API error, with its status.
 fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = bytes.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    let bytes = bytes.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
 /// A query string axum could not parse (a repeated parameter, say) is a 400 like the others.
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
-        .map_err(|e| ApiError(e.status(), e.body_text()))
+        .map_err(|e| ApiError::new(e.status(), e.body_text()))
 }
 
 fn namespace(
@@ -159,7 +192,7 @@ fn namespace(
     let ns = ns.unwrap_or_else(|| "/".to_owned());
     match st.io.of(&ns) {
         Some(op) => Ok((ns, op)),
-        None => Err(ApiError(
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("unknown namespace {ns:?}"),
         )),
@@ -168,7 +201,7 @@ fn namespace(
 
 fn handle(st: &HttpState, ns: &str) -> Result<std::sync::Arc<dyn NamespaceHandle>, ApiError> {
     st.app.cluster.namespace(ns).ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("namespace {ns:?} is not ready"),
         )

@@ -354,9 +354,17 @@ mod tests {
         let (status, body) = get(&r, "/metrics", None).await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("ioscale_adapter_nodes_alive"), "{body}");
+        let (status, body) = get(&r, "/api/v1/nodes", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
-            get(&r, "/api/v1/nodes", None).await.0,
-            StatusCode::UNAUTHORIZED
+            (&v["ok"], &v["code"]),
+            (&false.into(), &"unauthorized".into())
+        );
+        let id = v["request_id"].as_str().unwrap();
+        assert!(
+            id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{body}"
         );
         let (status, body) = get(&r, "/api/v1/nodes", Some("k")).await;
         assert_eq!(status, StatusCode::OK, "{body}");

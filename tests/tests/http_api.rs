@@ -1,5 +1,5 @@
 //! The server HTTP API contract: bearer-token auth on every `/api/v1/*` route,
-//! errors as `{"ok": false, "error"}`: 400 for malformed or mistyped bodies and
+//! errors as `{"ok": false, "error", "code", "request_id"}`: 400 for malformed or mistyped bodies and
 //! queries, 404 for unknown routes and namespaces, 405 for a wrong method;
 //! binary values both ways, and socket rooms.
 
@@ -51,14 +51,24 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>)> {
     ]
 }
 
-/// Whether the body is exactly `{"ok": false, "error": "<non-empty string>"}`.
+/// Whether the body is exactly `{"ok": false, "error": "<non-empty string>", "code":
+/// "<non-empty string>", "request_id": "<16 hex digits>"}`.
 fn is_error_body(r: &RawResponse) -> bool {
     r.json()
         .ok()
         .and_then(|v| {
             let o = v.as_object()?;
             let error = o.get("error")?.as_str()?;
-            Some(o.len() == 2 && o.get("ok") == Some(&Value::Bool(false)) && !error.is_empty())
+            let code = o.get("code")?.as_str()?;
+            let id = o.get("request_id")?.as_str()?;
+            Some(
+                o.len() == 4
+                    && o.get("ok") == Some(&Value::Bool(false))
+                    && !error.is_empty()
+                    && !code.is_empty()
+                    && id.len() == 16
+                    && id.chars().all(|c| c.is_ascii_hexdigit()),
+            )
         })
         .unwrap_or(false)
 }
