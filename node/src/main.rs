@@ -9,7 +9,6 @@ fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     // Before the runtime, which is sized by the configuration.
     config.validate().context("invalid configuration")?;
-    ioscale_node::models::Settings::from_config(&config).context("invalid model configuration")?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     // Without the flag tokio picks one thread per usable core (or `TOKIO_WORKER_THREADS`).

@@ -90,7 +90,7 @@ impl MemoryBus {
     }
 
     fn carry(&self, from: &str, channel: &str, payload: &Bytes) {
-        let cut = self.lock_cut().clone();
+        let cut = self.lock_cut();
         let nodes = self.inner.nodes.read().unwrap_or_else(|e| e.into_inner());
         for to in nodes.iter().filter_map(Weak::upgrade) {
             let subscribed = to
@@ -98,7 +98,8 @@ impl MemoryBus {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(channel);
-            if subscribed && !cut.contains(&(from.to_owned(), to.node.clone())) {
+            let is_cut = || cut.contains(&(from.to_owned(), to.node.clone()));
+            if subscribed && (cut.is_empty() || !is_cut()) {
                 // A node whose dispatcher has ended is gone; nothing to deliver to.
                 let _ = to.inbox.send((channel.to_owned(), payload.clone()));
             }

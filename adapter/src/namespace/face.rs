@@ -152,12 +152,10 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
                 sent_at_us: now_us(),
                 trace: traced.as_ref().and_then(|(_, tp)| tp.clone()),
             };
-            let target = self.target(&opts);
-            if target.publishes(&self.members) {
-                match self.send_request(&target, body).await {
-                    Ok(_) => self.cluster.driver.metrics.broadcasts_published.inc(),
-                    Err(e) => tracing::debug!(error = %e, "broadcast not published"),
-                }
+            match self.publish_to(&self.target(&opts), body).await {
+                Ok(true) => self.cluster.driver.metrics.broadcasts_published.inc(),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "broadcast not published"),
             }
         }
         let _entered = traced.as_ref().map(|(span, _)| span.enter());

@@ -80,15 +80,6 @@ impl Target {
     fn includes_local(&self) -> bool {
         matches!(self, Target::All | Target::OnlyLocal)
     }
-
-    /// Whether a request to this target is published at all.
-    fn publishes(&self, members: &Membership) -> bool {
-        match self {
-            Target::All => true,
-            Target::Node(node) => members.is_alive(node),
-            Target::OnlyLocal | Target::Nowhere => false,
-        }
-    }
 }
 
 fn now_us() -> u64 {
@@ -162,22 +153,30 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         }
     }
 
-    /// Publishes a request to its target; returns the nodes expected to answer.
+    /// Publishes `body` where `target` says; false when it goes nowhere (this node only, an
+    /// unknown server id, or a node no longer alive).
+    async fn publish_to(&self, target: &Target, body: Body) -> Result<bool> {
+        let channel = match target {
+            Target::All => self.all_chan.clone(),
+            Target::Node(node) if self.members.is_alive(node) => self.node_channel(node),
+            Target::Node(_) | Target::OnlyLocal | Target::Nowhere => return Ok(false),
+        };
+        self.send(channel, body).await?;
+        Ok(true)
+    }
+
+    /// Publishes a request to its target; returns the nodes expected to answer (the live ones
+    /// as of the publish: only requests need them, so a plain broadcast never builds the set).
     async fn send_request(&self, target: &Target, body: Body) -> Result<HashSet<String>> {
-        if !target.publishes(&self.members) {
-            return Ok(HashSet::new());
-        }
-        match target {
-            Target::OnlyLocal | Target::Nowhere => Ok(HashSet::new()),
-            Target::Node(node) => {
-                self.send(self.node_channel(node), body).await?;
-                Ok(HashSet::from([node.clone()]))
-            }
-            Target::All => {
-                let live: HashSet<String> = self.members.live().into_iter().collect();
-                self.send(self.all_chan.clone(), body).await?;
-                Ok(live)
-            }
+        let waiting = match target {
+            Target::All => self.members.live().into_iter().collect(),
+            Target::Node(node) => HashSet::from([node.clone()]),
+            Target::OnlyLocal | Target::Nowhere => HashSet::new(),
+        };
+        if self.publish_to(target, body).await? {
+            Ok(waiting)
+        } else {
+            Ok(HashSet::new())
         }
     }
 

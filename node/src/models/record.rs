@@ -195,11 +195,12 @@ pub enum UpdateMode {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obj(v: Value) -> Record {
+    /// The object of `v`, empty for anything else.
+    pub(in crate::models) fn obj(v: Value) -> Record {
         match v {
             Value::Object(m) => m,
             _ => Record::new(),

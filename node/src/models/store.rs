@@ -450,15 +450,9 @@ fn truncate(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::tests::obj;
     use super::*;
     use serde_json::json;
-
-    fn obj(v: Value) -> Record {
-        match v {
-            Value::Object(m) => m,
-            _ => Record::new(),
-        }
-    }
 
     fn limits() -> Limits {
         Limits {
