@@ -59,7 +59,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
-            request_id: format!("{:016x}", rand::random::<u64>()),
+            request_id: crate::refusal::new_request_id(),
         }
     }
 

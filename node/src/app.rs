@@ -9,7 +9,7 @@ use ioscale_adapter::{Cluster, RedisAdapter};
 use prometheus::Registry;
 use socketioxide::{SocketIo, adapter::Emitter};
 
-use crate::{config::Config, metrics::NodeMetrics, store::ChatStore};
+use crate::{config::Config, metrics::NodeMetrics};
 
 /// The adapter every namespace of the node uses.
 pub type Adapter = RedisAdapter<Emitter>;
@@ -23,8 +23,6 @@ pub struct App {
     pub node_id: String,
     /// The cluster (or the node alone).
     pub cluster: Cluster,
-    /// Chat history.
-    pub chat: ChatStore,
     /// Node metrics.
     pub metrics: NodeMetrics,
     /// Registry of every metric.
@@ -38,7 +36,6 @@ impl App {
         config: Config,
         node_id: String,
         cluster: Cluster,
-        chat: ChatStore,
         metrics: NodeMetrics,
         registry: Registry,
     ) -> Arc<Self> {
@@ -46,7 +43,6 @@ impl App {
             config,
             node_id,
             cluster,
-            chat,
             metrics,
             registry,
             shutting_down: AtomicBool::new(false),

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -22,13 +22,9 @@ pub enum Transport {
     Polling,
 }
 
-/// Configuration of `ioscale-node`.
-#[derive(Clone, Parser)]
-#[command(
-    name = "ioscale-node",
-    version,
-    about = "A stateless Socket.IO node of an ioscale cluster"
-)]
+/// The core's configuration: the node's server, cluster, transport and limits. Applications
+/// bring flags of their own; the binary's parser puts them side by side.
+#[derive(Clone, Args)]
 pub struct Config {
     /// Address to listen on (`127.0.0.1:0` picks a free port; the bound address is logged).
     #[arg(long, env = "IOSCALE_LISTEN", default_value = "0.0.0.0:3000")]
@@ -55,9 +51,6 @@ pub struct Config {
     /// Default time a client has to acknowledge an event.
     #[arg(long, env = "IOSCALE_ACK_TIMEOUT_MS", default_value_t = 5000)]
     pub ack_timeout_ms: u64,
-    /// Chat messages kept in the history.
-    #[arg(long, env = "IOSCALE_CHAT_HISTORY_MAX", default_value_t = 100)]
-    pub chat_history_max: usize,
     /// Packets buffered per socket before new ones are dropped (and counted).
     #[arg(long, env = "IOSCALE_SOCKET_BUFFER_PACKETS", default_value_t = 16_384)]
     pub socket_buffer_packets: usize,
@@ -105,24 +98,6 @@ pub struct Config {
     /// next to the executable or the working directory (`npm ci --prefix node/client`).
     #[arg(long, env = "IOSCALE_CLIENT_SCRIPT")]
     pub client_script_path: Option<PathBuf>,
-    /// Collections the CRUD dialects (ko.ninja, Backbone.sync, Sails) may use, comma-separated.
-    /// Absent: any name of 1-64 `[A-Za-z0-9_-]` (starting with a letter or digit), up to
-    /// `--max-collections` of them.
-    #[arg(long, env = "IOSCALE_COLLECTIONS", value_delimiter = ',')]
-    pub collections: Vec<String>,
-    /// Most collections clients may create when `--collections` is absent.
-    #[arg(long, env = "IOSCALE_MAX_COLLECTIONS", default_value_t = 100)]
-    pub max_collections: usize,
-    /// Largest model record, serialised as JSON.
-    #[arg(long, env = "IOSCALE_MAX_RECORD_BYTES", default_value_t = 65_536)]
-    pub max_record_bytes: usize,
-    /// Most records per collection.
-    #[arg(long, env = "IOSCALE_MAX_RECORDS", default_value_t = 10_000)]
-    pub max_records: usize,
-    /// ko.ninja message names per collection, `collection:op=event,op=event` (ops: find,
-    /// findOne, insert, update, remove); repeat the flag, or separate collections with `;`.
-    #[arg(long, env = "IOSCALE_KO_MESSAGE_NAMES", value_delimiter = ';')]
-    pub ko_message_names: Vec<String>,
 }
 
 /// Largest `--publish-buffer-bytes`: more per socket is a typo, not a plan.
@@ -132,6 +107,13 @@ pub const MAX_PUBLISH_BUFFER_BYTES: usize = 1 << 30;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    /// A configuration error saying `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
 
 impl Config {
     /// Checks values clap cannot check alone.
@@ -145,9 +127,6 @@ impl Config {
         }
         if self.transports.is_empty() {
             return bad("--transports needs at least one transport");
-        }
-        if self.chat_history_max == 0 {
-            return bad("--chat-history-max must be positive");
         }
         if let Some(id) = &self.node_id
             && (id.is_empty() || id.contains('#') || id.len() > 128)
@@ -194,7 +173,6 @@ impl std::fmt::Debug for Config {
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
-            .field("chat_history_max", &self.chat_history_max)
             .field("socket_buffer_packets", &self.socket_buffer_packets)
             .field("publish_buffer_bytes", &self.publish_buffer_bytes)
             .field("ws_read_buffer_bytes", &self.ws_read_buffer_bytes)
@@ -206,18 +184,28 @@ impl std::fmt::Debug for Config {
             .field("worker_threads", &self.worker_threads)
             .field("log_format", &self.log_format)
             .field("client_script_path", &self.client_script_path)
-            .field("collections", &self.collections)
-            .field("max_collections", &self.max_collections)
-            .field("max_record_bytes", &self.max_record_bytes)
-            .field("max_records", &self.max_records)
-            .field("ko_message_names", &self.ko_message_names)
             .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    /// The core's flags alone, parsed as the binary would.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    impl Config {
+        pub(crate) fn parse_from<'a>(args: impl IntoIterator<Item = &'a str>) -> Config {
+            Cli::parse_from(args).config
+        }
+    }
 
     #[test]
     fn redacts_passwords() {

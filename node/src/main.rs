@@ -1,32 +1,34 @@
-//! `ioscale-node`: parse the config, start the runtime and telemetry, bind, and run until
-//! SIGTERM or Ctrl-C.
+//! `ioscale-node`: parse the config, start the runtime and telemetry, bind, and run the core
+//! with the seed applications until SIGTERM or Ctrl-C.
 
 use anyhow::Context;
 use clap::Parser;
-use ioscale_node::{config::Config, shutdown, telemetry};
+use ioscale_node::{
+    NodeConfig, application::Application, config::Config, server, shutdown, telemetry,
+};
 
 fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config = NodeConfig::parse();
     // Before the runtime, which is sized by the configuration.
-    config.validate().context("invalid configuration")?;
+    let applications = config.applications().context("invalid configuration")?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     // Without the flag tokio picks one thread per usable core (or `TOKIO_WORKER_THREADS`).
-    if let Some(n) = config.worker_threads {
+    if let Some(n) = config.core.worker_threads {
         runtime.worker_threads(n);
     }
     runtime
         .build()
         .context("starting the tokio runtime")?
-        .block_on(run(config))
+        .block_on(run(config.core, applications))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, applications: Vec<Box<dyn Application>>) -> anyhow::Result<()> {
     let telemetry = telemetry::init(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let result = ioscale_node::run(config, listener, shutdown::signal()).await;
+    let result = server::run(config, applications, listener, shutdown::signal()).await;
     telemetry.shutdown();
     result
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use socketioxide::{
     SendError, SocketError, SocketIo,
-    extract::{AckSender, Data, SocketRef, State},
+    extract::{AckSender, Data, SocketRef},
     handler::{FromMessageParts, MessageHandler, Value},
     socket::Socket,
 };
@@ -37,7 +37,8 @@ use crate::{
     app::{Adapter, App},
     config::Config,
     metrics::PubsubStage,
-    rooms, sockets,
+    refusal::{Code, Refused},
+    rooms,
 };
 
 /// The namespace path.
@@ -87,18 +88,13 @@ struct Msg<'a> {
     data: &'a RawValue,
 }
 
-/// The publisher's ack.
+/// The publisher's ack when all went well.
 #[derive(Serialize)]
-struct Ack<'a> {
+struct AckOk {
     ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
 }
 
-const ACK_OK: Ack<'static> = Ack {
-    ok: true,
-    error: None,
-};
+const ACK_OK: AckOk = AckOk { ok: true };
 
 /// A publish waiting to be handed to the cluster.
 struct Queued {
@@ -128,13 +124,12 @@ struct PublishQueue {
     pending: Arc<AtomicUsize>,
 }
 
-fn check_room(room: &str) -> Result<(), String> {
-    rooms::check_client(room).map_err(|e| e.to_string())
+fn check_room(room: &str) -> Result<(), Refused> {
+    rooms::check_client(room).map_err(Refused::from)
 }
 
-/// Connect handler of `/pubsub`.
-pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, State(app): State<Arc<App>>) {
-    sockets::on_connect(&s, &app);
+/// Connect hook of `/pubsub`.
+pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<App>) {
     s.on("join", join);
     s.on("leave", leave);
     let events = app.metrics.events.with_label_values(&[NAMESPACE]);
@@ -148,10 +143,7 @@ async fn join(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Ad
             let _ = ack.send(&ACK_OK);
         }
         Err(e) => {
-            let _ = ack.send(&Ack {
-                ok: false,
-                error: Some(&e),
-            });
+            let _ = ack.send(&e.to_json());
         }
     }
 }
@@ -180,10 +172,16 @@ fn ack_sender(s: &Arc<Socket<Adapter>>, ack_id: Option<i64>) -> AckSender<Adapte
     ack
 }
 
-fn parse(s: &Arc<Socket<Adapter>>, v: &mut Value, ack_id: &Option<i64>) -> Result<Publish, String> {
+fn parse(
+    s: &Arc<Socket<Adapter>>,
+    v: &mut Value,
+    ack_id: &Option<i64>,
+) -> Result<Publish, Refused> {
     // Raw JSON cannot hold the attachments' bytes (socket.io-client sends binary apart).
     if matches!(v, Value::Str(_, Some(bins)) if !bins.is_empty()) || matches!(v, Value::Bytes(_)) {
-        return Err("publish data cannot carry binary attachments".to_owned());
+        return Err("publish data cannot carry binary attachments"
+            .to_owned()
+            .into());
     }
     let Data(p) = Data::<Publish>::from_message_parts(s, v, ack_id)
         .map_err(|e| format!("publish expects {{room: string, data: any}}: {e}"))?;
@@ -215,19 +213,16 @@ impl OrderedPublish {
         q
     }
 
-    /// Refuses a publish visibly: `{ok: false, error}` and the refusal counter. When the
+    /// Refuses a publish visibly: `{ok: false, code, error}` and the refusal counter. When the
     /// client does not read at all its buffer may be full and this ack lost too; it is counted
     /// all the same, and the client's ack times out.
-    fn refuse(&self, s: &Arc<Socket<Adapter>>, ack_id: Option<i64>, why: Refusal, error: &str) {
+    fn refuse(&self, s: &Arc<Socket<Adapter>>, ack_id: Option<i64>, why: Refusal, r: Refused) {
         self.app
             .metrics
             .publishes_refused
             .with_label_values(&[why.as_str()])
             .inc();
-        let _ = ack_sender(s, ack_id).send(&Ack {
-            ok: false,
-            error: Some(error),
-        });
+        let _ = ack_sender(s, ack_id).send(&r.to_json());
     }
 }
 
@@ -236,7 +231,7 @@ impl MessageHandler<Adapter, Ordered> for OrderedPublish {
         self.events.inc();
         let publish = match parse(&s, &mut v, &ack_id) {
             Ok(p) => p,
-            Err(e) => return self.refuse(&s, ack_id, Refusal::Invalid, &e),
+            Err(e) => return self.refuse(&s, ack_id, Refusal::Invalid, e),
         };
         let bytes = queued_bytes(&publish);
         let q = self.queue(&s);
@@ -247,7 +242,7 @@ impl MessageHandler<Adapter, Ordered> for OrderedPublish {
         // `--max-payload-bytes`): no size of message is refused for ever.
         if pending > 0 && pending + bytes > self.app.config.publish_buffer_bytes {
             let e = format!("publish buffer full ({pending} bytes pending), retry later");
-            return self.refuse(&s, ack_id, Refusal::BufferFull, &e);
+            return self.refuse(&s, ack_id, Refusal::BufferFull, Refused::new(Code::Busy, e));
         }
         q.pending.fetch_add(bytes, Ordering::AcqRel);
         let entry = Queued {
@@ -260,7 +255,8 @@ impl MessageHandler<Adapter, Ordered> for OrderedPublish {
         if let Err(mpsc::error::SendError(entry)) = q.tx.send(entry) {
             q.pending.fetch_sub(entry.bytes, Ordering::AcqRel);
             let e = "publish not accepted: the namespace is closing";
-            self.refuse(&entry.socket, entry.ack_id, Refusal::Closed, e);
+            let r = Refused::new(Code::Unavailable, e);
+            self.refuse(&entry.socket, entry.ack_id, Refusal::Closed, r);
         }
     }
 }
@@ -400,12 +396,6 @@ mod tests {
 
     #[test]
     fn acks() {
-        let refused = serde_json::to_value(Ack {
-            ok: false,
-            error: Some("x"),
-        })
-        .unwrap();
-        assert_eq!(refused, serde_json::json!({"ok": false, "error": "x"}));
         assert_eq!(
             serde_json::to_value(ACK_OK).unwrap(),
             serde_json::json!({"ok": true})

@@ -10,7 +10,10 @@ use socketioxide::{
     socket::{DisconnectReason, Socket},
 };
 
-use crate::app::{Adapter, App};
+use crate::{
+    app::{Adapter, App},
+    refusal::{Code, Refused},
+};
 
 /// Largest socket data, serialised, a client may set.
 pub const MAX_SOCKET_DATA_BYTES: usize = 16 * 1024;
@@ -25,14 +28,10 @@ fn transport(s: &SocketRef<Adapter>) -> &'static str {
 /// Work a namespace does when one of its sockets disconnects, after the common cleanup.
 pub type OnDisconnect = fn(SocketRef<Adapter>, DisconnectReason) -> BoxFuture<'static, ()>;
 
-/// Common connect logic; namespaces add their own events after it.
-pub fn on_connect(s: &SocketRef<Adapter>, app: &Arc<App>) {
-    on_connect_then(s, app, None);
-}
-
-/// [`on_connect`], running `then` when the socket disconnects: socketioxide keeps one
-/// disconnect handler per socket, so a namespace's own one would replace the common cleanup.
-pub fn on_connect_then(s: &SocketRef<Adapter>, app: &Arc<App>, then: Option<OnDisconnect>) {
+/// What every namespace does when a socket connects, before its applications' hooks; `then`
+/// runs when the socket disconnects, after the common cleanup (socketioxide keeps one
+/// disconnect handler per socket, so an application's own one would replace this one).
+pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Vec<OnDisconnect>) {
     // Like Node's socket.io: every socket is in a room named by its id, so a server can
     // target it on any node.
     s.join(s.id.to_string());
@@ -53,8 +52,8 @@ pub fn on_connect_then(s: &SocketRef<Adapter>, app: &Arc<App>, then: Option<OnDi
                 .with_label_values(&[&ns, reason_label(reason)])
                 .inc();
             app.cluster.remove_socket_data(&ns, s.id);
-            if let Some(then) = then {
-                then(s, reason).await;
+            for then in then {
+                then(s.clone(), reason).await;
             }
         },
     );
@@ -84,7 +83,7 @@ async fn set_data(
 ) {
     app.metrics.events.with_label_values(&[s.ns()]).inc();
     let serde_json::Value::Object(patch) = patch else {
-        let _ = ack.send(&serde_json::json!({"ok": false, "error": "set-data expects an object"}));
+        let _ = ack.send(&Refused::new(Code::BadRequest, "set-data expects an object").to_json());
         return;
     };
     let mut data = match app.cluster.socket_data(s.ns(), s.id) {
@@ -97,19 +96,12 @@ async fn set_data(
     let data = serde_json::Value::Object(data);
     let size = data.to_string().len();
     if size > MAX_SOCKET_DATA_BYTES {
-        let _ = ack.send(&serde_json::json!({
-            "ok": false,
-            "error": format!("socket data of {size} bytes exceeds {MAX_SOCKET_DATA_BYTES}")
-        }));
+        let error = format!("socket data of {size} bytes exceeds {MAX_SOCKET_DATA_BYTES}");
+        let _ = ack.send(&Refused::new(Code::TooLarge, error).to_json());
         return;
     }
     app.cluster.set_socket_data(s.ns(), s.id, data);
     let _ = ack.send(&serde_json::json!({"ok": true}));
-}
-
-/// Connect handler of namespaces with no application of their own (`/custom`).
-pub async fn on_connect_plain(s: SocketRef<Adapter>, State(app): State<Arc<App>>) {
-    on_connect(&s, &app);
 }
 
 /// Answers a client: through its ack callback when it sent one, else as an event (the

@@ -79,6 +79,45 @@ pub fn binary(bytes: &[u8]) -> Value {
     json!({ "$binary": base64::engine::general_purpose::STANDARD.encode(bytes) })
 }
 
+/// The codes a refused socket request may carry (README, "Errors").
+pub const REFUSAL_CODES: [&str; 8] = [
+    "bad_request",
+    "forbidden",
+    "not_found",
+    "too_large",
+    "conflict",
+    "busy",
+    "unavailable",
+    "internal",
+];
+
+/// Exactly `{"ok": false, "code": <one of REFUSAL_CODES>, "error": "<non-empty text>"}`, plus
+/// a 16-hex-digit `request_id` when the cause is internal, and the `extra` keys a dialect adds
+/// (`event`, `status`, …): the shape of every refusal on every namespace.
+pub fn is_refusal_with(v: &Value, extra: &[&str]) -> bool {
+    let Some(o) = v.as_object() else { return false };
+    let id_ok = o.get("request_id").is_none_or(|id| {
+        id.as_str()
+            .is_some_and(|s| s.len() == 16 && s.chars().all(|c| c.is_ascii_hexdigit()))
+    });
+    let known = ["ok", "code", "error", "request_id"];
+    o.get("ok") == Some(&Value::Bool(false))
+        && o.get("code")
+            .and_then(Value::as_str)
+            .is_some_and(|c| REFUSAL_CODES.contains(&c))
+        && o.get("error")
+            .and_then(Value::as_str)
+            .is_some_and(|e| !e.is_empty())
+        && id_ok
+        && o.keys()
+            .all(|k| known.contains(&k.as_str()) || extra.contains(&k.as_str()))
+}
+
+/// [`is_refusal_with`] without extra keys.
+pub fn is_refusal(v: &Value) -> bool {
+    is_refusal_with(v, &[])
+}
+
 /// Runs a test body with [`TEST_TIMEOUT`].
 ///
 /// # Errors

@@ -50,16 +50,9 @@ fn print_report(report: &PublishWindowReport) {
     );
 }
 
-/// An ack `[{"ok": false, "error": "<non-empty text>"}]`.
+/// An ack of one refusal.
 fn is_refusal(ack: &[Value]) -> bool {
-    ack.len() == 1
-        && ack[0].as_object().is_some_and(|o| {
-            o.len() == 2
-                && o.get("ok") == Some(&Value::Bool(false))
-                && o.get("error")
-                    .and_then(Value::as_str)
-                    .is_some_and(|e| !e.is_empty())
-        })
+    ack.len() == 1 && ioscale_cluster_tests::is_refusal(&ack[0])
 }
 
 /// Every expected seq exactly once, in order, nothing else.

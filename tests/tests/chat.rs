@@ -50,15 +50,8 @@ fn pair(name: &str, message: &str) -> (String, String) {
 }
 
 /// Each message has exactly `name`, `message` and an integer `time_ms`.
-/// Exactly `{"ok": false, "error": "<non-empty text>"}`, the shape of every refusal.
 fn is_refusal(v: &Value) -> bool {
-    v.as_object().is_some_and(|o| {
-        o.len() == 2
-            && o.get("ok") == Some(&Value::Bool(false))
-            && o.get("error")
-                .and_then(Value::as_str)
-                .is_some_and(|e| !e.is_empty())
-    })
+    ioscale_cluster_tests::is_refusal(v)
 }
 
 fn well_formed(m: &Value) -> bool {

@@ -257,9 +257,8 @@ async fn bad_input_and_delete_disambiguation() -> Result<()> {
             let body = &got[0][0];
             checks.check(
                 body["success"] == false
-                    && body["ok"] == false
                     && body["status"] == *status
-                    && body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                    && ioscale_cluster_tests::is_refusal_with(body, &["success", "status"]),
                 || format!("{event} {payload}: {reply} should carry a {status} error, got {got:?}"),
             );
         }
@@ -275,8 +274,12 @@ async fn bad_input_and_delete_disambiguation() -> Result<()> {
             .wait_count("c", "model-error", 3, EVENT_TIMEOUT)
             .await?;
         checks.check(
-            errs.iter()
-                .all(|e| e[0]["event"] == "read" && e[0]["status"] == 400 && e[0]["ok"] == false),
+            errs.iter().all(|e| {
+                e[0]["event"] == "read"
+                    && e[0]["status"] == 400
+                    && e[0]["code"] == "bad_request"
+                    && ioscale_cluster_tests::is_refusal_with(&e[0], &["event", "status"])
+            }),
             || format!("model-error events: {errs:?}"),
         );
         // With an ack, the answer also comes through it.

@@ -287,8 +287,7 @@ async fn bad_input_gets_a_status_and_changes_nothing() -> Result<()> {
             checks.check(
                 r.status == Some(*status)
                     && r.body["status"] == *status
-                    && r.body["ok"] == false
-                    && r.body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                    && ioscale_cluster_tests::is_refusal_with(&r.body, &["status"]),
                 || format!("{method} {url} {data}: expected {status} with an error, got {r:?}"),
             );
         }

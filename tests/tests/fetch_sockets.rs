@@ -116,7 +116,7 @@ async fn returns_a_single_socket_instance(transport: Transport) -> Result<()> {
         )
         .await?;
     ensure!(
-        ack == [json!({"ok": false, "error": "set-data expects an object"})],
+        ack == [json!({"ok": false, "code": "bad_request", "error": "set-data expects an object"})],
         "set-data of a string: {ack:?}"
     );
     cluster

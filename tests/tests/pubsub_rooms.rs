@@ -27,7 +27,7 @@ async fn a_client_cannot_join_or_publish_to_another_sockets_id_room() -> Result<
             .emit_with_ack("spy", "join", vec![json!(victim)], ACK)
             .await?;
         ensure!(
-            ack == [json!({"ok": false, "error": RESERVED})],
+            ack == [json!({"ok": false, "code": "forbidden", "error": RESERVED})],
             "joining another socket's id room must be refused: {ack:?}"
         );
         let publish = json!({"room": victim, "data": "private?"});
@@ -35,7 +35,7 @@ async fn a_client_cannot_join_or_publish_to_another_sockets_id_room() -> Result<
             .emit_with_ack("spy", "publish", vec![publish], ACK)
             .await?;
         ensure!(
-            ack == [json!({"ok": false, "error": RESERVED})],
+            ack == [json!({"ok": false, "code": "forbidden", "error": RESERVED})],
             "publishing into another socket's id room must be refused: {ack:?}"
         );
 

@@ -110,16 +110,9 @@ async fn ack(agent: &Agent, c: &Client, event: &str, args: Vec<Value>) -> Result
         .await
 }
 
-/// `[{"ok": false, "error": <non-empty string>}]`
+/// An ack of one refusal.
 fn is_error_ack(a: &[Value]) -> bool {
-    a.len() == 1
-        && a[0].as_object().is_some_and(|o| {
-            o.len() == 2
-                && o.get("ok") == Some(&Value::Bool(false))
-                && o.get("error")
-                    .and_then(Value::as_str)
-                    .is_some_and(|e| !e.is_empty())
-        })
+    a.len() == 1 && ioscale_cluster_tests::is_refusal(&a[0])
 }
 
 /// "How to use" and "Sending and receiving events": `news` to the new socket,
@@ -201,7 +194,9 @@ async fn nickname_is_visible_on_every_node(t: Transport) -> Result<()> {
     expect_delivery(&agent, &c, &[&c[1]], "readme-error", None).await?;
     let e = agent.events(&c[1].name, "readme-error").await?;
     ensure!(
-        e[0] == [json!({"event": "msg", "ok": false, "error": "set a nickname first"})],
+        e[0] == [
+            json!({"event": "msg", "ok": false, "code": "bad_request", "error": "set a nickname first"})
+        ],
         "msg without nickname: {e:?}"
     );
     expect_none(&agent, &c, "msg").await?;

@@ -225,10 +225,7 @@ impl ModelStore {
     /// `NotFound`, a disallowed collection, or Redis failing.
     pub async fn get(&self, collection: &str, id: u64) -> Result<Record, ModelError> {
         self.check_collection(collection)?;
-        let not_found = || ModelError::NotFound {
-            collection: collection.to_owned(),
-            id,
-        };
+        let not_found = || ModelError::not_found(collection, id);
         match &self.backend {
             Backend::Memory(m) => {
                 let m = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -406,10 +403,7 @@ impl ModelStore {
     /// `NotFound`, a disallowed collection, or Redis failing.
     pub async fn remove(&self, collection: &str, id: u64) -> Result<Record, ModelError> {
         self.check_collection(collection)?;
-        let not_found = || ModelError::NotFound {
-            collection: collection.to_owned(),
-            id,
-        };
+        let not_found = || ModelError::not_found(collection, id);
         match &self.backend {
             Backend::Memory(m) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::refusal::{Code, Refused};
+
 /// A record: a JSON object whose `id` field the store owns.
 pub type Record = serde_json::Map<String, Value>;
 
@@ -91,6 +93,14 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// No record `id` in `collection`.
+    pub fn not_found(collection: &str, id: u64) -> Self {
+        ModelError::NotFound {
+            collection: collection.to_owned(),
+            id,
+        }
+    }
+
     /// The HTTP status a REST client would get.
     pub fn status(&self) -> u16 {
         match self {
@@ -112,13 +122,21 @@ impl ModelError {
         self.status() < 500
     }
 
-    /// The text a client gets. Redis's error text is internal: the client is told the storage
-    /// is unavailable, and the detail is logged where the request is counted
-    /// (`Models::count_error`).
-    pub fn client_message(&self) -> String {
+    /// What the client is told. A server-side cause is internal: it is logged under a request
+    /// id, and the client gets a fixed text, the code and that id. Call it once per answer.
+    pub fn refused(&self) -> Refused {
+        let code = Code::from_status(self.status());
         match self {
-            ModelError::Redis(_) => "storage unavailable, retry later".to_owned(),
-            e => e.to_string(),
+            ModelError::Redis(_) => Refused::internal(
+                code,
+                "storage unavailable, retry later",
+                "model request",
+                self,
+            ),
+            ModelError::Corrupt { .. } => {
+                Refused::internal(code, "a stored record is unreadable", "model request", self)
+            }
+            e => Refused::new(code, e.to_string()),
         }
     }
 }
@@ -200,7 +218,7 @@ pub(super) mod tests {
     use serde_json::json;
 
     /// The object of `v`, empty for anything else.
-    pub(in crate::models) fn obj(v: Value) -> Record {
+    pub(in crate::apps::models) fn obj(v: Value) -> Record {
         match v {
             Value::Object(m) => m,
             _ => Record::new(),

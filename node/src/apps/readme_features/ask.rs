@@ -47,14 +47,14 @@ pub(super) async fn ask(
         return reply_error(&s, reply, "ask", e);
     }
     let Some(h) = app.cluster.namespace(NAMESPACE) else {
-        return reply_error(&s, reply, "ask", "namespace not ready".to_owned());
+        return reply_error(&s, reply, "ask", not_ready());
     };
     let parser = CommonParser;
     let value = match parser.encode_value(&Args(vec![a.question]), Some("question")) {
         Ok(v) => v,
         Err(e) => {
-            tracing::debug!(error = %e, "readme: question not encodable");
-            return reply_error(&s, reply, "ask", "cannot encode question".to_owned());
+            let r = Refused::internal(Code::Internal, "cannot encode question", "ask", &e);
+            return reply_error(&s, reply, "ask", r);
         }
     };
     let mut opts = ioscale_adapter::all_sockets();
@@ -70,26 +70,7 @@ pub(super) async fn ask(
             return reply_error(&s, reply, "ask", msg);
         }
     };
-    let mut answers = Vec::new();
-    let mut unanswered = Vec::new();
-    for entry in report.acks {
-        match entry.response {
-            Ok(mut v) => {
-                // The answer keeps its binary parts: it goes back as ApiValue, not JSON.
-                let answer = parser
-                    .decode_value::<ApiValue>(&mut v, false)
-                    .unwrap_or(ApiValue::Null);
-                answers.push(AnswerOut {
-                    socket: entry.socket,
-                    node: entry.node,
-                    answer,
-                });
-            }
-            // A stable code (`timeout`, `socket_closed`, ...), never the transport's text.
-            Err(e) => unanswered
-                .push(json!({"socket": entry.socket, "node": entry.node, "error": e.as_str()})),
-        }
-    }
+    let (answers, unanswered) = sort_answers(report.acks, &parser);
     reply.ack_with(&AskOut {
         answers,
         unanswered,
@@ -111,4 +92,35 @@ pub(super) struct AskOut {
     unanswered: Vec<Json>,
     complete: bool,
     missing_nodes: Vec<String>,
+}
+
+/// Splits the acks into answers and failures. An answer that does not decode is a failure
+/// with its own code, never a silent `null`.
+fn sort_answers(
+    acks: Vec<ioscale_adapter::AckEntry>,
+    parser: &CommonParser,
+) -> (Vec<AnswerOut>, Vec<Json>) {
+    let mut answers = Vec::new();
+    let mut unanswered = Vec::new();
+    for entry in acks {
+        let answer = match entry.response {
+            // The answer keeps its binary parts: it goes back as ApiValue, not JSON.
+            Ok(mut v) => parser
+                .decode_value::<ApiValue>(&mut v, false)
+                .map_err(|_| "undecodable_answer"),
+            // A stable code (`timeout`, `socket_closed`, ...), never the transport's text.
+            Err(e) => Err(e.as_str()),
+        };
+        match answer {
+            Ok(answer) => answers.push(AnswerOut {
+                socket: entry.socket,
+                node: entry.node,
+                answer,
+            }),
+            Err(code) => {
+                unanswered.push(json!({"socket": entry.socket, "node": entry.node, "error": code}))
+            }
+        }
+    }
+    (answers, unanswered)
 }

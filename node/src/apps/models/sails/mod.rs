@@ -36,7 +36,8 @@ use super::{
     sails_class_room, sails_instance_room,
 };
 use crate::{
-    app::{Adapter, App},
+    app::Adapter,
+    refusal::{Code, Refused},
     sockets::Reply,
 };
 
@@ -89,7 +90,7 @@ enum Form {
 #[derive(Debug)]
 struct Failure {
     status: u16,
-    error: String,
+    refused: Refused,
     model: Option<ModelError>,
 }
 
@@ -97,7 +98,7 @@ impl From<ModelError> for Failure {
     fn from(e: ModelError) -> Self {
         Failure {
             status: e.status(),
-            error: e.client_message(),
+            refused: e.refused(),
             model: Some(e),
         }
     }
@@ -106,7 +107,7 @@ impl From<ModelError> for Failure {
 fn bad_request(error: impl Into<String>) -> Failure {
     Failure {
         status: 400,
-        error: error.into(),
+        refused: Refused::new(Code::BadRequest, error),
         model: None,
     }
 }
@@ -114,7 +115,10 @@ fn bad_request(error: impl Into<String>) -> Failure {
 fn no_route(method: Method, path: &str) -> Failure {
     Failure {
         status: 404,
-        error: format!("no route for {} {path}", method.as_str()),
+        refused: Refused::new(
+            Code::NotFound,
+            format!("no route for {} {path}", method.as_str()),
+        ),
         model: None,
     }
 }
@@ -202,12 +206,7 @@ pub async fn handle(
     payload: Result<Value, String>,
     ack: Reply,
     models: Arc<Models>,
-    app: Arc<App>,
 ) {
-    app.metrics
-        .events
-        .with_label_values(&[super::NAMESPACE])
-        .inc();
     let (form, parsed) = parse_request(payload);
     let routed = parsed.and_then(|(url, data)| {
         let message = data.get("message").cloned();
@@ -245,14 +244,9 @@ pub async fn handle(
             ack,
             form,
             f.status,
-            &json!({"status": f.status, "ok": false, "error": f.error}),
+            &f.refused.to_json_with([("status", f.status.into())]),
         ),
-        Err(f) => {
-            let e = f
-                .model
-                .unwrap_or_else(|| ModelError::Invalid(f.error.clone()));
-            emit_error(&s, method.event(), &e);
-        }
+        Err(f) => emit_error(&s, method.event(), f.status, &f.refused),
     }
 }
 

@@ -27,9 +27,10 @@ use socketioxide_parser_common::CommonParser;
 
 use crate::{
     app::{Adapter, App},
-    eager::Eager,
+    application::{Application, Setup},
+    refusal::{Code, Refused},
     rooms::{self, MAX_ROOM_CHARS},
-    sockets::{self, Reply},
+    sockets::Reply,
     value::{ApiValue, Args},
 };
 
@@ -120,9 +121,9 @@ fn text(what: &str, v: Result<String, String>, max: usize) -> Result<String, Str
 
 /// A room a client may name (see [`rooms::check_client`]): every socket sits in a room named
 /// by its id, so joining one would let a client read another socket's private events.
-fn room(v: Result<String, String>) -> Result<String, String> {
+fn room(v: Result<String, String>) -> Result<String, Refused> {
     let r = v.map_err(|e| format!("room must be a string ({e})"))?;
-    rooms::check_client(&r).map_err(|e| e.to_string())?;
+    rooms::check_client(&r)?;
     Ok(r)
 }
 
@@ -130,26 +131,32 @@ fn parsed<T>(TryData(d): TryData<T>) -> Result<T, String> {
     d.map_err(|e| e.to_string())
 }
 
-/// Answers an error: `{ok: false, error}` through the ack when the client sent one, else
-/// `readme-error {event, ok: false, error}`.
-fn reply_error(s: &SocketRef<Adapter>, reply: Reply, event: &str, error: String) {
-    tracing::debug!(sid = %s.id, event, error = %error, "readme: bad input");
+/// Answers an error: `{ok: false, code, error}` through the ack when the client sent one,
+/// else `readme-error {event, ok: false, code, error}`.
+fn reply_error(s: &SocketRef<Adapter>, reply: Reply, event: &str, error: impl Into<Refused>) {
+    let r: Refused = error.into();
+    tracing::debug!(sid = %s.id, event, error = %r.error, "readme: refused");
     if reply.has_ack() {
-        reply.ack(&json!({"ok": false, "error": error}));
+        reply.ack(&r.to_json());
     } else {
-        reply.send(
-            s,
-            ERROR_EVENT,
-            &json!({"event": event, "ok": false, "error": error}),
-        );
+        reply.send(s, ERROR_EVENT, &r.to_json_with([("event", event.into())]));
     }
 }
 
 /// What a client is told when a cluster request fails: Redis's and the adapter's error text is
-/// internal, so it is logged and the client gets a fixed message.
-fn cluster_unavailable(event: &str, e: &ioscale_adapter::Error) -> String {
-    tracing::warn!(event, error = %e, "readme: cluster request failed");
-    "cluster unavailable, retry later".to_owned()
+/// internal, so it is logged under a request id and the client gets a fixed message.
+fn cluster_unavailable(event: &str, e: &ioscale_adapter::Error) -> Refused {
+    Refused::internal(
+        Code::Unavailable,
+        "cluster unavailable, retry later",
+        event,
+        e,
+    )
+}
+
+/// The namespace's handle is gone: the node is closing.
+fn not_ready() -> Refused {
+    Refused::new(Code::Unavailable, "namespace not ready")
 }
 
 fn count_event(app: &App, ns: &str) {
@@ -158,9 +165,8 @@ fn count_event(app: &App, ns: &str) {
 
 // --- /readme --------------------------------------------------------------------------------
 
-/// Connect handler of `/readme`: the README's connection-time recipes, in its order.
-pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, State(app): State<Arc<App>>) {
-    sockets::on_connect_then(&s, &app, Some(on_disconnect));
+/// Connect hook of `/readme`: the README's connection-time recipes, in its order.
+async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, _app: Arc<App>) {
     s.on("my other event", my_other_event);
     s.on("private message", private_message);
     s.on("set nickname", set_nickname);
@@ -370,7 +376,7 @@ async fn nicknames(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<Ap
         return reply_error(&s, reply, "nicknames", "nicknames needs an ack".to_owned());
     }
     let Some(h) = app.cluster.namespace(NAMESPACE) else {
-        return reply_error(&s, reply, "nicknames", "namespace not ready".to_owned());
+        return reply_error(&s, reply, "nicknames", not_ready());
     };
     match h.fetch_sockets_report(ioscale_adapter::all_sockets()).await {
         Ok(report) => {
@@ -390,28 +396,22 @@ async fn nicknames(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<Ap
     }
 }
 
-/// Serves the README recipes' namespaces (`/readme`, `/chat`, `/news`).
-///
-/// # Errors
-/// A namespace that fails to initialise in the cluster.
-pub async fn serve(io: &SocketIo<Adapter>) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    io.ns(NAMESPACE, Eager(|s, io, app| on_connect(s, io, State(app))))
-        .await
-        .context("namespace /readme")?;
-    io.ns(
-        CHAT_NAMESPACE,
-        Eager(|s, io, app| on_connect_chat(s, io, State(app))),
-    )
-    .await
-    .context("namespace /chat")?;
-    io.ns(
-        NEWS_NAMESPACE,
-        Eager(|s, _io, app| on_connect_news(s, State(app))),
-    )
-    .await
-    .context("namespace /news")?;
-    Ok(())
+/// The README recipes as an application of the node, on `/readme`, `/chat` and `/news`.
+#[derive(Debug, Default)]
+pub struct ReadmeFeatures;
+
+impl Application for ReadmeFeatures {
+    fn name(&self) -> &'static str {
+        "readme_features"
+    }
+
+    fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
+        setup.on_connect(NAMESPACE, on_connect);
+        setup.on_disconnect(NAMESPACE, on_disconnect);
+        setup.on_connect(CHAT_NAMESPACE, on_connect_chat);
+        setup.on_connect(NEWS_NAMESPACE, |s, _io, app| on_connect_news(s, app));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@ pub use store::ModelStore;
 
 use crate::{
     app::{Adapter, App},
-    config::Config,
+    application::{Application, Setup},
+    refusal::Refused,
     sockets::Reply,
 };
 
@@ -70,6 +71,67 @@ pub fn sails_instance_room(collection: &str, id: u64) -> String {
     format!("sails:{collection}:{id}")
 }
 
+/// The CRUD dialects' flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelConfig {
+    /// Collections the CRUD dialects (ko.ninja, Backbone.sync, Sails) may use, comma-separated.
+    /// Absent: any name of 1-64 `[A-Za-z0-9_-]` (starting with a letter or digit), up to
+    /// `--max-collections` of them.
+    #[arg(long, env = "IOSCALE_COLLECTIONS", value_delimiter = ',')]
+    pub collections: Vec<String>,
+    /// Most collections clients may create when `--collections` is absent.
+    #[arg(long, env = "IOSCALE_MAX_COLLECTIONS", default_value_t = 100)]
+    pub max_collections: usize,
+    /// Largest model record, serialised as JSON.
+    #[arg(long, env = "IOSCALE_MAX_RECORD_BYTES", default_value_t = 65_536)]
+    pub max_record_bytes: usize,
+    /// Most records per collection.
+    #[arg(long, env = "IOSCALE_MAX_RECORDS", default_value_t = 10_000)]
+    pub max_records: usize,
+    /// ko.ninja message names per collection, `collection:op=event,op=event` (ops: find,
+    /// findOne, insert, update, remove); repeat the flag, or separate collections with `;`.
+    #[arg(long, env = "IOSCALE_KO_MESSAGE_NAMES", value_delimiter = ';')]
+    pub ko_message_names: Vec<String>,
+}
+
+/// The CRUD dialects as an application of the node, on `/` beside the chat.
+#[derive(Debug)]
+pub struct Crud {
+    settings: Settings,
+}
+
+impl Crud {
+    /// The dialects with checked flags.
+    ///
+    /// # Errors
+    /// What [`Settings::from_config`] refuses.
+    pub fn new(config: &ModelConfig) -> Result<Self, SettingsError> {
+        Ok(Self {
+            settings: Settings::from_config(config)?,
+        })
+    }
+}
+
+impl Application for Crud {
+    fn name(&self) -> &'static str {
+        "models"
+    }
+
+    fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
+        let app = setup.app();
+        let models = Models::new(
+            self.settings.clone(),
+            &app.cluster,
+            &app.config.redis_prefix,
+            &app.registry,
+        )?;
+        setup.state(models);
+        // The seeds' clients connect to `/`, where the chat is too.
+        setup.on_connect(NAMESPACE, |s, _io, _app| async move { register(&s) });
+        Ok(())
+    }
+}
+
 /// A configuration of the model dialects that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -91,7 +153,7 @@ impl Settings {
     ///
     /// # Errors
     /// An invalid collection name, a zero limit or a malformed message-name mapping.
-    pub fn from_config(c: &Config) -> Result<Self, SettingsError> {
+    pub fn from_config(c: &ModelConfig) -> Result<Self, SettingsError> {
         let mut names = std::collections::BTreeSet::new();
         for name in c
             .collections
@@ -186,10 +248,11 @@ impl Models {
 
     /// Counts one failed request.
     pub fn count_error(&self, dialect: &'static str, op: &'static str, e: &ModelError) {
+        // A server error's cause is logged where the client's answer is made
+        // (`ModelError::refused`), under the request id the answer carries.
         let result = if e.is_client_error() {
             "client_error"
         } else {
-            tracing::warn!(dialect, op, error = %e, "model request failed");
             "server_error"
         };
         self.requests
@@ -336,13 +399,11 @@ async fn publish(
     }
 }
 
-/// Tells a client that sent no ack about an error: `model-error {event, ok: false, error,
-/// status}`.
-pub fn emit_error(s: &SocketRef<Adapter>, event: &str, e: &ModelError) {
-    let _ = s.emit(
-        ERROR_EVENT,
-        &json!({"event": event, "ok": false, "error": e.client_message(), "status": e.status()}),
-    );
+/// Tells a client that sent no ack about an error: `model-error {event, status, ok: false,
+/// code, error}`.
+pub fn emit_error(s: &SocketRef<Adapter>, event: &str, status: u16, r: &Refused) {
+    let body = r.to_json_with([("event", event.into()), ("status", status.into())]);
+    let _ = s.emit(ERROR_EVENT, &body);
 }
 
 /// The CRUD events with a handler of their own; ko.ninja's go through the fallback.
@@ -350,7 +411,7 @@ const CRUD_EVENTS: [&str; 7] = ["create", "read", "update", "delete", "get", "po
 
 /// Registers the dialects' events on a socket of `/`. Called from the namespace's connect
 /// handler before anything is awaited, so a client's first event finds its handler.
-pub fn register(s: &SocketRef<Adapter>) {
+fn register(s: &SocketRef<Adapter>) {
     for event in CRUD_EVENTS {
         s.on(event, crud);
     }
@@ -373,6 +434,7 @@ async fn crud(
 ) {
     use backbone::Op;
     use sails::Method;
+    app.metrics.events.with_label_values(&[NAMESPACE]).inc();
     let data = data.map_err(|e| e.to_string());
     let backbone = match event.as_str() {
         "create" => Some(Op::Create),
@@ -384,7 +446,7 @@ async fn crud(
         _ => None,
     };
     if let Some(op) = backbone {
-        return backbone::handle(op, s, io, data, ack, models, app).await;
+        return backbone::handle(op, s, io, data, ack, models).await;
     }
     let method = match event.as_str() {
         "get" => Method::Get,
@@ -392,5 +454,5 @@ async fn crud(
         "put" => Method::Put,
         _ => Method::Delete,
     };
-    sails::handle(method, s, io, data, ack, models, app).await;
+    sails::handle(method, s, io, data, ack, models).await;
 }

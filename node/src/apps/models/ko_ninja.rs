@@ -155,8 +155,8 @@ pub async fn fallback(
     models.count("ko_ninja", op.metric(), &r);
     match r {
         Ok(body) => ack.ack_with(&body),
-        Err(e) if ack.has_ack() => ack.ack_with(&json!({"ok": false, "error": e.client_message()})),
-        Err(e) => emit_error(&s, &event, &e),
+        Err(e) if ack.has_ack() => ack.ack_with(&e.refused().to_json()),
+        Err(e) => emit_error(&s, &event, e.status(), &e.refused()),
     }
 }
 

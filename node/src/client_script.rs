@@ -1,5 +1,5 @@
-//! The chat page of seed "Getting started with Socket.io" at `GET /` (HTML and JS embedded in
-//! the binary), and the socket.io browser client it loads from `/socket.io/socket.io.js`.
+//! The socket.io browser client, served at `/socket.io/socket.io.js` for any page a node's
+//! applications serve.
 //!
 //! The client script is socket.io-client's `dist/socket.io.min.js` from npm. It is installed
 //! by `npm ci --prefix node/client`, not committed, and read from disk at each request (so an
@@ -13,59 +13,17 @@
 use std::path::{Path, PathBuf};
 
 use axum::{
-    Router,
     http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::IntoResponse,
     routing::{MethodRouter, get},
 };
 
 use crate::config::Config;
 
-/// Where the page loads the socket.io client from (as in the seed).
+/// Where pages load the socket.io client from (as in the seeds).
 pub const CLIENT_SCRIPT_ROUTE: &str = "/socket.io/socket.io.js";
-/// The page's own script.
-pub const PAGE_SCRIPT_ROUTE: &str = "/js/chat.js";
 /// The client script inside an installed `socket.io-client` package.
 const CLIENT_SCRIPT_IN_PACKAGE: &str = "node_modules/socket.io-client/dist/socket.io.min.js";
-
-const INDEX_HTML: &str = include_str!("../static/index.html");
-const CHAT_JS: &str = include_str!("../static/chat.js");
-
-/// Only the node's own scripts and connections; inline styles are the page's only inline part.
-const CSP: &str = "default-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; \
-                   img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-/// `GET /` (the page) and `GET /js/chat.js` (its script).
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(async || asset("text/html; charset=utf-8", INDEX_HTML)),
-        )
-        .route(
-            PAGE_SCRIPT_ROUTE,
-            get(async || asset("text/javascript; charset=utf-8", CHAT_JS)),
-        )
-}
 
 /// The places the client script may be, in the order they are tried.
 pub fn client_script_candidates(config: &Config) -> Vec<PathBuf> {
@@ -151,8 +109,6 @@ pub fn client_script_route(config: &Config) -> MethodRouter {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
     #[test]
@@ -173,13 +129,5 @@ mod tests {
             all.last()
                 .is_some_and(|p| p.starts_with(env!("CARGO_MANIFEST_DIR")))
         );
-    }
-
-    #[test]
-    fn the_page_loads_the_client_and_its_script() {
-        assert!(INDEX_HTML.contains(CLIENT_SCRIPT_ROUTE));
-        assert!(INDEX_HTML.contains(PAGE_SCRIPT_ROUTE));
-        // Messages are rendered as text, never as HTML.
-        assert!(!CHAT_JS.contains("innerHTML"));
     }
 }

@@ -2,14 +2,9 @@
 
 use super::*;
 
-/// Connect handler of `/chat`: `a message` to every `/chat` socket on every node, then one to
+/// Connect hook of `/chat`: `a message` to every `/chat` socket on every node, then one to
 /// the new socket (the README's `chat.emit` and `socket.emit`).
-pub(super) async fn on_connect_chat(
-    s: SocketRef<Adapter>,
-    io: SocketIo<Adapter>,
-    State(app): State<Arc<App>>,
-) {
-    sockets::on_connect(&s, &app);
+pub(super) async fn on_connect_chat(s: SocketRef<Adapter>, io: SocketIo<Adapter>, _app: Arc<App>) {
     s.on("hi!", hi);
     if let Some(chat) = io.of(CHAT_NAMESPACE)
         && let Err(e) = chat
@@ -37,9 +32,8 @@ pub(super) async fn hi(s: SocketRef<Adapter>, reply: Reply, State(app): State<Ar
     reply.ack(&json!({"ok": true}));
 }
 
-/// Connect handler of `/news`: `item {news: 'item'}` to the new socket.
-pub(super) async fn on_connect_news(s: SocketRef<Adapter>, State(app): State<Arc<App>>) {
-    sockets::on_connect(&s, &app);
+/// Connect hook of `/news`: `item {news: 'item'}` to the new socket.
+pub(super) async fn on_connect_news(s: SocketRef<Adapter>, _app: Arc<App>) {
     s.on("woot", woot);
     let _ = s.emit("item", &json!({"news": "item"}));
 }

@@ -20,10 +20,7 @@ use super::{
     record::{parse_id, parse_id_str},
     record_room,
 };
-use crate::{
-    app::{Adapter, App},
-    sockets::Reply,
-};
+use crate::{app::Adapter, refusal::Refused, sockets::Reply};
 
 /// Longest `endPoint` or `ctx` accepted.
 pub const MAX_SIGNATURE_CHARS: usize = 512;
@@ -223,22 +220,18 @@ pub async fn handle(
     data: Result<Value, String>,
     ack: Reply,
     models: Arc<Models>,
-    app: Arc<App>,
 ) {
-    app.metrics
-        .events
-        .with_label_values(&[super::NAMESPACE])
-        .inc();
     let req = match parse(op, data) {
         Ok(r) => r,
         Err((reply_event, e)) => {
             models.count_error("backbone", metric(op), &e);
-            let body = error_body(&e);
+            let refused = e.refused();
+            let body = error_body(&e, &refused);
             match reply_event {
                 Some(ev) => {
                     let _ = s.emit(ev, &body);
                 }
-                None => emit_error(&s, op.as_str(), &e),
+                None => emit_error(&s, op.as_str(), e.status(), &refused),
             }
             ack.ack_with(&body);
             return;
@@ -248,15 +241,15 @@ pub async fn handle(
     models.count("backbone", metric(op), &r);
     let body = match r {
         Ok(body) => body,
-        Err(e) => error_body(&e),
+        Err(e) => error_body(&e, &e.refused()),
     };
     let _ = s.emit(req.reply_event, &body);
     ack.ack_with(&body);
 }
 
 /// The seed's `{success: false}`, with the `ok: false` every refusal of the node carries.
-fn error_body(e: &ModelError) -> Value {
-    json!({"success": false, "ok": false, "error": e.client_message(), "status": e.status()})
+fn error_body(e: &ModelError, r: &Refused) -> Value {
+    r.to_json_with([("success", false.into()), ("status", e.status().into())])
 }
 
 #[cfg(test)]
