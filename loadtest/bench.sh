@@ -37,6 +37,12 @@
 #                          socketioxide, raw-ws; default: one per core). Node is single-threaded
 #   --generator-threads N  threads of the load generator (1: its single-threaded runtime, the
 #                          least CPU per delivery; every report shows what it used)
+#   --baseline-node-bin P  adds the implementation `ioscale-baseline`: 3 x the ioscale-node at
+#                          path P (another build, e.g. an earlier commit's), run exactly like
+#                          `ioscale`, for A/B comparisons of two builds (`--impls
+#                          ioscale,ioscale-baseline`)
+#   --baseline-node-args A extra flags of the `ioscale-baseline` nodes only (one string, split on
+#                          spaces), e.g. to compare `--auth jwt` against no auth on one build
 #   --no-build             use the binaries already in target/release
 set -euo pipefail
 
@@ -67,6 +73,8 @@ connect_rate=2000
 hold_s=5
 out=""
 build=1
+baseline_node_bin=""
+baseline_node_args=""
 extra=()
 
 need_value() {
@@ -98,6 +106,8 @@ while [ $# -gt 0 ]; do
     --out) need_value "$@"; out="$2"; shift 2 ;;
     --server-threads) need_value "$@"; server_threads="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
+    --baseline-node-bin) need_value "$@"; baseline_node_bin="$2"; shift 2 ;;
+    --baseline-node-args) need_value "$@"; baseline_node_args="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -106,6 +116,10 @@ done
 case "$scenario" in fanout|chat|rpc|idle) ;; *) echo "bench.sh: --scenario must be fanout, chat, rpc or idle" >&2; exit 2 ;; esac
 # The memory benchmark measures what one server process pays per connection.
 [ "$scenario" = idle ] && nodes=1
+if [[ ",$impls," == *",ioscale-baseline,"* ]] && [ ! -x "$baseline_node_bin" ]; then
+  echo "bench.sh: ioscale-baseline needs --baseline-node-bin PATH to an ioscale-node executable" >&2
+  exit 2
+fi
 
 [ -n "$out" ] || out="target/bench/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out/logs"
@@ -205,8 +219,13 @@ run_one() { # impl run
     port="${ports[$i]}"
     local log="$out/logs/$tag.node$((i + 1)).log"
     case "$impl" in
-      ioscale)
-        env "${threads_env[@]}" RUST_LOG=info "$BIN/ioscale-node" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
+      ioscale | ioscale-baseline)
+        local node_bin="$BIN/ioscale-node" node_extra=()
+        if [ "$impl" = ioscale-baseline ]; then
+          node_bin="$baseline_node_bin"
+          read -r -a node_extra <<<"$baseline_node_args"
+        fi
+        env "${threads_env[@]}" RUST_LOG=info "$node_bin" "${node_extra[@]}" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
           --redis-url "redis://127.0.0.1:$rport" --shutdown-timeout-ms 1000 >"$log" 2>&1 &
         ;;
       node-socketio)

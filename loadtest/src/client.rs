@@ -194,9 +194,18 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Shared HTTP client of the polling clients (a connection pool).
     pub http: reqwest::Client,
+    /// The JSON `auth` payload of every namespace CONNECT (`{"token": …}`), if any.
+    pub auth: Option<String>,
 }
 
 impl ClientConfig {
+    /// Sends `{"token": token}` with every namespace CONNECT.
+    #[must_use]
+    pub fn with_auth_token(mut self, token: Option<&str>) -> Self {
+        self.auth = token.map(|t| serde_json::json!({ "token": t }).to_string());
+        self
+    }
+
     /// # Errors
     /// If the HTTP client cannot be built.
     pub fn new(protocol: Protocol, connect_timeout: Duration) -> anyhow::Result<Self> {
@@ -208,6 +217,7 @@ impl ClientConfig {
             protocol,
             connect_timeout,
             http,
+            auth: None,
         })
     }
 }
@@ -343,7 +353,9 @@ impl Client {
             }
         }
         let transport_time = started.elapsed();
-        client.send(protocol::connect_packet(nsp)).await?;
+        client
+            .send(protocol::connect_packet(nsp, cfg.auth.as_deref()))
+            .await?;
         loop {
             let msg = client
                 .recv()

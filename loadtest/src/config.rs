@@ -90,6 +90,10 @@ pub struct Common {
         default_value_t = 10_000
     )]
     pub connect_timeout_ms: u64,
+    /// A token every Socket.IO client sends in its namespace CONNECT (`auth: {token}`), for
+    /// servers with connection auth (ioscale's `--auth jwt`).
+    #[arg(long, env = "IOSCALE_LOADTEST_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
     /// Write the JSON report here, and an SVG plot next to it (same name, `.svg`).
     #[arg(long, env = "IOSCALE_LOADTEST_REPORT_JSON")]
     pub report_json: Option<PathBuf>,

@@ -198,9 +198,10 @@ pub fn nsp_prefix(nsp: &str) -> String {
     }
 }
 
-/// Engine.IO message carrying a Socket.IO CONNECT to `nsp` (no auth payload).
-pub fn connect_packet(nsp: &str) -> String {
-    format!("40{}", nsp_prefix(nsp))
+/// Engine.IO message carrying a Socket.IO CONNECT to `nsp`, with the JSON `auth` payload
+/// when there is one.
+pub fn connect_packet(nsp: &str, auth: Option<&str>) -> String {
+    format!("40{}{}", nsp_prefix(nsp), auth.unwrap_or(""))
 }
 
 /// Engine.IO message carrying a Socket.IO EVENT; `args_json` is the JSON array
@@ -460,8 +461,12 @@ mod tests {
 
     #[test]
     fn encoders() {
-        assert_eq!(connect_packet("/pubsub"), "40/pubsub,");
-        assert_eq!(connect_packet("/"), "40");
+        assert_eq!(connect_packet("/pubsub", None), "40/pubsub,");
+        assert_eq!(connect_packet("/", None), "40");
+        assert_eq!(
+            connect_packet("/pubsub", Some(r#"{"token":"t"}"#)),
+            r#"40/pubsub,{"token":"t"}"#
+        );
         let prefix = nsp_prefix("/pubsub");
         assert_eq!(
             event_packet(&prefix, Some(3), r#"["join","r"]"#),

@@ -9,7 +9,7 @@ use ioscale_adapter::{Cluster, RedisAdapter};
 use prometheus::Registry;
 use socketioxide::{SocketIo, adapter::Emitter};
 
-use crate::{config::Config, metrics::NodeMetrics};
+use crate::{admission::Admission, config::Config, metrics::NodeMetrics};
 
 /// The adapter every namespace of the node uses.
 pub type Adapter = RedisAdapter<Emitter>;
@@ -27,6 +27,8 @@ pub struct App {
     pub metrics: NodeMetrics,
     /// Registry of every metric.
     pub registry: Registry,
+    /// Who may open sockets.
+    pub admission: Admission,
     shutting_down: AtomicBool,
 }
 
@@ -38,6 +40,7 @@ impl App {
         cluster: Cluster,
         metrics: NodeMetrics,
         registry: Registry,
+        admission: Admission,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
@@ -45,6 +48,7 @@ impl App {
             cluster,
             metrics,
             registry,
+            admission,
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -52,6 +56,11 @@ impl App {
     /// Marks the node as leaving: readiness turns false.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether new sockets are admitted: not while the node is shutting down.
+    pub fn is_accepting(&self) -> bool {
+        !self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Whether the node should receive new traffic.

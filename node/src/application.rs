@@ -7,9 +7,10 @@ use std::{collections::BTreeMap, fmt, future::Future, sync::Arc};
 use anyhow::Context as _;
 use axum::Router;
 use futures_util::future::{BoxFuture, join_all};
-use socketioxide::{SocketIo, SocketIoBuilder, extract::SocketRef};
+use socketioxide::{SocketIo, SocketIoBuilder, extract::SocketRef, handler::ConnectHandler as _};
 
 use crate::{
+    admission,
     app::{Adapter, App, HttpState},
     eager::Eager,
     sockets::{self, OnDisconnect},
@@ -135,7 +136,8 @@ impl<'a> Setup<'a> {
                     join_all(runs).await;
                 }
             });
-            io.ns(ns.clone(), handler)
+            // Every namespace admits its sockets the same way (see `admission`).
+            io.ns(ns.clone(), handler.with(admission::middleware))
                 .await
                 .with_context(|| format!("namespace {ns}"))?;
         }

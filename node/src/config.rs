@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
+use crate::auth::{AuthConfig, AuthMode, Verifier};
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -90,6 +92,13 @@ pub struct Config {
     /// the thread that broadcast needs no cross-thread wake-up.
     #[arg(long, env = "IOSCALE_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Most sockets (namespace connections) this node holds; a handshake beyond it is refused
+    /// (`busy: …`) and counted.
+    #[arg(long, env = "IOSCALE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Connection auth (see `auth`).
+    #[command(flatten)]
+    pub auth: AuthConfig,
     /// Log format.
     #[arg(long, env = "IOSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -142,6 +151,13 @@ impl Config {
         if matches!(self.worker_threads, Some(n) if n == 0 || n > 1024) {
             return bad("--worker-threads must be 1-1024");
         }
+        if self.max_connections == 0 {
+            return bad("--max-connections must be positive");
+        }
+        if self.auth.mode == AuthMode::Jwt {
+            // Reads the key files: a bad key stops the start, not the first handshake.
+            Verifier::from_config(&self.auth)?;
+        }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("--api-key must not be empty");
         }
@@ -182,6 +198,8 @@ impl std::fmt::Debug for Config {
             .field("transports", &self.transports)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("worker_threads", &self.worker_threads)
+            .field("max_connections", &self.max_connections)
+            .field("auth", &self.auth)
             .field("log_format", &self.log_format)
             .field("client_script_path", &self.client_script_path)
             .finish()

@@ -14,10 +14,12 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod application;
 pub mod apps;
+pub mod auth;
 pub mod client_script;
 pub mod config;
 pub mod detach;
@@ -31,6 +33,7 @@ pub mod server;
 pub mod shutdown;
 pub mod sockets;
 pub mod telemetry;
+pub mod token;
 pub mod value;
 
 use clap::Parser;
@@ -51,6 +54,16 @@ pub struct NodeConfig {
     /// The seed applications'.
     #[command(flatten)]
     pub apps: AppsConfig,
+    /// A command instead of running the node.
+    #[command(subcommand)]
+    pub command: Option<NodeCommand>,
+}
+
+/// What `ioscale-node <command>` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Prints a connection token a node with `--auth jwt` accepts.
+    Token(token::TokenArgs),
 }
 
 impl NodeConfig {

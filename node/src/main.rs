@@ -4,11 +4,16 @@
 use anyhow::Context;
 use clap::Parser;
 use ioscale_node::{
-    NodeConfig, application::Application, config::Config, server, shutdown, telemetry,
+    NodeCommand, NodeConfig, application::Application, config::Config, server, shutdown, telemetry,
+    token,
 };
 
 fn main() -> anyhow::Result<()> {
     let config = NodeConfig::parse();
+    if let Some(NodeCommand::Token(args)) = &config.command {
+        println!("{}", token::mint(args).context("minting a token")?);
+        return Ok(());
+    }
     // Before the runtime, which is sized by the configuration.
     let applications = config.applications().context("invalid configuration")?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

@@ -14,6 +14,8 @@ pub struct NodeMetrics {
     pub connects: IntCounterVec,
     /// Disconnections, by namespace and reason.
     pub disconnects: IntCounterVec,
+    /// Handshakes refused, by reason (see [`crate::admission::Refusal::code`]).
+    pub connects_refused: IntCounterVec,
     /// Events received from clients, by namespace.
     pub events: IntCounterVec,
     /// Server API requests, by route and status code.
@@ -88,6 +90,13 @@ impl NodeMetrics {
                 Opts::new("ioscale_disconnections_total", "Disconnections by reason"),
                 &["namespace", "reason"],
             )?,
+            connects_refused: IntCounterVec::new(
+                Opts::new(
+                    "ioscale_connect_refused_total",
+                    "Handshakes refused with a connect_error, by reason",
+                ),
+                &["reason"],
+            )?,
             events: IntCounterVec::new(
                 Opts::new(
                     "ioscale_events_received_total",
@@ -124,6 +133,7 @@ impl NodeMetrics {
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.connects.clone()))?;
         registry.register(Box::new(m.disconnects.clone()))?;
+        registry.register(Box::new(m.connects_refused.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.api_requests.clone()))?;
         registry.register(Box::new(m.server_events.clone()))?;

@@ -34,6 +34,7 @@ use socketioxide::{
 use tokio::sync::mpsc;
 
 use crate::{
+    admission,
     app::{Adapter, App},
     config::Config,
     metrics::PubsubStage,
@@ -124,10 +125,6 @@ struct PublishQueue {
     pending: Arc<AtomicUsize>,
 }
 
-fn check_room(room: &str) -> Result<(), Refused> {
-    rooms::check_client(room).map_err(Refused::from)
-}
-
 /// Connect hook of `/pubsub`.
 pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<App>) {
     s.on("join", join);
@@ -137,18 +134,23 @@ pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<A
 }
 
 async fn join(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Adapter>) {
-    match check_room(&room) {
+    match admission::identity(&s).grants.may_join(&room) {
         Ok(()) => {
             s.join(room);
             let _ = ack.send(&ACK_OK);
         }
         Err(e) => {
-            let _ = ack.send(&e.to_json());
+            let _ = ack.send(&Refused::from(e).to_json());
         }
     }
 }
 
 async fn leave(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Adapter>) {
+    // Leaving is always allowed, but not the rooms the node put the socket in.
+    if let Err(e) = rooms::check_client(&room) {
+        let _ = ack.send(&Refused::from(e).to_json());
+        return;
+    }
     s.leave(room);
     let _ = ack.send(&ACK_OK);
 }
@@ -185,7 +187,7 @@ fn parse(
     }
     let Data(p) = Data::<Publish>::from_message_parts(s, v, ack_id)
         .map_err(|e| format!("publish expects {{room: string, data: any}}: {e}"))?;
-    check_room(&p.room)?;
+    admission::identity(s).grants.may_publish(&p.room)?;
     Ok(p)
 }
 

@@ -130,7 +130,7 @@ impl From<RoomError> for Refused {
     fn from(e: RoomError) -> Self {
         let code = match e {
             RoomError::Length => Code::BadRequest,
-            RoomError::Reserved => Code::Forbidden,
+            RoomError::Reserved | RoomError::NotPermitted => Code::Forbidden,
         };
         Self::new(code, e.to_string())
     }

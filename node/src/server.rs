@@ -13,9 +13,11 @@ use socketioxide::{SocketIo, TransportType, layer::SocketIoLayer};
 use tokio::net::TcpListener;
 
 use crate::{
+    admission::Admission,
     api,
     app::{Adapter, App, HttpState},
     application::{Application, Setup},
+    auth::AuthMode,
     client_script,
     config::{Config, Transport},
     detach, health,
@@ -87,12 +89,15 @@ async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
         node_id: node_id.clone(),
         counter: node_metrics.server_events.clone(),
     });
+    let admission = Admission::new(&config.auth, config.max_connections)
+        .context("invalid auth configuration")?;
     Ok(App::new(
         config.clone(),
         node_id,
         cluster,
         node_metrics,
         registry,
+        admission,
     ))
 }
 
@@ -178,6 +183,12 @@ pub async fn run(
             client_script::client_script_route(&config),
         );
     client_script::log_client_script(&config);
+    if config.auth.mode == AuthMode::None {
+        tracing::warn!(
+            "--auth none: any client may connect to any namespace; use --auth jwt in front of \
+             real users (README, Security)"
+        );
+    }
 
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(

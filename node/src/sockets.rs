@@ -11,9 +11,14 @@ use socketioxide::{
 };
 
 use crate::{
+    admission,
     app::{Adapter, App},
     refusal::{Code, Refused},
+    rooms,
 };
+
+/// The socket data key holding the token's user (`sub`).
+pub const USER_KEY: &str = "user";
 
 /// Largest socket data, serialised, a client may set.
 pub const MAX_SOCKET_DATA_BYTES: usize = 16 * 1024;
@@ -35,6 +40,14 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Vec<OnDiscon
     // Like Node's socket.io: every socket is in a room named by its id, so a server can
     // target it on any node.
     s.join(s.id.to_string());
+    app.admission.opened();
+    // A user's sockets share a room on every node, and its id is visible to fetchSockets
+    // (`data.user`, which `set-data` cannot change).
+    if let Some(user) = &admission::identity(s).user {
+        s.join(rooms::user_room(user));
+        let data = serde_json::json!({ USER_KEY: user });
+        app.cluster.set_socket_data(s.ns(), s.id, data);
+    }
     let ns = s.ns().to_owned();
     let t = transport(s);
     app.metrics.connects.with_label_values(&[&ns]).inc();
@@ -46,6 +59,7 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Vec<OnDiscon
                     reason: DisconnectReason,
                     State(app): State<Arc<App>>| {
             let ns = s.ns().to_owned();
+            app.admission.closed();
             app.metrics.connections.with_label_values(&[&ns, t]).dec();
             app.metrics
                 .disconnects
@@ -86,6 +100,12 @@ async fn set_data(
         let _ = ack.send(&Refused::new(Code::BadRequest, "set-data expects an object").to_json());
         return;
     };
+    // Only the node writes the token's user; without auth the key is the client's.
+    if app.admission.verifies_tokens() && patch.contains_key(USER_KEY) {
+        let error = format!("{USER_KEY} is set by the node, from the connection's token");
+        let _ = ack.send(&Refused::new(Code::Forbidden, error).to_json());
+        return;
+    }
     let mut data = match app.cluster.socket_data(s.ns(), s.id) {
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),

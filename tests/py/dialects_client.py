@@ -16,23 +16,12 @@ import time
 
 import socketio
 
+from checks import Checks
+
 TIMEOUT = 5.0
 SETTLE = 0.3
 
 
-class Checks:
-    """Collects failures instead of stopping at the first, so one run reports all of them."""
-
-    def __init__(self):
-        self.count = 0
-        self.failures = []
-
-    def check(self, ok, what):
-        self.count += 1
-        if not ok:
-            print(f"CHECK FAILED: {what}", file=sys.stderr, flush=True)
-            self.failures.append(what)
-        return ok
 
 
 class Client:

@@ -10,7 +10,7 @@ use ioscale_cluster_tests::{Agent, Cluster, ConnectOpts, Transport};
 use serde_json::json;
 
 const ACK: Duration = Duration::from_secs(5);
-const RESERVED: &str = "room names shaped like socket ids are reserved";
+const RESERVED: &str = "room names shaped like socket ids, and user: rooms, are reserved";
 
 #[tokio::test]
 async fn a_client_cannot_join_or_publish_to_another_sockets_id_room() -> Result<()> {

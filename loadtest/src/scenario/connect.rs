@@ -136,10 +136,13 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
         .iter()
         .map(|u| Target::parse(u, &common.path))
         .collect::<Result<_>>()?;
-    let cfg = Arc::new(ClientConfig::new(
-        common.protocol,
-        Duration::from_millis(common.connect_timeout_ms),
-    )?);
+    let cfg = Arc::new(
+        ClientConfig::new(
+            common.protocol,
+            Duration::from_millis(common.connect_timeout_ms),
+        )?
+        .with_auth_token(common.auth_token.as_deref()),
+    );
     let mut watch = ProcWatch::new(&common.watch_pids)?;
     let progress = Progress::new(!common.no_progress);
     let protocol_name = match common.protocol {

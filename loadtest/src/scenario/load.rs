@@ -998,7 +998,8 @@ pub async fn run(plan: Plan) -> Result<Report> {
     let cfg = ClientConfig::new(
         common.protocol,
         Duration::from_millis(common.connect_timeout_ms),
-    )?;
+    )?
+    .with_auth_token(common.auth_token.as_deref());
     let mut watch = ProcWatch::new(&common.watch_pids)?;
     let progress = Progress::new(!common.no_progress);
     let protocol_name = match common.protocol {

@@ -1,6 +1,10 @@
 //! The README's acknowledgement recipes: `ferret` answers through the ack, `ask` asks sockets
 //! on every node and gathers their answers.
 
+use std::str::FromStr as _;
+
+use socketioxide::socket::Sid;
+
 use super::*;
 
 /// `ferret` (name, fn): the README's acknowledgement recipe, `fn('woot')`.
@@ -44,6 +48,12 @@ pub(super) async fn ask(
     };
     if rooms::check(&a.to).is_err() {
         let e = format!("to must be a socket id or room of 1-{MAX_ROOM_CHARS} characters");
+        return reply_error(&s, reply, "ask", e);
+    }
+    // The README's recipe asks one socket by its id; any other room needs the grant.
+    if Sid::from_str(&a.to).is_err()
+        && let Err(e) = admission::identity(&s).grants.may_publish(&a.to)
+    {
         return reply_error(&s, reply, "ask", e);
     }
     let Some(h) = app.cluster.namespace(NAMESPACE) else {

@@ -26,10 +26,11 @@ use socketioxide_core::{packet::Packet, parser::Parse};
 use socketioxide_parser_common::CommonParser;
 
 use crate::{
+    admission,
     app::{Adapter, App},
     application::{Application, Setup},
     refusal::{Code, Refused},
-    rooms::{self, MAX_ROOM_CHARS},
+    rooms::{self, Grants, MAX_ROOM_CHARS},
     sockets::Reply,
     value::{ApiValue, Args},
 };
@@ -119,11 +120,24 @@ fn text(what: &str, v: Result<String, String>, max: usize) -> Result<String, Str
     Ok(s)
 }
 
-/// A room a client may name (see [`rooms::check_client`]): every socket sits in a room named
-/// by its id, so joining one would let a client read another socket's private events.
-fn room(v: Result<String, String>) -> Result<String, Refused> {
+/// What a client wants to do with a room it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoomUse {
+    Join,
+    Leave,
+    Publish,
+}
+
+/// A room the client may use this way (see `rooms`): every socket sits in a room named by its
+/// id, so joining one would let a client read another socket's private events; beyond the
+/// reserved rooms, the connection's grants decide.
+fn room(v: Result<String, String>, grants: &Grants, how: RoomUse) -> Result<String, Refused> {
     let r = v.map_err(|e| format!("room must be a string ({e})"))?;
-    rooms::check_client(&r)?;
+    match how {
+        RoomUse::Join => grants.may_join(&r)?,
+        RoomUse::Publish => grants.may_publish(&r)?,
+        RoomUse::Leave => rooms::check_client(&r)?,
+    }
     Ok(r)
 }
 
@@ -420,12 +434,19 @@ mod tests {
 
     #[test]
     fn rooms_are_checked() {
+        let all = Grants::new(&["*"], &["*"]);
+        let room = |v| room(v, &all, RoomUse::Join);
         assert!(room(Ok("rammstein fans".to_owned())).is_ok());
         assert!(room(Ok(String::new())).is_err());
         assert!(room(Ok("x".repeat(MAX_ROOM_CHARS + 1))).is_err());
         // A socket id is 16 url-safe base64 characters.
         assert!(room(Ok("AAAAAAAAAAAAAAAA".to_owned())).is_err());
+        assert!(room(Ok("user:bob".to_owned())).is_err());
         assert!(room(Err("invalid type".to_owned())).is_err());
+        let some = Grants::new(&["fans"], &[]);
+        assert!(super::room(Ok("fans".to_owned()), &some, RoomUse::Join).is_ok());
+        assert!(super::room(Ok("fans".to_owned()), &some, RoomUse::Publish).is_err());
+        assert!(super::room(Ok("other".to_owned()), &some, RoomUse::Leave).is_ok());
     }
 
     #[test]

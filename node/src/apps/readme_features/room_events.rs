@@ -43,7 +43,12 @@ pub(super) async fn join_or_leave(
     State(app): State<Arc<App>>,
 ) {
     count_event(&app, NAMESPACE);
-    match room(parsed(r)) {
+    let how = if event == "join" {
+        RoomUse::Join
+    } else {
+        RoomUse::Leave
+    };
+    match room(parsed(r), &admission::identity(&s).grants, how) {
         Ok(r) => {
             if event == "join" {
                 s.join(r);
@@ -95,7 +100,11 @@ pub(super) async fn room_emit(
             return reply_error(&s, reply, event, msg);
         }
     };
-    let r = match room(Ok(e.room)) {
+    let r = match room(
+        Ok(e.room),
+        &admission::identity(&s).grants,
+        RoomUse::Publish,
+    ) {
         Ok(r) => r,
         Err(err) => return reply_error(&s, reply, event, err),
     };

@@ -1,0 +1,173 @@
+//! Who may open a socket on a namespace: every handshake passes here before socketioxide
+//! sends CONNECT. A draining node, a full node (`--max-connections`) and a missing or bad
+//! token (`--auth jwt`) are refused with a `connect_error` whose message is `<code>: <text>`,
+//! counted in `ioscale_connect_refused_total{reason}`. An admitted socket carries its
+//! [`Identity`] in its extensions.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use serde::Deserialize;
+use socketioxide::{
+    extract::{SocketRef, State, TryData},
+    socket::Socket,
+};
+
+use crate::{
+    app::{Adapter, App},
+    auth::{AuthConfig, AuthError, AuthMode, Identity, Verifier},
+    config::ConfigError,
+    rooms::Grants,
+};
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The token (see [`AuthError`]).
+    #[error("{0}")]
+    Auth(AuthError),
+    /// The node is shutting down; the client should connect to another one.
+    #[error("unavailable: this node is shutting down, connect to another")]
+    Draining,
+    /// `--max-connections` sockets are open on this node.
+    #[error("busy: this node has reached its connection limit")]
+    Full,
+}
+
+impl Refusal {
+    /// The code, the `reason` label of the refusal counter.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Auth(e) => e.code(),
+            Refusal::Draining => "draining",
+            Refusal::Full => "connection_limit",
+        }
+    }
+}
+
+/// The handshake's `auth` payload, as socket.io-client (`auth: {token}`) and python-socketio
+/// (`auth={"token": ...}`) send it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AuthPayload {
+    token: String,
+}
+
+/// The admission policy of a node.
+#[derive(Debug)]
+pub struct Admission {
+    verifier: Option<Arc<Verifier>>,
+    /// Namespaces that need a token; `None`: all of them.
+    required: Option<HashSet<String>>,
+    anonymous: Arc<Identity>,
+    max_connections: usize,
+    open: AtomicUsize,
+}
+
+impl Admission {
+    /// The policy the flags describe.
+    ///
+    /// # Errors
+    /// What [`Verifier::from_config`] refuses.
+    pub fn new(c: &AuthConfig, max_connections: usize) -> Result<Self, ConfigError> {
+        let verifier = Verifier::from_config(c)?;
+        let required = (c.mode == AuthMode::Jwt && !c.auth_namespaces.is_empty())
+            .then(|| c.auth_namespaces.iter().cloned().collect());
+        Ok(Self {
+            verifier,
+            required,
+            anonymous: Arc::new(Identity {
+                user: None,
+                grants: Grants::new(&c.anonymous_rooms, &c.anonymous_rooms),
+            }),
+            max_connections,
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    /// Whether the node checks tokens at all (`--auth jwt`).
+    pub fn verifies_tokens(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// Whether sockets of `ns` must bring a token.
+    pub fn requires_token(&self, ns: &str) -> bool {
+        self.verifier.is_some() && self.required.as_ref().is_none_or(|r| r.contains(ns))
+    }
+
+    /// The identity of a handshake on `ns` with `token`.
+    ///
+    /// # Errors
+    /// Why it is refused.
+    pub fn admit(
+        &self,
+        ns: &str,
+        draining: bool,
+        token: Option<&str>,
+    ) -> Result<Arc<Identity>, Refusal> {
+        if draining {
+            return Err(Refusal::Draining);
+        }
+        // Checked, not reserved: concurrent handshakes may overshoot by a few.
+        if self.open.load(Ordering::Relaxed) >= self.max_connections {
+            return Err(Refusal::Full);
+        }
+        match &self.verifier {
+            Some(v) if self.requires_token(ns) => {
+                let token = token.ok_or(Refusal::Auth(AuthError::MissingToken))?;
+                v.verify(token).map(Arc::new).map_err(Refusal::Auth)
+            }
+            _ => Ok(self.anonymous.clone()),
+        }
+    }
+
+    /// A socket opened (see `sockets::common_connect`).
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A socket closed.
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connect middleware of every namespace: admits the handshake or refuses it.
+///
+/// # Errors
+/// The refusal the client gets as its `connect_error` message.
+pub(crate) async fn middleware(
+    s: SocketRef<Adapter>,
+    State(app): State<Arc<App>>,
+    TryData(auth): TryData<AuthPayload>,
+) -> Result<(), Refusal> {
+    let token = auth.as_ref().ok().map(|a| a.token.as_str());
+    match app.admission.admit(s.ns(), !app.is_accepting(), token) {
+        Ok(identity) => {
+            s.extensions.insert(identity);
+            Ok(())
+        }
+        Err(r) => {
+            app.metrics
+                .connects_refused
+                .with_label_values(&[r.code()])
+                .inc();
+            tracing::debug!(ns = s.ns(), reason = r.code(), "handshake refused");
+            Err(r)
+        }
+    }
+}
+
+/// The identity admission gave `s`; a socket without one may use no room by name.
+pub fn identity(s: &Socket<Adapter>) -> Arc<Identity> {
+    s.extensions.get::<Arc<Identity>>().unwrap_or_else(|| {
+        Arc::new(Identity {
+            user: None,
+            grants: Grants::default(),
+        })
+    })
+}
