@@ -96,6 +96,16 @@ pub struct Config {
     /// (`busy: …`) and counted.
     #[arg(long, env = "IOSCALE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
+    /// Web pages (`scheme://host[:port]`, comma-separated) allowed to open Socket.IO
+    /// connections from a browser; `*`: any page. Requests without `Origin` (not browsers)
+    /// are not concerned.
+    #[arg(
+        long,
+        env = "IOSCALE_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub allowed_origins: Vec<String>,
     /// Connection auth (see `auth`).
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -151,6 +161,7 @@ impl Config {
         if matches!(self.worker_threads, Some(n) if n == 0 || n > 1024) {
             return bad("--worker-threads must be 1-1024");
         }
+        crate::origin::Origins::parse(&self.allowed_origins)?;
         if self.max_connections == 0 {
             return bad("--max-connections must be positive");
         }
@@ -199,6 +210,7 @@ impl std::fmt::Debug for Config {
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("worker_threads", &self.worker_threads)
             .field("max_connections", &self.max_connections)
+            .field("allowed_origins", &self.allowed_origins)
             .field("auth", &self.auth)
             .field("log_format", &self.log_format)
             .field("client_script_path", &self.client_script_path)

@@ -26,6 +26,7 @@ pub mod detach;
 pub mod eager;
 pub mod health;
 pub mod metrics;
+pub mod origin;
 pub mod pubsub;
 pub mod refusal;
 pub mod rooms;

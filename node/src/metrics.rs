@@ -16,6 +16,8 @@ pub struct NodeMetrics {
     pub disconnects: IntCounterVec,
     /// Handshakes refused, by reason (see [`crate::admission::Refusal::code`]).
     pub connects_refused: IntCounterVec,
+    /// Requests from pages `--allowed-origins` does not list.
+    pub origin_refused: IntCounter,
     /// Events received from clients, by namespace.
     pub events: IntCounterVec,
     /// Server API requests, by route and status code.
@@ -97,6 +99,10 @@ impl NodeMetrics {
                 ),
                 &["reason"],
             )?,
+            origin_refused: IntCounter::new(
+                "ioscale_http_origin_refused_total",
+                "Socket.IO requests refused because their page's origin is not allowed",
+            )?,
             events: IntCounterVec::new(
                 Opts::new(
                     "ioscale_events_received_total",
@@ -134,6 +140,7 @@ impl NodeMetrics {
         registry.register(Box::new(m.connects.clone()))?;
         registry.register(Box::new(m.disconnects.clone()))?;
         registry.register(Box::new(m.connects_refused.clone()))?;
+        registry.register(Box::new(m.origin_refused.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.api_requests.clone()))?;
         registry.register(Box::new(m.server_events.clone()))?;

@@ -22,6 +22,7 @@ use crate::{
     config::{Config, Transport},
     detach, health,
     metrics::NodeMetrics,
+    origin::{self, OriginCheck, Origins},
     pubsub, telemetry,
 };
 
@@ -173,8 +174,18 @@ pub async fn run(
         app: app.clone(),
         io: io.clone(),
     };
+    let origins = Origins::parse(&config.allowed_origins).context("--allowed-origins")?;
+    let origin_check = OriginCheck {
+        origins: Arc::new(origins),
+        refused: app.metrics.origin_refused.clone(),
+    };
     let router = router(http, routes)
         .layer(layer)
+        // Outside the socket.io layer: a page that may not connect never reaches it.
+        .layer(axum::middleware::from_fn_with_state(
+            origin_check,
+            origin::check,
+        ))
         // Outside the socket.io layer, so the request head it keeps is a copy (see `detach`).
         .layer(axum::middleware::map_request(detach::detach_head))
         // After the socket.io layer, which would otherwise take every `/socket.io/` path.
