@@ -171,3 +171,57 @@ pub fn identity(s: &Socket<Adapter>) -> Arc<Identity> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{JwtAlgorithm, JwtKey};
+
+    fn config(mode: AuthMode, namespaces: &[&str]) -> AuthConfig {
+        AuthConfig {
+            mode,
+            key: JwtKey {
+                jwt_algorithm: JwtAlgorithm::Hs256,
+                jwt_secret: Some("0123456789abcdef0123456789abcdef".to_owned()),
+                jwt_secret_file: None,
+            },
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_leeway_s: 5,
+            auth_namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
+            anonymous_rooms: vec!["lobby".to_owned()],
+        }
+    }
+
+    #[test]
+    fn a_draining_or_full_node_refuses_before_any_token_is_read() {
+        let a = Admission::new(&config(AuthMode::None, &[]), 1).unwrap();
+        assert_eq!(a.admit("/", true, None).unwrap_err(), Refusal::Draining);
+        let id = a.admit("/", false, None).unwrap();
+        assert_eq!(id.user, None);
+        assert!(id.grants.may_join("lobby").is_ok());
+        assert!(id.grants.may_join("other").is_err());
+        a.opened();
+        assert_eq!(a.admit("/", false, None).unwrap_err(), Refusal::Full);
+        a.closed();
+        assert!(a.admit("/", false, None).is_ok());
+    }
+
+    #[test]
+    fn only_the_listed_namespaces_need_a_token() {
+        let a = Admission::new(&config(AuthMode::Jwt, &["/pubsub"]), 10).unwrap();
+        assert_eq!(
+            a.admit("/pubsub", false, None).unwrap_err(),
+            Refusal::Auth(AuthError::MissingToken)
+        );
+        assert_eq!(a.admit("/", false, None).unwrap().user, None);
+        let all = Admission::new(&config(AuthMode::Jwt, &[]), 10).unwrap();
+        assert!(all.requires_token("/") && all.requires_token("/anything"));
+        assert_eq!(
+            all.admit("/", false, Some("x")).unwrap_err(),
+            Refusal::Auth(AuthError::Malformed)
+        );
+    }
+}

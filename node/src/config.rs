@@ -96,6 +96,20 @@ pub struct Config {
     /// (`busy: …`) and counted.
     #[arg(long, env = "IOSCALE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
+    /// Events a client may send per second on one socket, sustained; beyond it (and the
+    /// burst) an event is refused with `{ok: false, code: "busy"}`.
+    #[arg(long, env = "IOSCALE_EVENT_RATE_PER_S", default_value_t = 10_000)]
+    pub event_rate_per_s: u32,
+    /// Events a client may send at once on one socket (a burst of 20,000 publishes passes).
+    #[arg(long, env = "IOSCALE_EVENT_BURST", default_value_t = 25_000)]
+    pub event_burst: u32,
+    /// Refused events in a row after which the socket is disconnected.
+    #[arg(
+        long,
+        env = "IOSCALE_EVENT_REFUSALS_BEFORE_DISCONNECT",
+        default_value_t = 1_000
+    )]
+    pub event_refusals_before_disconnect: u32,
     /// Web pages (`scheme://host[:port]`, comma-separated) allowed to open Socket.IO
     /// connections from a browser; `*`: any page. Requests without `Origin` (not browsers)
     /// are not concerned.
@@ -162,6 +176,14 @@ impl Config {
             return bad("--worker-threads must be 1-1024");
         }
         crate::origin::Origins::parse(&self.allowed_origins)?;
+        if self.event_rate_per_s == 0
+            || self.event_burst == 0
+            || self.event_refusals_before_disconnect == 0
+        {
+            return bad(
+                "--event-rate-per-s, --event-burst and --event-refusals-before-disconnect must be positive",
+            );
+        }
         if self.max_connections == 0 {
             return bad("--max-connections must be positive");
         }
@@ -173,6 +195,15 @@ impl Config {
             return bad("--api-key must not be empty");
         }
         Ok(())
+    }
+
+    /// Each socket's event budget.
+    pub fn event_limits(&self) -> crate::rate::Limits {
+        crate::rate::Limits {
+            rate_per_s: f64::from(self.event_rate_per_s),
+            burst: f64::from(self.event_burst),
+            refusals_before_disconnect: self.event_refusals_before_disconnect,
+        }
     }
 
     /// Milliseconds to a duration.
@@ -210,6 +241,12 @@ impl std::fmt::Debug for Config {
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("worker_threads", &self.worker_threads)
             .field("max_connections", &self.max_connections)
+            .field("event_rate_per_s", &self.event_rate_per_s)
+            .field("event_burst", &self.event_burst)
+            .field(
+                "event_refusals_before_disconnect",
+                &self.event_refusals_before_disconnect,
+            )
             .field("allowed_origins", &self.allowed_origins)
             .field("auth", &self.auth)
             .field("log_format", &self.log_format)

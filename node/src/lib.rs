@@ -28,6 +28,7 @@ pub mod health;
 pub mod metrics;
 pub mod origin;
 pub mod pubsub;
+pub mod rate;
 pub mod refusal;
 pub mod rooms;
 pub mod server;

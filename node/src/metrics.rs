@@ -16,6 +16,9 @@ pub struct NodeMetrics {
     pub disconnects: IntCounterVec,
     /// Handshakes refused, by reason (see [`crate::admission::Refusal::code`]).
     pub connects_refused: IntCounterVec,
+    /// Client events refused over their socket's budget, by reason (`rate_limited`, or
+    /// `abuse_disconnect` when the refusal also disconnected the socket).
+    pub events_refused: IntCounterVec,
     /// Requests from pages `--allowed-origins` does not list.
     pub origin_refused: IntCounter,
     /// Events received from clients, by namespace.
@@ -99,6 +102,13 @@ impl NodeMetrics {
                 ),
                 &["reason"],
             )?,
+            events_refused: IntCounterVec::new(
+                Opts::new(
+                    "ioscale_events_refused_total",
+                    "Client events refused over their socket's event budget, by reason",
+                ),
+                &["reason"],
+            )?,
             origin_refused: IntCounter::new(
                 "ioscale_http_origin_refused_total",
                 "Socket.IO requests refused because their page's origin is not allowed",
@@ -141,6 +151,7 @@ impl NodeMetrics {
         registry.register(Box::new(m.disconnects.clone()))?;
         registry.register(Box::new(m.connects_refused.clone()))?;
         registry.register(Box::new(m.origin_refused.clone()))?;
+        registry.register(Box::new(m.events_refused.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.api_requests.clone()))?;
         registry.register(Box::new(m.server_events.clone()))?;

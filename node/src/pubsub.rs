@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use socketioxide::{
     SendError, SocketError, SocketIo,
-    extract::{AckSender, Data, SocketRef},
+    extract::{AckSender, Data, SocketRef, State},
     handler::{FromMessageParts, MessageHandler, Value},
     socket::Socket,
 };
@@ -39,7 +39,7 @@ use crate::{
     config::Config,
     metrics::PubsubStage,
     refusal::{Code, Refused},
-    rooms,
+    rooms, sockets,
 };
 
 /// The namespace path.
@@ -60,6 +60,8 @@ pub enum Refusal {
     Invalid,
     /// The socket's publish task is gone (the namespace is closing).
     Closed,
+    /// Over the socket's event budget (`--event-rate-per-s`, `--event-burst`).
+    RateLimited,
 }
 
 impl Refusal {
@@ -69,6 +71,7 @@ impl Refusal {
             Refusal::BufferFull => "buffer_full",
             Refusal::Invalid => "invalid",
             Refusal::Closed => "closed",
+            Refusal::RateLimited => "rate_limited",
         }
     }
 }
@@ -133,7 +136,16 @@ pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<A
     s.on("publish", OrderedPublish { io, app, events });
 }
 
-async fn join(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Adapter>) {
+async fn join(
+    s: SocketRef<Adapter>,
+    Data(room): Data<String>,
+    ack: AckSender<Adapter>,
+    State(app): State<Arc<App>>,
+) {
+    if let Err(r) = sockets::take_event(&s, &app) {
+        let _ = ack.send(&r.to_json());
+        return;
+    }
     match admission::identity(&s).grants.may_join(&room) {
         Ok(()) => {
             s.join(room);
@@ -145,7 +157,16 @@ async fn join(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Ad
     }
 }
 
-async fn leave(s: SocketRef<Adapter>, Data(room): Data<String>, ack: AckSender<Adapter>) {
+async fn leave(
+    s: SocketRef<Adapter>,
+    Data(room): Data<String>,
+    ack: AckSender<Adapter>,
+    State(app): State<Arc<App>>,
+) {
+    if let Err(r) = sockets::take_event(&s, &app) {
+        let _ = ack.send(&r.to_json());
+        return;
+    }
     // Leaving is always allowed, but not the rooms the node put the socket in.
     if let Err(e) = rooms::check_client(&room) {
         let _ = ack.send(&Refused::from(e).to_json());
@@ -231,6 +252,9 @@ impl OrderedPublish {
 impl MessageHandler<Adapter, Ordered> for OrderedPublish {
     fn call(&self, s: Arc<Socket<Adapter>>, mut v: Value, ack_id: Option<i64>) {
         self.events.inc();
+        if let Err(r) = sockets::take_budget(&SocketRef::from(s.clone()), &self.app) {
+            return self.refuse(&s, ack_id, Refusal::RateLimited, r);
+        }
         let publish = match parse(&s, &mut v, &ack_id) {
             Ok(p) => p,
             Err(e) => return self.refuse(&s, ack_id, Refusal::Invalid, e),

@@ -13,6 +13,7 @@ use socketioxide::{
 use crate::{
     admission,
     app::{Adapter, App},
+    rate::{EventBudget, Verdict},
     refusal::{Code, Refused},
     rooms,
 };
@@ -41,6 +42,8 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Vec<OnDiscon
     // target it on any node.
     s.join(s.id.to_string());
     app.admission.opened();
+    s.extensions
+        .insert(Arc::new(EventBudget::new(app.config.event_limits())));
     // A user's sockets share a room on every node, and its id is visible to fetchSockets
     // (`data.user`, which `set-data` cannot change).
     if let Some(user) = &admission::identity(s).user {
@@ -95,7 +98,10 @@ async fn set_data(
     ack: AckSender<Adapter>,
     State(app): State<Arc<App>>,
 ) {
-    app.metrics.events.with_label_values(&[s.ns()]).inc();
+    if let Err(r) = take_event(&s, &app) {
+        let _ = ack.send(&r.to_json());
+        return;
+    }
     let serde_json::Value::Object(patch) = patch else {
         let _ = ack.send(&Refused::new(Code::BadRequest, "set-data expects an object").to_json());
         return;
@@ -124,6 +130,49 @@ async fn set_data(
     let _ = ack.send(&serde_json::json!({"ok": true}));
 }
 
+/// The event every client event that finds no answer of its own is refused with, when the
+/// client sent no ack callback.
+pub const REFUSED_EVENT: &str = "ioscale-error";
+
+/// Takes one event of `s` from its budget (see `rate`), counting it.
+///
+/// # Errors
+/// The refusal to send back; when the client went on sending into an empty budget the socket
+/// is also disconnected.
+pub fn take_event(s: &SocketRef<Adapter>, app: &App) -> Result<(), Refused> {
+    app.metrics.events.with_label_values(&[s.ns()]).inc();
+    take_budget(s, app)
+}
+
+/// [`take_event`] for a handler that counts its events itself (`/pubsub`'s publish, with its
+/// counter resolved once per socket).
+///
+/// # Errors
+/// As [`take_event`].
+pub fn take_budget(s: &SocketRef<Adapter>, app: &App) -> Result<(), Refused> {
+    let verdict = match s.extensions.get::<Arc<EventBudget>>() {
+        Some(b) => b.take(),
+        None => Verdict::Accepted,
+    };
+    let reason = match verdict {
+        Verdict::Accepted => return Ok(()),
+        Verdict::Refused => "rate_limited",
+        Verdict::Abusive => "abuse_disconnect",
+    };
+    app.metrics
+        .events_refused
+        .with_label_values(&[reason])
+        .inc();
+    if verdict == Verdict::Abusive {
+        tracing::info!(sid = %s.id, ns = s.ns(), "disconnecting a socket over its event budget");
+        let _ = s.clone().disconnect();
+    }
+    Err(Refused::new(
+        Code::Busy,
+        "too many events: over --event-rate-per-s, slow down",
+    ))
+}
+
 /// Answers a client: through its ack callback when it sent one, else as an event (the
 /// socketioxide `AckSender` alone cannot tell, and silently drops the answer).
 pub struct Reply {
@@ -139,17 +188,37 @@ impl std::fmt::Debug for Reply {
     }
 }
 
+/// An event refused over its socket's budget; the client has been told.
+#[derive(Debug, thiserror::Error)]
+#[error("event over the socket's budget")]
+pub struct OverBudget;
+
+/// Every handler that answers through a [`Reply`] takes its event from the socket's budget
+/// here: over budget the handler does not run, and the client gets the refusal (through its
+/// ack, or as [`REFUSED_EVENT`]).
 impl FromMessageParts<Adapter> for Reply {
-    type Error = std::convert::Infallible;
+    type Error = OverBudget;
     fn from_message_parts(
         s: &Arc<Socket<Adapter>>,
         v: &mut Value,
         ack_id: &Option<i64>,
     ) -> Result<Self, Self::Error> {
-        Ok(Reply {
-            ack: AckSender::from_message_parts(s, v, ack_id)?,
+        let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
+        let reply = Reply {
+            ack,
             has_ack: ack_id.is_some(),
-        })
+        };
+        if let Ok(State(app)) = State::<Arc<App>>::from_message_parts(s, v, ack_id)
+            && let Err(r) = take_event(&SocketRef::from(s.clone()), &app)
+        {
+            if reply.has_ack {
+                let _ = reply.ack.send(&r.to_json());
+            } else {
+                let _ = s.emit(REFUSED_EVENT, &r.to_json());
+            }
+            return Err(OverBudget);
+        }
+        Ok(reply)
     }
 }
 

@@ -397,3 +397,87 @@ async fn a_full_node_refuses_handshakes_and_counts_them() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn events_over_the_budget_are_refused_then_the_socket_is_disconnected() -> Result<()> {
+    with_timeout_of(Duration::from_secs(60), async {
+        let cluster = Cluster::builder()
+            .nodes(1)
+            .node_args([
+                "--event-rate-per-s",
+                "1",
+                "--event-burst",
+                "5",
+                "--event-refusals-before-disconnect",
+                "5",
+            ])
+            .start()
+            .await?;
+        let agent = Agent::spawn().await?;
+        let url = cluster.node(0).url();
+        agent.connect("p", &url, &pubsub(None)).await?;
+        let mut acks = Vec::new();
+        for _ in 0..9 {
+            acks.push(
+                agent
+                    .emit_with_ack("p", "join", vec![json!("lobby")], ACK)
+                    .await?,
+            );
+        }
+        let ok = acks.iter().filter(|a| **a == [json!({"ok": true})]).count();
+        let busy = acks
+            .iter()
+            .filter(|a| a.len() == 1 && a[0]["ok"] == false && a[0]["code"] == "busy")
+            .count();
+        // Five within the burst (perhaps one more refilled meanwhile), the rest refused.
+        ensure!((5..=6).contains(&ok) && ok + busy == 9, "joins: {acks:?}");
+        // An app event through a Reply is refused the same way, through its ack.
+        let readme = ConnectOpts::new(Transport::Websocket).namespace("/readme");
+        agent.connect("r", &url, &readme).await?;
+        for _ in 0..5 {
+            agent
+                .emit_with_ack("r", "shout", vec![json!(1)], ACK)
+                .await?;
+        }
+        let a = agent
+            .emit_with_ack("r", "shout", vec![json!(1)], ACK)
+            .await?;
+        ensure!(
+            a.len() == 1 && a[0]["code"] == "busy",
+            "shout over budget: {a:?}"
+        );
+        // Going on sending into an empty budget ends in a disconnect.
+        for _ in 0..10 {
+            agent.emit("r", "shout", vec![json!(1)]).await?;
+        }
+        let mut disconnected = false;
+        for _ in 0..50 {
+            let st = agent.state("r").await?;
+            if !st.connected && !st.disconnect_reasons.is_empty() {
+                disconnected = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(disconnected, "the flooding socket was not disconnected");
+        let api = cluster.api(0);
+        let limited = metric(
+            &api,
+            "ioscale_events_refused_total",
+            &[("reason", "rate_limited")],
+        )
+        .await?;
+        let cut = metric(
+            &api,
+            "ioscale_events_refused_total",
+            &[("reason", "abuse_disconnect")],
+        )
+        .await?;
+        ensure!(
+            limited >= 4.0 && cut >= 1.0,
+            "refused: rate_limited {limited}, abuse_disconnect {cut}"
+        );
+        Ok(())
+    })
+    .await
+}

@@ -72,12 +72,15 @@ async fn acks_of_a_publisher_that_stops_reading_wait_and_all_arrive_in_order() -
     with_timeout_of(Duration::from_secs(180), async {
         let cluster = Cluster::builder()
             .nodes(1)
-            // A small packet buffer fills first; the publish buffer holds the whole burst.
+            // A small packet buffer fills first; the publish buffer holds the whole burst, and
+            // the event budget lets all of it in (the default refuses a 250,000 flood).
             .node_args([
                 "--socket-buffer-packets",
                 "64",
                 "--publish-buffer-bytes",
                 "67108864",
+                "--event-burst",
+                "1000000",
             ])
             .start()
             .await?;

@@ -131,10 +131,8 @@ async fn add_message(
     io: SocketIo<Adapter>,
     Data(v): Data<serde_json::Value>,
     reply: Reply,
-    State(app): State<Arc<App>>,
     State(store): State<Arc<ChatStore>>,
 ) {
-    app.metrics.events.with_label_values(&["/"]).inc();
     // Errors go through the ack when the client asked for one, else as a `chat-error` event.
     let reply_error = |reply: Reply, r: Refused| reply.send(&s, "chat-error", &r.to_json());
     let m = match validate(v) {

@@ -21,10 +21,7 @@ use super::{
     Collections, ModelError, Models, Record, UpdateMode, collection_room, emit_error,
     record::parse_id, record_room,
 };
-use crate::{
-    app::{Adapter, App},
-    sockets::Reply,
-};
+use crate::{app::Adapter, sockets::Reply};
 
 /// Longest configured event name.
 pub const MAX_EVENT_CHARS: usize = 128;
@@ -142,15 +139,10 @@ pub async fn fallback(
     TryData(data): TryData<Value>,
     ack: Reply,
     State(models): State<Arc<Models>>,
-    State(app): State<Arc<App>>,
 ) {
     let Some((collection, op)) = models.ko_names.resolve(&event) else {
         return;
     };
-    app.metrics
-        .events
-        .with_label_values(&[super::NAMESPACE])
-        .inc();
     let r = run(&s, &io, &models, &collection, op, data.ok()).await;
     models.count("ko_ninja", op.metric(), &r);
     match r {

@@ -38,7 +38,7 @@ pub use record::{Collections, Limits, ModelError, Record, UpdateMode};
 pub use store::ModelStore;
 
 use crate::{
-    app::{Adapter, App},
+    app::Adapter,
     application::{Application, Setup},
     refusal::Refused,
     sockets::Reply,
@@ -430,11 +430,9 @@ async fn crud(
     TryData(data): TryData<Value>,
     ack: Reply,
     State(models): State<Arc<Models>>,
-    State(app): State<Arc<App>>,
 ) {
     use backbone::Op;
     use sails::Method;
-    app.metrics.events.with_label_values(&[NAMESPACE]).inc();
     let data = data.map_err(|e| e.to_string());
     let backbone = match event.as_str() {
         "create" => Some(Op::Create),

@@ -8,8 +8,7 @@ use socketioxide::socket::Sid;
 use super::*;
 
 /// `ferret` (name, fn): the README's acknowledgement recipe, `fn('woot')`.
-pub(super) async fn ferret(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<App>>) {
-    count_event(&app, NAMESPACE);
+pub(super) async fn ferret(s: SocketRef<Adapter>, reply: Reply) {
     if reply.has_ack() {
         reply.ack(&json!("woot"));
     } else {
@@ -31,7 +30,6 @@ pub(super) async fn ask(
     reply: Reply,
     State(app): State<Arc<App>>,
 ) {
-    count_event(&app, NAMESPACE);
     if !reply.has_ack() {
         return reply_error(&s, reply, "ask", "ask needs an ack".to_owned());
     }

@@ -20,8 +20,7 @@ pub(super) async fn on_connect_chat(s: SocketRef<Adapter>, io: SocketIo<Adapter>
 
 /// `/chat` `hi!` (what the README's client sends on connect): `hi! {from}` to every other
 /// `/chat` socket on every node.
-pub(super) async fn hi(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<App>>) {
-    count_event(&app, CHAT_NAMESPACE);
+pub(super) async fn hi(s: SocketRef<Adapter>, reply: Reply) {
     if let Err(e) = s
         .broadcast()
         .emit("hi!", &json!({"from": s.id.to_string()}))
@@ -40,7 +39,6 @@ pub(super) async fn on_connect_news(s: SocketRef<Adapter>, _app: Arc<App>) {
 
 /// `/news` `woot` (the README's client answer to a news item): answered with
 /// `item {news: 'woot'}` (through the ack when there is one).
-pub(super) async fn woot(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<App>>) {
-    count_event(&app, NEWS_NAMESPACE);
+pub(super) async fn woot(s: SocketRef<Adapter>, reply: Reply) {
     reply.send(&s, "item", &json!({"news": "woot"}));
 }

@@ -173,10 +173,6 @@ fn not_ready() -> Refused {
     Refused::new(Code::Unavailable, "namespace not ready")
 }
 
-fn count_event(app: &App, ns: &str) {
-    app.metrics.events.with_label_values(&[ns]).inc();
-}
-
 // --- /readme --------------------------------------------------------------------------------
 
 /// Connect hook of `/readme`: the README's connection-time recipes, in its order.
@@ -295,13 +291,7 @@ async fn tweet_stream(s: SocketRef<Adapter>) {
 }
 
 /// `my other event` (data): the README's client answer to `news`; logged, acked `{ok: true}`.
-async fn my_other_event(
-    s: SocketRef<Adapter>,
-    data: TryData<Json>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    count_event(&app, NAMESPACE);
+async fn my_other_event(s: SocketRef<Adapter>, data: TryData<Json>, reply: Reply) {
     // Any data, none included.
     let data = parsed(data).unwrap_or(Json::Null);
     tracing::debug!(sid = %s.id, %data, "readme: my other event");
@@ -309,13 +299,7 @@ async fn my_other_event(
 }
 
 /// `private message` (from, msg): two strings, logged, acked `{ok: true, from, msg}`.
-async fn private_message(
-    s: SocketRef<Adapter>,
-    args: TryData<(String, String)>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    count_event(&app, NAMESPACE);
+async fn private_message(s: SocketRef<Adapter>, args: TryData<(String, String)>, reply: Reply) {
     match parsed(args) {
         Ok((from, msg)) => {
             tracing::debug!(sid = %s.id, from, msg, "readme: private message");
@@ -338,7 +322,6 @@ async fn set_nickname(
     reply: Reply,
     State(app): State<Arc<App>>,
 ) {
-    count_event(&app, NAMESPACE);
     let name = match text("nickname", parsed(name), MAX_NICKNAME_CHARS) {
         Ok(n) => n,
         Err(e) => return reply_error(&s, reply, "set nickname", e),
@@ -363,7 +346,6 @@ async fn msg(
     reply: Reply,
     State(app): State<Arc<App>>,
 ) {
-    count_event(&app, NAMESPACE);
     let t = match text("msg", parsed(t), MAX_MSG_CHARS) {
         Ok(t) => t,
         Err(e) => return reply_error(&s, reply, "msg", e),
@@ -385,7 +367,6 @@ async fn msg(
 
 /// `nicknames` (ack): the nickname of every `/readme` socket that set one, on every node.
 async fn nicknames(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<App>>) {
-    count_event(&app, NAMESPACE);
     if !reply.has_ack() {
         return reply_error(&s, reply, "nicknames", "nicknames needs an ack".to_owned());
     }

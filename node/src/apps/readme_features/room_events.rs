@@ -5,13 +5,7 @@ use super::*;
 
 /// `shout` (data): `shout {from, data}` to every other `/readme` socket on every node
 /// (`socket.broadcast.emit`).
-pub(super) async fn shout(
-    s: SocketRef<Adapter>,
-    data: TryData<ApiValue>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    count_event(&app, NAMESPACE);
+pub(super) async fn shout(s: SocketRef<Adapter>, data: TryData<ApiValue>, reply: Reply) {
     let data = parsed(data).unwrap_or(ApiValue::Null);
     let out = Out {
         from: s.id.to_string(),
@@ -40,9 +34,7 @@ pub(super) async fn join_or_leave(
     Event(event): Event,
     r: TryData<String>,
     reply: Reply,
-    State(app): State<Arc<App>>,
 ) {
-    count_event(&app, NAMESPACE);
     let how = if event == "join" {
         RoomUse::Join
     } else {
@@ -63,13 +55,8 @@ pub(super) async fn join_or_leave(
 
 /// `to` {room, data}: `room message {from, room, data}` to every member of `room` but the
 /// sender (`socket.broadcast.to(room)`).
-pub(super) async fn to_room(
-    s: SocketRef<Adapter>,
-    e: TryData<RoomEmit>,
-    reply: Reply,
-    State(app): State<Arc<App>>,
-) {
-    room_emit(s, None, e, reply, app, "to").await;
+pub(super) async fn to_room(s: SocketRef<Adapter>, e: TryData<RoomEmit>, reply: Reply) {
+    room_emit(s, None, e, reply, "to").await;
 }
 
 /// `in` {room, data}: `room message {from, room, data}` to every member of `room`, the sender
@@ -79,9 +66,8 @@ pub(super) async fn in_room(
     io: SocketIo<Adapter>,
     e: TryData<RoomEmit>,
     reply: Reply,
-    State(app): State<Arc<App>>,
 ) {
-    room_emit(s, Some(io), e, reply, app, "in").await;
+    room_emit(s, Some(io), e, reply, "in").await;
 }
 
 pub(super) async fn room_emit(
@@ -89,10 +75,8 @@ pub(super) async fn room_emit(
     io: Option<SocketIo<Adapter>>,
     e: TryData<RoomEmit>,
     reply: Reply,
-    app: Arc<App>,
     event: &str,
 ) {
-    count_event(&app, NAMESPACE);
     let e = match parsed(e) {
         Ok(e) => e,
         Err(err) => {
@@ -130,9 +114,7 @@ pub(super) async fn tweet(
     io: SocketIo<Adapter>,
     t: TryData<String>,
     reply: Reply,
-    State(app): State<Arc<App>>,
 ) {
-    count_event(&app, NAMESPACE);
     let t = match text("tweet", parsed(t), MAX_TWEET_CHARS) {
         Ok(t) => t,
         Err(e) => return reply_error(&s, reply, "tweet", e),
@@ -154,12 +136,8 @@ pub(super) async fn tweet(
 
 /// `message` (…args), what `socket.send(…)` emits: echoed to the sender with the same
 /// arguments, binary included ("Using it just as a cross-browser WebSocket").
-pub(super) async fn message(
-    s: SocketRef<Adapter>,
-    args: TryData<AllArgs>,
-    State(app): State<Arc<App>>,
-) {
-    count_event(&app, NAMESPACE);
+// `_reply`: unused, but its extraction takes the event from the socket's budget.
+pub(super) async fn message(s: SocketRef<Adapter>, args: TryData<AllArgs>, _reply: Reply) {
     let AllArgs(args) = parsed(args).unwrap_or_default();
     let _ = s.emit("message", &Args(args));
 }
