@@ -1,8 +1,8 @@
 //! Who may open a socket on a namespace: every handshake passes here before socketioxide
 //! sends CONNECT. A draining node, a full node (`--max-connections`) and a missing or bad
 //! token (`--auth jwt`) are refused with a `connect_error` whose message is `<code>: <text>`,
-//! counted in `ioscale_connect_refused_total{reason}`. An admitted socket carries its
-//! [`Identity`] in its extensions.
+//! counted in `ioscale_connect_refused_total{reason}` (the middleware is in `handshake`). An
+//! admitted socket carries its [`Identity`] in its extensions.
 
 use std::{
     collections::HashSet,
@@ -13,15 +13,11 @@ use std::{
 };
 
 use serde::Deserialize;
-use socketioxide::{
-    extract::{SocketRef, State, TryData},
-    socket::Socket,
-};
+use socketioxide::socket::Socket;
 
 use crate::{
-    app::{Adapter, App},
     auth::{AuthConfig, AuthError, AuthMode, Identity, Verifier},
-    config::ConfigError,
+    config_error::ConfigError,
     rooms::Grants,
 };
 
@@ -53,8 +49,9 @@ impl Refusal {
 /// The handshake's `auth` payload, as socket.io-client (`auth: {token}`) and python-socketio
 /// (`auth={"token": ...}`) send it.
 #[derive(Debug, Deserialize)]
-pub(crate) struct AuthPayload {
-    token: String,
+pub struct AuthPayload {
+    /// The JWT.
+    pub token: String,
 }
 
 /// The admission policy of a node.
@@ -136,34 +133,8 @@ impl Admission {
     }
 }
 
-/// The connect middleware of every namespace: admits the handshake or refuses it.
-///
-/// # Errors
-/// The refusal the client gets as its `connect_error` message.
-pub(crate) async fn middleware(
-    s: SocketRef<Adapter>,
-    State(app): State<Arc<App>>,
-    TryData(auth): TryData<AuthPayload>,
-) -> Result<(), Refusal> {
-    let token = auth.as_ref().ok().map(|a| a.token.as_str());
-    match app.admission.admit(s.ns(), !app.is_accepting(), token) {
-        Ok(identity) => {
-            s.extensions.insert(identity);
-            Ok(())
-        }
-        Err(r) => {
-            app.metrics
-                .connects_refused
-                .with_label_values(&[r.code()])
-                .inc();
-            tracing::debug!(ns = s.ns(), reason = r.code(), "handshake refused");
-            Err(r)
-        }
-    }
-}
-
 /// The identity admission gave `s`; a socket without one may use no room by name.
-pub fn identity(s: &Socket<Adapter>) -> Arc<Identity> {
+pub fn identity<A: socketioxide::adapter::Adapter>(s: &Socket<A>) -> Arc<Identity> {
     s.extensions.get::<Arc<Identity>>().unwrap_or_else(|| {
         Arc::new(Identity {
             user: None,

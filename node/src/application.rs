@@ -10,9 +10,9 @@ use futures_util::future::{BoxFuture, join_all};
 use socketioxide::{SocketIo, SocketIoBuilder, extract::SocketRef, handler::ConnectHandler as _};
 
 use crate::{
-    admission,
     app::{Adapter, App, HttpState},
     eager::Eager,
+    handshake,
     sockets::{self, OnDisconnect},
 };
 
@@ -137,7 +137,7 @@ impl<'a> Setup<'a> {
                 }
             });
             // Every namespace admits its sockets the same way (see `admission`).
-            io.ns(ns.clone(), handler.with(admission::middleware))
+            io.ns(ns.clone(), handler.with(handshake::middleware))
                 .await
                 .with_context(|| format!("namespace {ns}"))?;
         }

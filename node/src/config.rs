@@ -136,17 +136,7 @@ pub struct Config {
 /// Largest `--publish-buffer-bytes`: more per socket is a typo, not a plan.
 pub const MAX_PUBLISH_BUFFER_BYTES: usize = 1 << 30;
 
-/// A configuration value that cannot work.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
-
-impl ConfigError {
-    /// A configuration error saying `message`.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
-    }
-}
+pub use crate::config_error::ConfigError;
 
 impl Config {
     /// Checks values clap cannot check alone.
@@ -154,7 +144,7 @@ impl Config {
     /// # Errors
     /// The first invalid value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: &str| Err(ConfigError(m.to_owned()));
+        let bad = |m: &str| Err(ConfigError::new(m));
         if self.heartbeat_interval_ms == 0 || self.request_timeout_ms == 0 {
             return bad("--heartbeat-interval-ms and --request-timeout-ms must be positive");
         }

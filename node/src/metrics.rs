@@ -70,101 +70,120 @@ impl NodeMetrics {
     /// # Errors
     /// On a duplicate registration.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let stage_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "ioscale_pubsub_stage_duration_seconds",
-                "Time a /pubsub publish spends in each stage on the node that received it",
-            )
-            // From 10 µs to 1 s: a stage takes microseconds, a tail tens of milliseconds.
-            .buckets(vec![
-                0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01,
-                0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-            ]),
-            &["stage"],
+        let r = registry;
+        let stage_duration = stage_histogram(r)?;
+        let connections = IntGaugeVec::new(
+            Opts::new("ioscale_connections_active", "Sockets connected now"),
+            &["namespace", "transport"],
         )?;
-        let m = Self {
-            connections: IntGaugeVec::new(
-                Opts::new("ioscale_connections_active", "Sockets connected now"),
-                &["namespace", "transport"],
-            )?,
-            connects: IntCounterVec::new(
-                Opts::new("ioscale_connections_total", "Connections accepted"),
+        r.register(Box::new(connections.clone()))?;
+        Ok(Self {
+            connections,
+            connects: counters(
+                r,
+                "ioscale_connections_total",
+                "Connections accepted",
                 &["namespace"],
             )?,
-            disconnects: IntCounterVec::new(
-                Opts::new("ioscale_disconnections_total", "Disconnections by reason"),
+            disconnects: counters(
+                r,
+                "ioscale_disconnections_total",
+                "Disconnections by reason",
                 &["namespace", "reason"],
             )?,
-            connects_refused: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_connect_refused_total",
-                    "Handshakes refused with a connect_error, by reason",
-                ),
+            connects_refused: counters(
+                r,
+                "ioscale_connect_refused_total",
+                "Handshakes refused with a connect_error, by reason",
                 &["reason"],
             )?,
-            events_refused: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_events_refused_total",
-                    "Client events refused over their socket's event budget, by reason",
-                ),
+            events_refused: counters(
+                r,
+                "ioscale_events_refused_total",
+                "Client events refused over their socket's event budget, by reason",
                 &["reason"],
             )?,
-            origin_refused: IntCounter::new(
+            origin_refused: counter(
+                r,
                 "ioscale_http_origin_refused_total",
                 "Socket.IO requests refused because their page's origin is not allowed",
             )?,
-            events: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_events_received_total",
-                    "Events received from clients",
-                ),
+            events: counters(
+                r,
+                "ioscale_events_received_total",
+                "Events received from clients",
                 &["namespace"],
             )?,
-            api_requests: IntCounterVec::new(
-                Opts::new("ioscale_api_requests_total", "Server API requests"),
+            api_requests: counters(
+                r,
+                "ioscale_api_requests_total",
+                "Server API requests",
                 &["route", "status"],
             )?,
-            server_events: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_server_events_received_total",
-                    "Server-to-server events handled",
-                ),
+            server_events: counters(
+                r,
+                "ioscale_server_events_received_total",
+                "Server-to-server events handled",
                 &["namespace"],
             )?,
-            publishes_refused: IntCounterVec::new(
-                Opts::new(
-                    "ioscale_pubsub_publishes_refused_total",
-                    "Publishes on /pubsub refused with ok: false, by reason",
-                ),
+            publishes_refused: counters(
+                r,
+                "ioscale_pubsub_publishes_refused_total",
+                "Publishes on /pubsub refused with ok: false, by reason",
                 &["reason"],
             )?,
-            pubsub_acks_waited: IntCounter::new(
+            pubsub_acks_waited: counter(
+                r,
                 "ioscale_pubsub_acks_waited_total",
                 "Publish acks that found the publisher's packet buffer full and waited for room",
             )?,
-            pubsub_stage_duration: stage_duration.clone(),
             pubsub_stages: PubsubStage::ALL
                 .map(|st| stage_duration.with_label_values(&[st.as_str()])),
-        };
-        registry.register(Box::new(m.connections.clone()))?;
-        registry.register(Box::new(m.connects.clone()))?;
-        registry.register(Box::new(m.disconnects.clone()))?;
-        registry.register(Box::new(m.connects_refused.clone()))?;
-        registry.register(Box::new(m.origin_refused.clone()))?;
-        registry.register(Box::new(m.events_refused.clone()))?;
-        registry.register(Box::new(m.events.clone()))?;
-        registry.register(Box::new(m.api_requests.clone()))?;
-        registry.register(Box::new(m.server_events.clone()))?;
-        registry.register(Box::new(m.publishes_refused.clone()))?;
-        registry.register(Box::new(m.pubsub_acks_waited.clone()))?;
-        registry.register(Box::new(m.pubsub_stage_duration.clone()))?;
-        Ok(m)
+            pubsub_stage_duration: stage_duration,
+        })
     }
 
     /// Records `d` spent in a `/pubsub` stage.
     pub fn pubsub_stage(&self, stage: PubsubStage, d: std::time::Duration) {
         self.pubsub_stages[stage as usize].observe(d.as_secs_f64());
     }
+}
+
+/// `ioscale_pubsub_stage_duration_seconds`, registered.
+fn stage_histogram(r: &Registry) -> prometheus::Result<HistogramVec> {
+    let stage_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "ioscale_pubsub_stage_duration_seconds",
+            "Time a /pubsub publish spends in each stage on the node that received it",
+        )
+        // From 10 µs to 1 s: a stage takes microseconds, a tail tens of milliseconds.
+        .buckets(vec![
+            0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+            0.05, 0.1, 0.25, 0.5, 1.0,
+        ]),
+        &["stage"],
+    )?;
+    r.register(Box::new(stage_duration.clone()))?;
+    Ok(stage_duration)
+}
+
+/// A registered counter family.
+fn counters(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// A registered counter.
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use axum::{
 };
 use prometheus::IntCounter;
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// The pages allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]

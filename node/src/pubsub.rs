@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use socketioxide::{
     SendError, SocketError, SocketIo,
-    extract::{AckSender, Data, SocketRef, State},
+    extract::{AckSender, Data, Event, SocketRef, State},
     handler::{FromMessageParts, MessageHandler, Value},
     socket::Socket,
 };
@@ -130,49 +130,38 @@ struct PublishQueue {
 
 /// Connect hook of `/pubsub`.
 pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<App>) {
-    s.on("join", join);
-    s.on("leave", leave);
+    s.on("join", join_or_leave);
+    s.on("leave", join_or_leave);
     let events = app.metrics.events.with_label_values(&[NAMESPACE]);
     s.on("publish", OrderedPublish { io, app, events });
 }
 
-async fn join(
+/// `join` / `leave` a room, acked `{ok: true}` or refused. Joining needs the connection's
+/// grant; leaving is always allowed, but not the rooms the node put the socket in.
+async fn join_or_leave(
     s: SocketRef<Adapter>,
+    Event(event): Event,
     Data(room): Data<String>,
     ack: AckSender<Adapter>,
     State(app): State<Arc<App>>,
 ) {
-    if let Err(r) = sockets::take_event(&s, &app) {
-        let _ = ack.send(&r.to_json());
-        return;
-    }
-    match admission::identity(&s).grants.may_join(&room) {
-        Ok(()) => {
-            s.join(room);
-            let _ = ack.send(&ACK_OK);
+    let join = event == "join";
+    let checked = sockets::take_event(&s, &app).and_then(|()| {
+        let r = if join {
+            admission::identity(&s).grants.may_join(&room)
+        } else {
+            rooms::check_client(&room)
+        };
+        r.map_err(Refused::from)
+    });
+    match checked {
+        Ok(()) if join => s.join(room),
+        Ok(()) => s.leave(room),
+        Err(r) => {
+            let _ = ack.send(&r.to_json());
+            return;
         }
-        Err(e) => {
-            let _ = ack.send(&Refused::from(e).to_json());
-        }
     }
-}
-
-async fn leave(
-    s: SocketRef<Adapter>,
-    Data(room): Data<String>,
-    ack: AckSender<Adapter>,
-    State(app): State<Arc<App>>,
-) {
-    if let Err(r) = sockets::take_event(&s, &app) {
-        let _ = ack.send(&r.to_json());
-        return;
-    }
-    // Leaving is always allowed, but not the rooms the node put the socket in.
-    if let Err(e) = rooms::check_client(&room) {
-        let _ = ack.send(&Refused::from(e).to_json());
-        return;
-    }
-    s.leave(room);
     let _ = ack.send(&ACK_OK);
 }
 

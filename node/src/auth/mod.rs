@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::Deserialize;
 
-use crate::{config::ConfigError, rooms::Grants};
+use crate::{config_error::ConfigError, rooms::Grants};
 
 /// How clients authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

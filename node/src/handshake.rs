@@ -1,0 +1,37 @@
+//! The connect middleware every namespace runs before socketioxide sends CONNECT: the node's
+//! [`Admission`](crate::admission::Admission) decides, a refusal is counted and becomes the client's `connect_error`.
+
+use std::sync::Arc;
+
+use socketioxide::extract::{SocketRef, State, TryData};
+
+use crate::{
+    admission::{AuthPayload, Refusal},
+    app::{Adapter, App},
+};
+
+/// The connect middleware of every namespace: admits the handshake or refuses it.
+///
+/// # Errors
+/// The refusal the client gets as its `connect_error` message.
+pub(crate) async fn middleware(
+    s: SocketRef<Adapter>,
+    State(app): State<Arc<App>>,
+    TryData(auth): TryData<AuthPayload>,
+) -> Result<(), Refusal> {
+    let token = auth.as_ref().ok().map(|a| a.token.as_str());
+    match app.admission.admit(s.ns(), !app.is_accepting(), token) {
+        Ok(identity) => {
+            s.extensions.insert(identity);
+            Ok(())
+        }
+        Err(r) => {
+            app.metrics
+                .connects_refused
+                .with_label_values(&[r.code()])
+                .inc();
+            tracing::debug!(ns = s.ns(), reason = r.code(), "handshake refused");
+            Err(r)
+        }
+    }
+}
