@@ -109,6 +109,7 @@ fn socket_io(
     app: &Arc<App>,
     setup: &mut Setup<'_>,
 ) -> (SocketIoLayer<Adapter>, SocketIo<Adapter>) {
+    let ws_limit = usize::try_from(config.max_payload_bytes).unwrap_or(usize::MAX);
     let builder = SocketIo::builder()
         .with_state(app.clone())
         .max_buffer_size(config.socket_buffer_packets)
@@ -116,7 +117,11 @@ fn socket_io(
         .ping_interval(Config::ms(config.ping_interval_ms))
         .ping_timeout(Config::ms(config.ping_timeout_ms))
         .ack_timeout(Config::ms(config.ack_timeout_ms))
-        .max_payload(config.max_payload_bytes);
+        .max_payload(config.max_payload_bytes)
+        // engineioxide applies `max_payload` to polling only; a WebSocket message has limits
+        // of its own (64 MiB by default), held to the same bound here.
+        .ws_max_message_size(ws_limit)
+        .ws_max_frame_size(ws_limit);
     let builder = setup.add_states(builder);
     let ws = config.transports.contains(&Transport::Websocket);
     let polling = config.transports.contains(&Transport::Polling);

@@ -81,6 +81,12 @@ async fn acks_of_a_publisher_that_stops_reading_wait_and_all_arrive_in_order() -
                 "67108864",
                 "--event-burst",
                 "1000000",
+                // A debug build takes tens of seconds to hand 250,000 publishes over; the
+                // heartbeat must not end the silent publisher's connection meanwhile.
+                "--ping-interval-ms",
+                "60000",
+                "--ping-timeout-ms",
+                "60000",
             ])
             .start()
             .await?;
@@ -94,10 +100,10 @@ async fn acks_of_a_publisher_that_stops_reading_wait_and_all_arrive_in_order() -
         }
         timeout(EVENT_TIMEOUT, ws.flush()).await??;
         // Not reading until the node reports an ack waiting for room (well inside the
-        // heartbeat, 25 s + 20 s), then a moment more so that several do.
+        // heartbeat, 60 s + 60 s here), then a moment more so that several do.
         let mut checks = Checks::new();
         let waited = wait_until(
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             Duration::from_millis(100),
             "an ack to wait for room in the publisher's buffer",
             || {
