@@ -42,6 +42,12 @@ struct NamespaceHooks {
     disconnect: Vec<OnDisconnect>,
 }
 
+/// A namespace's hooks once collected: the disconnect work shared by every socket.
+struct Served {
+    connect: Vec<ConnectHook>,
+    disconnect: Arc<[OnDisconnect]>,
+}
+
 /// What applications add to a node, collected before the Socket.IO server is built.
 pub struct Setup<'a> {
     app: &'a Arc<App>,
@@ -122,7 +128,10 @@ impl<'a> Setup<'a> {
     /// Serves every namespace an application asked for on `io`.
     pub(crate) async fn serve_namespaces(self, io: &SocketIo<Adapter>) -> anyhow::Result<()> {
         for (ns, hooks) in self.namespaces {
-            let hooks = Arc::new(hooks);
+            let hooks = Arc::new(Served {
+                connect: hooks.connect,
+                disconnect: hooks.disconnect.into(),
+            });
             let handler = Eager(move |s: SocketRef<Adapter>, io: SocketIo<Adapter>, app| {
                 let hooks = hooks.clone();
                 async move {

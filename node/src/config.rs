@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use crate::auth::{AuthConfig, AuthMode, Verifier};
+use crate::auth::AuthConfig;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,7 +165,6 @@ impl Config {
         if matches!(self.worker_threads, Some(n) if n == 0 || n > 1024) {
             return bad("--worker-threads must be 1-1024");
         }
-        crate::origin::Origins::parse(&self.allowed_origins)?;
         if self.event_rate_per_s == 0
             || self.event_burst == 0
             || self.event_refusals_before_disconnect == 0
@@ -176,10 +175,6 @@ impl Config {
         }
         if self.max_connections == 0 {
             return bad("--max-connections must be positive");
-        }
-        if self.auth.mode == AuthMode::Jwt {
-            // Reads the key files: a bad key stops the start, not the first handshake.
-            Verifier::from_config(&self.auth)?;
         }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("--api-key must not be empty");

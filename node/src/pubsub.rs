@@ -36,10 +36,13 @@ use tokio::sync::mpsc;
 use crate::{
     admission,
     app::{Adapter, App},
+    auth::Identity,
     config::Config,
     metrics::PubsubStage,
+    rate::EventBudget,
     refusal::{Code, Refused},
-    rooms, sockets,
+    rooms::{self, Grants},
+    sockets,
 };
 
 /// The namespace path.
@@ -133,7 +136,21 @@ pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<A
     s.on("join", join_or_leave);
     s.on("leave", join_or_leave);
     let events = app.metrics.events.with_label_values(&[NAMESPACE]);
-    s.on("publish", OrderedPublish { io, app, events });
+    let Some(budget) = sockets::budget(&s) else {
+        tracing::error!(sid = %s.id, "a /pubsub socket without its event budget");
+        return;
+    };
+    let identity = admission::identity(&s);
+    s.on(
+        "publish",
+        OrderedPublish {
+            io,
+            app,
+            events,
+            budget,
+            identity,
+        },
+    );
 }
 
 /// `join` / `leave` a room, acked `{ok: true}` or refused. Joining needs the connection's
@@ -175,6 +192,10 @@ struct OrderedPublish {
     app: Arc<App>,
     /// `ioscale_events_received_total{namespace="/pubsub"}`, looked up once per socket.
     events: IntCounter,
+    /// The socket's event budget and identity, looked up once per socket rather than in its
+    /// extensions at every publish.
+    budget: Arc<EventBudget>,
+    identity: Arc<Identity>,
 }
 
 /// An ack sender for `ack_id` (socketioxide's extractor ignores the message value).
@@ -188,6 +209,7 @@ fn parse(
     s: &Arc<Socket<Adapter>>,
     v: &mut Value,
     ack_id: &Option<i64>,
+    grants: &Grants,
 ) -> Result<Publish, Refused> {
     // Raw JSON cannot hold the attachments' bytes (socket.io-client sends binary apart).
     if matches!(v, Value::Str(_, Some(bins)) if !bins.is_empty()) || matches!(v, Value::Bytes(_)) {
@@ -197,7 +219,7 @@ fn parse(
     }
     let Data(p) = Data::<Publish>::from_message_parts(s, v, ack_id)
         .map_err(|e| format!("publish expects {{room: string, data: any}}: {e}"))?;
-    admission::identity(s).grants.may_publish(&p.room)?;
+    grants.may_publish(&p.room)?;
     Ok(p)
 }
 
@@ -241,10 +263,10 @@ impl OrderedPublish {
 impl MessageHandler<Adapter, Ordered> for OrderedPublish {
     fn call(&self, s: Arc<Socket<Adapter>>, mut v: Value, ack_id: Option<i64>) {
         self.events.inc();
-        if let Err(r) = sockets::take_budget(&SocketRef::from(s.clone()), &self.app) {
+        if let Err(r) = sockets::charge(&SocketRef::from(s.clone()), &self.app, &self.budget) {
             return self.refuse(&s, ack_id, Refusal::RateLimited, r);
         }
-        let publish = match parse(&s, &mut v, &ack_id) {
+        let publish = match parse(&s, &mut v, &ack_id, &self.identity.grants) {
             Ok(p) => p,
             Err(e) => return self.refuse(&s, ack_id, Refusal::Invalid, e),
         };

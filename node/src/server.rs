@@ -78,6 +78,9 @@ async fn connect_cluster(
 
 /// The node's state: cluster, metrics, server-event answers and tracing.
 async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
+    // First: a bad key file stops the start before any wait for Redis.
+    let admission = Admission::new(&config.auth, config.max_connections)
+        .context("invalid auth configuration")?;
     let node_id = config.node_id.clone().unwrap_or_else(generate_node_id);
     let registry = Registry::new();
     let adapter_metrics = Metrics::new(&registry).context("registering adapter metrics")?;
@@ -90,8 +93,6 @@ async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
         node_id: node_id.clone(),
         counter: node_metrics.server_events.clone(),
     });
-    let admission = Admission::new(&config.auth, config.max_connections)
-        .context("invalid auth configuration")?;
     Ok(App::new(
         config.clone(),
         node_id,
@@ -165,6 +166,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let origins = Origins::parse(&config.allowed_origins).context("invalid --allowed-origins")?;
     let app = build_app(&config).await?;
     let mut setup = Setup::new(&app);
     core_namespaces(&mut setup);
@@ -179,7 +181,6 @@ pub async fn run(
         app: app.clone(),
         io: io.clone(),
     };
-    let origins = Origins::parse(&config.allowed_origins).context("--allowed-origins")?;
     let origin_check = OriginCheck {
         origins: Arc::new(origins),
         refused: app.metrics.origin_refused.clone(),

@@ -37,7 +37,7 @@ pub type OnDisconnect = fn(SocketRef<Adapter>, DisconnectReason) -> BoxFuture<'s
 /// What every namespace does when a socket connects, before its applications' hooks; `then`
 /// runs when the socket disconnects, after the common cleanup (socketioxide keeps one
 /// disconnect handler per socket, so an application's own one would replace this one).
-pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Vec<OnDisconnect>) {
+pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisconnect]>) {
     // Like Node's socket.io: every socket is in a room named by its id, so a server can
     // target it on any node.
     s.join(s.id.to_string());
@@ -69,7 +69,7 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Vec<OnDiscon
                 .with_label_values(&[&ns, reason_label(reason)])
                 .inc();
             app.cluster.remove_socket_data(&ns, s.id);
-            for then in then {
+            for then in then.iter() {
                 then(s.clone(), reason).await;
             }
         },
@@ -141,32 +141,36 @@ pub const REFUSED_EVENT: &str = "ioscale-error";
 /// is also disconnected.
 pub fn take_event(s: &SocketRef<Adapter>, app: &App) -> Result<(), Refused> {
     app.metrics.events.with_label_values(&[s.ns()]).inc();
-    take_budget(s, app)
+    match budget(s) {
+        Some(b) => charge(s, app, &b),
+        None => Ok(()),
+    }
 }
 
-/// [`take_event`] for a handler that counts its events itself (`/pubsub`'s publish, with its
-/// counter resolved once per socket).
+/// The event budget `common_connect` gave `s`.
+pub fn budget(s: &Socket<Adapter>) -> Option<Arc<EventBudget>> {
+    s.extensions.get::<Arc<EventBudget>>()
+}
+
+/// [`take_event`] for a handler that counts its events and keeps the socket's budget itself
+/// (`/pubsub`'s publish, both resolved once per socket).
 ///
 /// # Errors
 /// As [`take_event`].
-pub fn take_budget(s: &SocketRef<Adapter>, app: &App) -> Result<(), Refused> {
-    let verdict = match s.extensions.get::<Arc<EventBudget>>() {
-        Some(b) => b.take(),
-        None => Verdict::Accepted,
-    };
-    let reason = match verdict {
+pub fn charge(s: &SocketRef<Adapter>, app: &App, budget: &EventBudget) -> Result<(), Refused> {
+    let reason = match budget.take() {
         Verdict::Accepted => return Ok(()),
         Verdict::Refused => "rate_limited",
-        Verdict::Abusive => "abuse_disconnect",
+        Verdict::Abusive => {
+            tracing::info!(sid = %s.id, ns = s.ns(), "disconnecting a socket over its event budget");
+            let _ = s.clone().disconnect();
+            "abuse_disconnect"
+        }
     };
     app.metrics
         .events_refused
         .with_label_values(&[reason])
         .inc();
-    if verdict == Verdict::Abusive {
-        tracing::info!(sid = %s.id, ns = s.ns(), "disconnecting a socket over its event budget");
-        let _ = s.clone().disconnect();
-    }
     Err(Refused::new(
         Code::Busy,
         "too many events: over --event-rate-per-s, slow down",
