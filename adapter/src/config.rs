@@ -27,7 +27,7 @@ pub(crate) const fn publisher_event_buffer() -> usize {
 
 /// Default largest encoded message the adapter publishes (Redis' own limit is 512 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-/// Default most messages written to Redis in one pipeline.
+/// Default most commands the Redis client writes with one flush.
 pub const DEFAULT_PUBLISH_BATCH: usize = 512;
 
 /// URL schemes the adapter accepts: standalone, TLS, Redis Cluster (sharded pub/sub),
@@ -57,13 +57,13 @@ pub struct AdapterConfig {
     pub heartbeat_interval: Duration,
     /// Time after which a silent node is considered dead. Defaults to two intervals.
     pub heartbeat_timeout: Duration,
-    /// Capacity of the ordered publish queue.
+    /// Most messages published and not yet answered by Redis; `publish` waits beyond it.
     pub publish_queue: usize,
     /// Capacity of the Redis client's subscriber broadcast channel.
     pub subscriber_buffer: usize,
     /// Largest message published; larger ones fail with [`crate::Error::TooLarge`].
     pub max_message_bytes: usize,
-    /// Most messages per Redis pipeline.
+    /// Most commands the Redis client writes with one flush.
     pub publish_batch: usize,
 }
 
@@ -103,7 +103,7 @@ impl AdapterConfig {
         self
     }
 
-    /// Sets the publish queue capacity.
+    /// Sets the bound on messages in flight to Redis.
     pub fn with_publish_queue(mut self, capacity: usize) -> Self {
         self.publish_queue = capacity;
         self

@@ -109,9 +109,10 @@ pub struct Metrics {
 /// A stage of a broadcast's path through a node (the `stage` label; a bounded set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// From `publish` to the publish loop taking the message (the ordered queue's wait).
+    /// From `publish` to the message being handed to the Redis client (the wait for room under
+    /// the in-flight bound).
     PublishQueue,
-    /// One Redis pipeline of publishes, written to answered.
+    /// One publish that was not answered at once, from handed to the Redis client to answered.
     RedisPipeline,
     /// Handing one broadcast to this node's matching sockets (their buffers, not the wire).
     LocalDelivery,
@@ -223,7 +224,11 @@ fn connection_metrics(
             "nodes_alive",
             "Other nodes alive, summed over namespaces",
         )?,
-        gauge(r, "publish_queue_depth", "Messages waiting to be published")?,
+        gauge(
+            r,
+            "publish_queue_depth",
+            "Messages published and not yet answered by Redis",
+        )?,
     ))
 }
 

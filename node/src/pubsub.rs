@@ -2,10 +2,14 @@
 //! to every member of the room on every node (sender included) as `msg {room, data}`.
 //!
 //! Publishes of one socket are handed to the cluster in the order the client sent them: the
-//! `publish` handler runs synchronously in the socket's read path and queues the message on the
-//! socket's own ordered queue (socketioxide would otherwise spawn one task per message, which
-//! does not keep order), and one task per publishing socket hands them over one at a time. The
-//! publisher gets its ack `{ok: true}` once its message is handed to the cluster.
+//! `publish` handler runs synchronously in the socket's read path (socketioxide would
+//! otherwise spawn one task per message, which does not keep order). When nothing of the
+//! socket is waiting, the handler does the work itself: handing a message to the cluster and
+//! acking it completes without waiting in the usual case, and then costs no task wake. Work
+//! that does wait (the adapter's in-flight bound, an ack that finds the publisher's buffer
+//! full) goes on the socket's own ordered queue, and so does every publish behind it; one task
+//! per such socket finishes them one at a time. The publisher gets its ack `{ok: true}` once
+//! its message is handed to the cluster.
 //!
 //! The queue is bounded in bytes (`--publish-buffer-bytes`), not in messages, so a burst of
 //! small publishes is absorbed whole. A publish beyond the bound, or a malformed one, is
@@ -21,6 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::{FutureExt as _, future::BoxFuture};
 use ioscale_adapter::metrics::DropReason;
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
@@ -103,31 +108,30 @@ struct AckOk {
 
 const ACK_OK: AckOk = AckOk { ok: true };
 
-/// A publish waiting to be handed to the cluster.
-struct Queued {
+/// A publish accepted by the handler and not yet handed to the cluster.
+struct Accepted {
     publish: Publish,
     /// The publisher, kept rather than an `AckSender` so that an ack that finds the socket's
     /// buffer full can be tried again.
     socket: Arc<Socket<Adapter>>,
     ack_id: Option<i64>,
-    /// What it counts against `--publish-buffer-bytes` (see [`queued_bytes`]).
-    bytes: usize,
     /// When the handler accepted it (the `queue` stage).
     accepted: Instant,
 }
 
 /// What a queued publish holds: the room and data texts (owned copies, the received frame is
-/// not kept) and the queue entry itself. Known without walking the data.
+/// not kept) and its work. Known without walking the data.
 fn queued_bytes(p: &Publish) -> usize {
-    p.room.len() + p.data.get().len() + std::mem::size_of::<Queued>()
+    p.room.len() + p.data.get().len() + std::mem::size_of::<Accepted>()
 }
 
-/// A socket's publish queue, in its extensions.
+/// A socket's publish queue, in its extensions: the unfinished work of its publishes, in
+/// order.
 #[derive(Clone)]
 struct PublishQueue {
-    tx: mpsc::UnboundedSender<Queued>,
-    /// Bytes queued and not yet handed to the cluster: added by the handler, subtracted by the
-    /// publish loop. The channel is unbounded because this is its bound.
+    tx: mpsc::UnboundedSender<BoxFuture<'static, ()>>,
+    /// Bytes of queued publishes not yet finished: added by the handler, subtracted by each
+    /// publish's work when done. The channel is unbounded because this is its bound.
     pending: Arc<AtomicUsize>,
 }
 
@@ -224,8 +228,8 @@ fn parse(
 }
 
 impl OrderedPublish {
-    /// The socket's publish queue, made on its first publish: most sockets only subscribe,
-    /// and a queue with its task costs about 7 KB per socket.
+    /// The socket's publish queue, made the first time a publish has to wait: most sockets
+    /// only subscribe, and a queue with its task costs about 7 KB per socket.
     fn queue(&self, s: &Socket<Adapter>) -> PublishQueue {
         if let Some(q) = s.extensions.get::<PublishQueue>() {
             return q;
@@ -238,13 +242,37 @@ impl OrderedPublish {
             pending: Arc::new(AtomicUsize::new(0)),
         };
         s.extensions.insert(q.clone());
-        tokio::spawn(publish_loop(
-            rx,
-            q.pending.clone(),
-            self.io.clone(),
-            self.app.clone(),
-        ));
+        tokio::spawn(publish_loop(rx));
         q
+    }
+
+    /// Does the publish's work here when nothing of this socket is pending and the work does
+    /// not wait; otherwise queues what is left of it, behind the socket's earlier publishes.
+    /// `pending` is what the socket had pending when the publish was accepted.
+    fn hand_over(&self, s: &Socket<Adapter>, p: Accepted, bytes: usize, pending: usize) {
+        // Boxed before its first poll: work that waits moves to the queue as it is.
+        let mut work = hand_over(p, self.io.clone(), self.app.clone()).boxed();
+        if pending == 0 && (&mut work).now_or_never().is_some() {
+            return;
+        }
+        let q = self.queue(s);
+        // Only this socket's read path adds to `pending`: nothing can raise it between the
+        // caller's check and this add.
+        q.pending.fetch_add(bytes, Ordering::AcqRel);
+        let counter = q.pending.clone();
+        let queued = async move {
+            work.await;
+            counter.fetch_sub(bytes, Ordering::AcqRel);
+        };
+        if let Err(mpsc::error::SendError(_)) = q.tx.send(queued.boxed()) {
+            // The loop ends only with the runtime; the work (and its ack) is lost with it.
+            q.pending.fetch_sub(bytes, Ordering::AcqRel);
+            self.app
+                .metrics
+                .publishes_refused
+                .with_label_values(&[Refusal::Closed.as_str()])
+                .inc();
+        }
     }
 
     /// Refuses a publish visibly: `{ok: false, code, error}` and the refusal counter. When the
@@ -271,91 +299,82 @@ impl MessageHandler<Adapter, Ordered> for OrderedPublish {
             Err(e) => return self.refuse(&s, ack_id, Refusal::Invalid, e),
         };
         let bytes = queued_bytes(&publish);
-        let q = self.queue(&s);
-        // Only this socket's read path adds to `pending`, and the loop only subtracts: nothing
-        // can raise it between this check and the add below.
-        let pending = q.pending.load(Ordering::Acquire);
+        let pending = s
+            .extensions
+            .get::<PublishQueue>()
+            .map_or(0, |q| q.pending.load(Ordering::Acquire));
         // On an empty queue a publish larger than the whole bound still goes (it passed
         // `--max-payload-bytes`): no size of message is refused for ever.
         if pending > 0 && pending + bytes > self.app.config.publish_buffer_bytes {
             let e = format!("publish buffer full ({pending} bytes pending), retry later");
             return self.refuse(&s, ack_id, Refusal::BufferFull, Refused::new(Code::Busy, e));
         }
-        q.pending.fetch_add(bytes, Ordering::AcqRel);
-        let entry = Queued {
+        let accepted = Accepted {
             publish,
-            socket: s,
+            socket: s.clone(),
             ack_id,
-            bytes,
             accepted: Instant::now(),
         };
-        if let Err(mpsc::error::SendError(entry)) = q.tx.send(entry) {
-            q.pending.fetch_sub(entry.bytes, Ordering::AcqRel);
-            let e = "publish not accepted: the namespace is closing";
-            let r = Refused::new(Code::Unavailable, e);
-            self.refuse(&entry.socket, entry.ack_id, Refusal::Closed, r);
-        }
+        self.hand_over(&s, accepted, bytes, pending);
     }
 }
 
-/// Hands a socket's publishes to the cluster one by one, in order, and acks each.
+/// Finishes a socket's queued publishes one by one, in order.
 ///
 /// The publisher's own packet buffer (`--socket-buffer-packets`, 16,384 by default) carries
 /// its acks and, when it is a member of the room, its own copies: two packets per publish,
 /// 40,000 for a burst of 20,000. They fit because the socket's writer drains the buffer while
-/// this loop fills it: the first ack wakes the writer on this thread, and the loop yields every
-/// [`YIELD_EVERY`] publishes so the writer runs at the latest then (tokio also forces a yield
-/// once a task's budget is spent, but that is its detail, not a promise). For a client that
+/// the socket's read path (or this loop) fills it: the first ack wakes the writer, the read
+/// path yields when tokio's budget for its stream is spent, and this loop yields every
+/// [`YIELD_EVERY`] publishes so the writer runs at the latest then. For a client that
 /// reads, the buffer then does not grow with the length of the burst (tests/tests/burst.rs:
 /// 20,000 at once, nothing dropped, no ack waited). Raising the default instead would only
 /// move the limit, and a full buffer is harmful in itself: engineioxide closes a socket whose
 /// ping does not fit in it. When the buffer is full anyway (a client that reads too slowly or
 /// not at all), the ack waits for room instead of being dropped: that stalls this socket's
 /// publishes only, its byte-bounded queue fills, and its further publishes are refused.
-async fn publish_loop(
-    mut rx: mpsc::UnboundedReceiver<Queued>,
-    pending: Arc<AtomicUsize>,
-    io: SocketIo<Adapter>,
-    app: Arc<App>,
-) {
-    // After that long a client that does not read has failed its heartbeat and is gone.
-    let ack_wait = Config::ms(app.config.ping_interval_ms + app.config.ping_timeout_ms);
+async fn publish_loop(mut rx: mpsc::UnboundedReceiver<BoxFuture<'static, ()>>) {
     let mut handed: u32 = 0;
-    while let Some(q) = rx.recv().await {
-        let Some(ns) = io.of(NAMESPACE) else { return };
-        let Queued {
-            publish,
-            socket,
-            ack_id,
-            bytes,
-            accepted,
-        } = q;
-        let metrics = &app.metrics;
-        let taken = Instant::now();
-        metrics.pubsub_stage(PubsubStage::Queue, taken - accepted);
-        let msg = Msg {
-            room: &publish.room,
-            data: &publish.data,
-        };
-        // The error lists only local sockets whose buffers were full, each counted by the
-        // adapter (`ioscale_adapter_dropped_total{reason="socket_buffer_full"}`, as a failed
-        // Redis publish is under its own reason); the message itself was handed to the cluster,
-        // which is what the ack says.
-        if let Err(e) = ns.to(publish.room.clone()).emit("msg", &msg).await {
-            tracing::debug!(error = %e, "publish partially delivered");
-        }
-        let emitted = Instant::now();
-        metrics.pubsub_stage(PubsubStage::Emit, emitted - taken);
-        pending.fetch_sub(bytes, Ordering::AcqRel);
-        drop(publish);
-        if ack_id.is_some() {
-            ack_ok(&socket, ack_id, ack_wait, &app).await;
-            metrics.pubsub_stage(PubsubStage::Ack, emitted.elapsed());
-        }
+    while let Some(work) = rx.recv().await {
+        work.await;
         handed = handed.wrapping_add(1);
         if handed.is_multiple_of(YIELD_EVERY) {
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// One publish: handed to the cluster, then acked.
+async fn hand_over(p: Accepted, io: SocketIo<Adapter>, app: Arc<App>) {
+    let Some(ns) = io.of(NAMESPACE) else { return };
+    let Accepted {
+        publish,
+        socket,
+        ack_id,
+        accepted,
+    } = p;
+    let metrics = &app.metrics;
+    let taken = Instant::now();
+    metrics.pubsub_stage(PubsubStage::Queue, taken - accepted);
+    let msg = Msg {
+        room: &publish.room,
+        data: &publish.data,
+    };
+    // The error lists only local sockets whose buffers were full, each counted by the
+    // adapter (`ioscale_adapter_dropped_total{reason="socket_buffer_full"}`, as a failed
+    // Redis publish is under its own reason); the message itself was handed to the cluster,
+    // which is what the ack says.
+    if let Err(e) = ns.to(publish.room.clone()).emit("msg", &msg).await {
+        tracing::debug!(error = %e, "publish partially delivered");
+    }
+    let emitted = Instant::now();
+    metrics.pubsub_stage(PubsubStage::Emit, emitted - taken);
+    drop(publish);
+    if ack_id.is_some() {
+        // After that long a client that does not read has failed its heartbeat and is gone.
+        let ack_wait = Config::ms(app.config.ping_interval_ms + app.config.ping_timeout_ms);
+        ack_ok(&socket, ack_id, ack_wait, &app).await;
+        metrics.pubsub_stage(PubsubStage::Ack, emitted.elapsed());
     }
 }
 
@@ -428,7 +447,7 @@ mod tests {
         );
         let p: Publish = CommonParser.decode_value(&mut v, true).unwrap();
         assert_eq!((p.room.as_str(), p.data.get()), ("r", r#"[1,{"a":null}]"#));
-        assert_eq!(queued_bytes(&p), 1 + 14 + std::mem::size_of::<Queued>());
+        assert_eq!(queued_bytes(&p), 1 + 14 + std::mem::size_of::<Accepted>());
     }
 
     #[test]
