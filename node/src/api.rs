@@ -4,7 +4,7 @@
 //! JSON in and out; binary values are `{"$binary": "<base64>"}`; errors are
 //! `{"ok": false, "error", "code", "request_id"}` with a 4xx status (503 when the cluster
 //! cannot answer; the cause is logged with the request id, not sent); `Authorization: Bearer
-//! <key>` when a key is set.
+//! <key>` always: with no key configured the API is off (404 on every route).
 
 use std::time::Duration;
 
@@ -26,7 +26,6 @@ use serde_json::{Value as Json, json};
 use socketioxide::operators::BroadcastOperators;
 use socketioxide_core::{adapter::BroadcastFlags, packet::Packet, parser::Parse};
 use socketioxide_parser_common::CommonParser;
-use subtle::ConstantTimeEq;
 
 use crate::{
     app::{Adapter, HttpState},
@@ -139,23 +138,35 @@ pub fn router(state: HttpState) -> Router<HttpState> {
 }
 
 async fn auth(State(st): State<HttpState>, req: Request, next: Next) -> Response {
-    if let Some(key) = &st.app.config.api_key {
+    let keys = &st.app.api_keys;
+    let refused = if keys.is_off() {
+        Some((
+            "off",
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "the server API is off: start the node with --api-key or --api-key-file",
+            ),
+        ))
+    } else {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or("");
-        // Constant time, so the key cannot be guessed byte by byte from response times.
-        if !bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
-            st.app
-                .metrics
-                .api_requests
-                .with_label_values(&["auth", "401"])
-                .inc();
-            return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
-                .into_response();
-        }
+        (!keys.admits(given)).then(|| {
+            let e = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            ("auth", e)
+        })
+    };
+    if let Some((route, e)) = refused {
+        let status = e.status;
+        st.app
+            .metrics
+            .api_requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+        return e.into_response();
     }
     let route = req.uri().path().trim_start_matches("/api/v1/").to_owned();
     let route = match route.as_str() {

@@ -9,7 +9,7 @@ use ioscale_adapter::{Cluster, RedisAdapter};
 use prometheus::Registry;
 use socketioxide::{SocketIo, adapter::Emitter};
 
-use crate::{admission::Admission, config::Config, metrics::NodeMetrics};
+use crate::{admission::Admission, api_keys::ApiKeys, config::Config, metrics::NodeMetrics};
 
 /// The adapter every namespace of the node uses.
 pub type Adapter = RedisAdapter<Emitter>;
@@ -29,6 +29,8 @@ pub struct App {
     pub registry: Registry,
     /// Who may open sockets.
     pub admission: Admission,
+    /// Who may call the server API.
+    pub api_keys: ApiKeys,
     shutting_down: AtomicBool,
 }
 
@@ -41,6 +43,7 @@ impl App {
         metrics: NodeMetrics,
         registry: Registry,
         admission: Admission,
+        api_keys: ApiKeys,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
@@ -49,6 +52,7 @@ impl App {
             metrics,
             registry,
             admission,
+            api_keys,
             shutting_down: AtomicBool::new(false),
         })
     }

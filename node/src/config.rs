@@ -38,9 +38,24 @@ pub struct Config {
     /// This node's id, unique in the cluster (generated when absent).
     #[arg(long, env = "IOSCALE_NODE_ID")]
     pub node_id: Option<String>,
-    /// Bearer token of the server API (`/api/v1/*`); the API is open when absent.
-    #[arg(long, env = "IOSCALE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// Bearer tokens of the server API (`/api/v1/*`), comma-separated (several let a key be
+    /// rotated). With none here nor in `--api-key-file` the API is off.
+    #[arg(
+        long,
+        env = "IOSCALE_API_KEY",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub api_key: Vec<String>,
+    /// A file of server API keys, one per line (prefer it to `--api-key`: a command line is
+    /// visible to other users).
+    #[arg(long, env = "IOSCALE_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// A second address for `/metrics` and `/api/v1/*` (and `/healthz`, `/readyz`): when set,
+    /// they are served there only, not on `--listen`, so a load balancer in front of
+    /// `--listen` cannot expose them.
+    #[arg(long, env = "IOSCALE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// Prefix of every Redis channel and key.
     #[arg(long, env = "IOSCALE_REDIS_PREFIX", default_value = "ioscale")]
     pub redis_prefix: String,
@@ -84,6 +99,11 @@ pub struct Config {
     /// Time allowed for a graceful shutdown before the node exits anyway.
     #[arg(long, env = "IOSCALE_SHUTDOWN_TIMEOUT_MS", default_value_t = 5000)]
     pub shutdown_timeout_ms: u64,
+    /// After SIGTERM, how long the node keeps serving its sockets while not ready and
+    /// refusing new handshakes, before the shutdown proper: time for a load balancer (or
+    /// Kubernetes endpoints) to stop sending it clients. Added to `--shutdown-timeout-ms`.
+    #[arg(long, env = "IOSCALE_SHUTDOWN_DRAIN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_drain_delay_ms: u64,
     /// How long startup waits for Redis before starting not ready.
     #[arg(long, env = "IOSCALE_REDIS_CONNECT_WAIT_MS", default_value_t = 5000)]
     pub redis_connect_wait_ms: u64,
@@ -176,8 +196,11 @@ impl Config {
         if self.max_connections == 0 {
             return bad("--max-connections must be positive");
         }
-        if matches!(&self.api_key, Some(k) if k.is_empty()) {
+        if self.api_key.iter().any(String::is_empty) {
             return bad("--api-key must not be empty");
+        }
+        if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
+            return bad("--admin-listen must differ from --listen");
         }
         Ok(())
     }
@@ -211,7 +234,9 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("node_id", &self.node_id)
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("api_keys", &self.api_key.len())
+            .field("api_key_file", &self.api_key_file)
+            .field("admin_listen", &self.admin_listen)
             .field("redis_prefix", &self.redis_prefix)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
@@ -224,6 +249,7 @@ impl std::fmt::Debug for Config {
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("transports", &self.transports)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .field("shutdown_drain_delay_ms", &self.shutdown_drain_delay_ms)
             .field("worker_threads", &self.worker_threads)
             .field("max_connections", &self.max_connections)
             .field("event_rate_per_s", &self.event_rate_per_s)

@@ -16,6 +16,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod api_keys;
 pub mod app;
 pub mod application;
 pub mod apps;

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::{
     admission::Admission,
     api,
+    api_keys::ApiKeys,
     app::{Adapter, App, HttpState},
     application::{Application, Setup},
     auth::AuthMode,
@@ -81,6 +82,7 @@ async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
     // First: a bad key file stops the start before any wait for Redis.
     let admission = Admission::new(&config.auth, config.max_connections)
         .context("invalid auth configuration")?;
+    let api_keys = ApiKeys::load(config).context("invalid server API keys")?;
     let node_id = config.node_id.clone().unwrap_or_else(generate_node_id);
     let registry = Registry::new();
     let adapter_metrics = Metrics::new(&registry).context("registering adapter metrics")?;
@@ -100,6 +102,7 @@ async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
         node_metrics,
         registry,
         admission,
+        api_keys,
     ))
 }
 
@@ -142,16 +145,32 @@ fn core_namespaces(setup: &mut Setup<'_>) {
     setup.on_connect(pubsub::NAMESPACE, pubsub::on_connect);
 }
 
-/// The HTTP routes of a node (health, metrics, the server API, and the applications'
-/// `routes`), without the Socket.IO layer: `run` adds it.
-pub fn router(http: HttpState, routes: Router<HttpState>) -> Router {
+/// The health routes, on every listener.
+fn health_routes() -> Router<HttpState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+}
+
+/// The HTTP routes of a node (health, the applications' `routes` and, when `with_admin`,
+/// metrics and the server API), without the Socket.IO layer: `run` adds it.
+pub fn router(http: HttpState, routes: Router<HttpState>, with_admin: bool) -> Router {
+    let mut r = health_routes().merge(routes);
+    if with_admin {
+        r = r.merge(admin_routes(&http));
+    }
+    r.with_state(http)
+}
+
+/// What `--admin-listen` serves: health, metrics and the server API.
+pub fn admin_router(http: HttpState) -> Router {
+    health_routes().merge(admin_routes(&http)).with_state(http)
+}
+
+fn admin_routes(http: &HttpState) -> Router<HttpState> {
+    Router::new()
         .route("/metrics", get(health::metrics))
         .merge(api::router(http.clone()))
-        .merge(routes)
-        .with_state(http)
 }
 
 /// Runs the node with `applications` on `listener` until `shutdown` resolves, then leaves the
@@ -167,6 +186,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let origins = Origins::parse(&config.allowed_origins).context("invalid --allowed-origins")?;
+    let admin_listener = match config.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --admin-listen {addr}"))?,
+        ),
+        None => None,
+    };
     let app = build_app(&config).await?;
     let mut setup = Setup::new(&app);
     core_namespaces(&mut setup);
@@ -181,11 +208,12 @@ pub async fn run(
         app: app.clone(),
         io: io.clone(),
     };
+    let admin = admin_listener.map(|l| (l, admin_router(http.clone())));
     let origin_check = OriginCheck {
         origins: Arc::new(origins),
         refused: app.metrics.origin_refused.clone(),
     };
-    let router = router(http, routes)
+    let router = router(http, routes, admin.is_none())
         .layer(layer)
         // Outside the socket.io layer: a page that may not connect never reaches it.
         .layer(axum::middleware::from_fn_with_state(
@@ -200,6 +228,9 @@ pub async fn run(
             client_script::client_script_route(&config),
         );
     client_script::log_client_script(&config);
+    if app.api_keys.is_off() {
+        tracing::info!("server API off: no --api-key nor --api-key-file");
+    }
     if config.auth.mode == AuthMode::None {
         tracing::warn!(
             "--auth none: any client may connect to any namespace; use --auth jwt in front of \
@@ -208,8 +239,13 @@ pub async fn run(
     }
 
     let addr = listener.local_addr().context("reading the bound address")?;
+    let admin_addr = match &admin {
+        Some((l, _)) => Some(l.local_addr().context("reading the admin address")?),
+        None => None,
+    };
     tracing::info!(
         bound_addr = %addr,
+        admin_addr = ?admin_addr,
         node_id = %app.node_id,
         redis = app.cluster.has_redis(),
         sharded = app.cluster.is_sharded(),
@@ -217,7 +253,7 @@ pub async fn run(
         applications = ?applications,
         "listening"
     );
-    serve(listener, router, shutdown, &app, &io).await
+    serve(listener, router, admin, shutdown, &app, &io).await
 }
 
 /// Serves until `shutdown`, then shuts down gracefully: not ready, tell the cluster, close the
@@ -225,6 +261,7 @@ pub async fn run(
 async fn serve(
     listener: TcpListener,
     router: Router,
+    admin: Option<(TcpListener, Router)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     app: &Arc<App>,
     io: &SocketIo<Adapter>,
@@ -243,6 +280,8 @@ async fn serve(
         let _ = stop_rx.await;
     });
     let mut server = tokio::spawn(server.into_future());
+    // Metrics and the API stay up while the node drains; the task ends with the process.
+    let admin = admin.map(|(l, r)| tokio::spawn(axum::serve(l, r).into_future()));
     tokio::select! {
         res = &mut server => {
             return res.context("server task")?.context("server error");
@@ -250,8 +289,13 @@ async fn serve(
         () = shutdown => {}
     }
     let deadline = Config::ms(app.config.shutdown_timeout_ms);
-    tracing::info!(node_id = %app.node_id, "shutting down");
     app.begin_shutdown();
+    let drain = Config::ms(app.config.shutdown_drain_delay_ms);
+    if !drain.is_zero() {
+        tracing::info!(node_id = %app.node_id, ?drain, "draining: not ready, refusing handshakes");
+        tokio::time::sleep(drain).await;
+    }
+    tracing::info!(node_id = %app.node_id, "shutting down");
     let _ = tokio::time::timeout(deadline / 2, app.cluster.leave()).await;
     if tokio::time::timeout(deadline / 2, io.close())
         .await
@@ -268,6 +312,9 @@ async fn serve(
         server.abort();
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), app.cluster.shutdown()).await;
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     tracing::info!(node_id = %app.node_id, "stopped");
     Ok(())
 }
@@ -293,7 +340,7 @@ mod tests {
         io.ns("/", async |_: socketioxide::extract::SocketRef<Adapter>| {})
             .await
             .unwrap();
-        router(HttpState { app, io }, Router::new())
+        router(HttpState { app, io }, Router::new(), true)
     }
 
     async fn get(router: &Router, path: &str, key: Option<&str>) -> (StatusCode, String) {

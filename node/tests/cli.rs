@@ -70,8 +70,12 @@ fn runs_alone_and_stops_on_sigterm() {
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     let ready = get("/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // No key given: the server API is off, not open.
     let nodes = get("/api/v1/nodes");
-    assert!(nodes.contains("\"id\":\"solo\""), "{nodes}");
+    assert!(
+        nodes.starts_with("HTTP/1.1 404") && nodes.contains("server API is off"),
+        "{nodes}"
+    );
     let metrics = get("/metrics");
     assert!(
         metrics.contains("ioscale_adapter_broadcasts_published_total 0"),
