@@ -18,6 +18,8 @@ declare -A packages=(
   [nginx]="nginx"
   [haproxy]="haproxy"
   [python3]="python3"
+  # Certificates for the rediss:// test (tests/tests/redis_tls_acl.rs).
+  [openssl]="openssl"
 )
 missing=()
 for tool in "${!packages[@]}"; do

@@ -225,7 +225,10 @@ run_one() { # impl run
           node_bin="$baseline_node_bin"
           read -r -a node_extra <<<"$baseline_node_args"
         fi
-        env "${threads_env[@]}" RUST_LOG=info "$node_bin" "${node_extra[@]}" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
+        # The generator's clients all come from 127.0.0.1: lift the per-address handshake
+        # budget (as the variables, which builds without the flag ignore).
+        env "${threads_env[@]}" RUST_LOG=info IOSCALE_HANDSHAKES_PER_ADDRESS_PER_S=1000000 \
+          IOSCALE_HANDSHAKE_BURST_PER_ADDRESS=1000000 "$node_bin" "${node_extra[@]}" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
           --redis-url "redis://127.0.0.1:$rport" --shutdown-timeout-ms 1000 >"$log" 2>&1 &
         ;;
       node-socketio)

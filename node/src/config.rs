@@ -120,6 +120,19 @@ pub struct Config {
     /// burst) an event is refused with `{ok: false, code: "busy"}`.
     #[arg(long, env = "IOSCALE_EVENT_RATE_PER_S", default_value_t = 10_000)]
     pub event_rate_per_s: u32,
+    /// New Engine.IO sessions one client address may open per second, sustained; beyond it
+    /// (and the burst) a handshake is refused with HTTP 429 before any session exists. Behind
+    /// a load balancer every client has its address unless `--trust-proxy`: set it there.
+    #[arg(long, env = "IOSCALE_HANDSHAKES_PER_ADDRESS_PER_S", default_value_t = 50)]
+    pub handshakes_per_address_per_s: u32,
+    /// New sessions one client address may open at once (many users behind one NAT share it).
+    #[arg(long, env = "IOSCALE_HANDSHAKE_BURST_PER_ADDRESS", default_value_t = 500)]
+    pub handshake_burst_per_address: u32,
+    /// The node sits behind a proxy it trusts: a client's address is the last
+    /// `X-Forwarded-For` entry (the one that proxy appended), not the TCP peer's. Without a
+    /// proxy in front, leave it off: clients could then name any address.
+    #[arg(long, env = "IOSCALE_TRUST_PROXY")]
+    pub trust_proxy: bool,
     /// Events a client may send at once on one socket (a burst of 20,000 publishes passes).
     #[arg(long, env = "IOSCALE_EVENT_BURST", default_value_t = 25_000)]
     pub event_burst: u32,
@@ -184,6 +197,9 @@ impl Config {
         }
         if matches!(self.worker_threads, Some(n) if n == 0 || n > 1024) {
             return bad("--worker-threads must be 1-1024");
+        }
+        if self.handshakes_per_address_per_s == 0 || self.handshake_burst_per_address == 0 {
+            return bad("the handshake rate and burst per address must be positive");
         }
         if self.event_rate_per_s == 0
             || self.event_burst == 0
@@ -250,6 +266,9 @@ impl std::fmt::Debug for Config {
             .field("transports", &self.transports)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("shutdown_drain_delay_ms", &self.shutdown_drain_delay_ms)
+            .field("handshakes_per_address_per_s", &self.handshakes_per_address_per_s)
+            .field("handshake_burst_per_address", &self.handshake_burst_per_address)
+            .field("trust_proxy", &self.trust_proxy)
             .field("worker_threads", &self.worker_threads)
             .field("max_connections", &self.max_connections)
             .field("event_rate_per_s", &self.event_rate_per_s)

@@ -14,6 +14,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod address_rate;
 pub mod admission;
 pub mod api;
 pub mod api_keys;

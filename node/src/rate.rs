@@ -1,5 +1,5 @@
-//! Each socket's event budget (`--event-rate-per-s`, `--event-burst`): a token bucket taken
-//! from by every event a client sends. An event over budget is refused visibly
+//! Token buckets, and each socket's event budget (`--event-rate-per-s`, `--event-burst`): a
+//! token bucket taken from by every event a client sends. An event over budget is refused visibly
 //! (`{ok: false, code: "busy"}`); a client that goes on sending into an empty bucket
 //! (`--event-refusals-before-disconnect` refusals in a row) is disconnected.
 
@@ -27,10 +27,47 @@ pub struct Limits {
     pub refusals_before_disconnect: u32,
 }
 
-#[derive(Debug)]
-struct Bucket {
+/// A token bucket: `burst` tokens at most, refilled at a rate. The caller passes the rate and
+/// burst, so a table of many buckets stores them once.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
     tokens: f64,
     last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket at `now`.
+    pub fn full(burst: f64, now: Instant) -> Self {
+        Self { tokens: burst, last: now }
+    }
+
+    fn refill(&mut self, now: Instant, rate_per_s: f64, burst: f64) {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * rate_per_s;
+        self.tokens = (self.tokens + refill).min(burst);
+        self.last = now;
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant, rate_per_s: f64, burst: f64) -> bool {
+        self.refill(now, rate_per_s, burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket has refilled by `now` (it can be forgotten and made again full).
+    pub fn is_full_at(&self, now: Instant, rate_per_s: f64, burst: f64) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * rate_per_s;
+        self.tokens + refill >= burst
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: TokenBucket,
     refused_in_row: u32,
 }
 
@@ -47,8 +84,7 @@ impl EventBudget {
         Self {
             limits,
             bucket: Mutex::new(Bucket {
-                tokens: limits.burst,
-                last: Instant::now(),
+                tokens: TokenBucket::full(limits.burst, Instant::now()),
                 refused_in_row: 0,
             }),
         }
@@ -61,11 +97,7 @@ impl EventBudget {
 
     fn take_at(&self, now: Instant) -> Verdict {
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let refill = now.saturating_duration_since(b.last).as_secs_f64() * self.limits.rate_per_s;
-        b.tokens = (b.tokens + refill).min(self.limits.burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        if b.tokens.take(now, self.limits.rate_per_s, self.limits.burst) {
             b.refused_in_row = 0;
             return Verdict::Accepted;
         }

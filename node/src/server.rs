@@ -13,6 +13,7 @@ use socketioxide::{SocketIo, TransportType, layer::SocketIoLayer};
 use tokio::net::TcpListener;
 
 use crate::{
+    address_rate::{self, AddressRate},
     admission::Admission,
     api,
     api_keys::ApiKeys,
@@ -213,8 +214,21 @@ pub async fn run(
         origins: Arc::new(origins),
         refused: app.metrics.origin_refused.clone(),
     };
+    let address_rate = Arc::new(AddressRate::new(
+        config.handshakes_per_address_per_s,
+        config.handshake_burst_per_address,
+        config.trust_proxy,
+        app.metrics
+            .connects_refused
+            .with_label_values(&["address_rate"]),
+    ));
     let router = router(http, routes, admin.is_none())
         .layer(layer)
+        // Outside the socket.io layer: a refused handshake never makes a session.
+        .layer(axum::middleware::from_fn_with_state(
+            address_rate,
+            address_rate::check,
+        ))
         // Outside the socket.io layer: a page that may not connect never reaches it.
         .layer(axum::middleware::from_fn_with_state(
             origin_check,
@@ -276,7 +290,8 @@ async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
     });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let _ = stop_rx.await;
     });
     let mut server = tokio::spawn(server.into_future());

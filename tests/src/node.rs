@@ -417,6 +417,11 @@ async fn spawn(opts: &NodeOpts, log: &Path) -> Result<(Child, SocketAddr)> {
             cmd.env_remove(k);
         }
     }
+    // Every client of a test comes from 127.0.0.1, standing for many users: one address's
+    // handshake budget would throttle them all. Tests of that limit pass its flags, which
+    // override these.
+    cmd.env("IOSCALE_HANDSHAKES_PER_ADDRESS_PER_S", "1000000")
+        .env("IOSCALE_HANDSHAKE_BURST_PER_ADDRESS", "1000000");
     cmd.env("RUST_LOG", "info,ioscale_adapter=debug,ioscale_node=debug")
         // Colour codes would split `bound_addr=` in the log file.
         .env("NO_COLOR", "1")
