@@ -1,17 +1,20 @@
 //! Redis dies (SIGKILL) under a running 3-node cluster and comes back on the
 //! same port: readiness follows Redis, local delivery never stops, and the
-//! cluster heals by itself (subscriptions restored, no node restarted).
+//! cluster heals by itself (subscriptions restored, no node restarted). Nodes started while
+//! Redis is down start not ready and join when it comes up.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use ioscale_cluster_tests::extra::{metric_all, readyz_full, wait_until};
+use ioscale_cluster_tests::extra::{metric_all, readyz_full, wait_until, with_timeout_of};
 use ioscale_cluster_tests::{
-    Agent, Client, Cluster, Emit, Transport, connect_spread, expect_delivery, with_timeout,
+    Agent, Client, Cluster, ConnectOpts, Emit, NodeOpts, NodeProc, RedisServer, TestLogs,
+    Transport, connect_spread, expect_delivery, with_timeout,
 };
 use serde_json::json;
 
 const RECONNECTS: &str = "ioscale_adapter_redis_reconnects_total";
+const ACK: Duration = Duration::from_secs(5);
 
 /// Polls `/readyz` of every node until each answers `want`; returns, per node,
 /// how long after `since` it first did. Fails after `limit`.
@@ -197,6 +200,71 @@ async fn cluster_survives_a_redis_restart_without_restarting_nodes() -> Result<(
                 reconnects_after[i]
             );
         }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn nodes_started_while_redis_is_down_become_ready_when_it_comes_up() -> Result<()> {
+    with_timeout_of(Duration::from_secs(90), async {
+        let logs = TestLogs::for_current_test()?;
+        let mut redis = RedisServer::start_with(&logs, &[]).await?;
+        redis.kill();
+        let opts = |name: &str| {
+            NodeOpts::new(name)
+                .with_redis(redis.url())
+                .with_api_key("k")
+                .with_args(["--redis-connect-wait-ms", "500"])
+        };
+        let mut a = NodeProc::start_in(&logs, opts("early-a")).await?;
+        let mut b = NodeProc::start_in(&logs, opts("early-b")).await?;
+        // Past the Redis command timeout (3 s), which used to end such a start.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for node in [&mut a, &mut b] {
+            ensure!(
+                node.is_running(),
+                "{} exited:\n{}",
+                node.node_id(),
+                node.log()
+            );
+            let status = node.api().readyz().await?;
+            ensure!(
+                status == 503,
+                "{} ready without redis: {status}",
+                node.node_id()
+            );
+        }
+        redis.restart().await?;
+        for node in [&a, &b] {
+            let api = node.api();
+            let ready = || async { Ok((api.readyz().await? == 200).then_some(())) };
+            wait_until(
+                Duration::from_secs(15),
+                Duration::from_millis(100),
+                "ready",
+                ready,
+            )
+            .await?;
+        }
+        // Their subscriptions were made on connection: a publish crosses nodes.
+        let agent = Agent::spawn_in(&logs).await?;
+        let opts = ConnectOpts::new(Transport::Websocket).namespace("/pubsub");
+        agent.connect("on-a", &a.url(), &opts).await?;
+        agent.connect("on-b", &b.url(), &opts).await?;
+        for c in ["on-a", "on-b"] {
+            let ack = agent
+                .emit_with_ack(c, "join", vec![json!("r")], ACK)
+                .await?;
+            ensure!(ack == [json!({"ok": true})], "{c} join: {ack:?}");
+        }
+        let data = json!({"room": "r", "data": 7});
+        let ack = agent
+            .emit_with_ack("on-a", "publish", vec![data], ACK)
+            .await?;
+        ensure!(ack == [json!({"ok": true})], "publish: {ack:?}");
+        let got = agent.wait_count("on-b", "msg", 1, ACK).await?;
+        ensure!(got[0][0]["data"] == 7, "{got:?}");
         Ok(())
     })
     .await

@@ -237,11 +237,24 @@ impl Broker for RedisBroker {
     }
 
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.inner.subscribe(channel).boxed()
+        async move {
+            if !self.inner.subscriber.is_connected() {
+                // The hub routes the channel already, and every (re)connection subscribes
+                // every routed channel (`watch_reconnects`): a node that starts while Redis
+                // is down (or refuses its credentials) starts not ready instead of failing.
+                return Ok(());
+            }
+            self.inner.subscribe(channel).await
+        }
+        .boxed()
     }
 
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>> {
         async move {
+            if !self.inner.subscriber.is_connected() {
+                // Unrouted already: the next connection does not subscribe it again.
+                return Ok(());
+            }
             if self.inner.sharded {
                 self.inner.subscriber.sunsubscribe(channel).await?;
             } else {
