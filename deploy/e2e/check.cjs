@@ -6,15 +6,30 @@
 // session. Then E2E_DRAIN_CMD stops one node: its clients must reconnect through the proxy,
 // and every client must end up on the two others, working.
 //
-// Env: E2E_BASE, E2E_API_KEY, E2E_DRAIN_CMD, E2E_DRAINED_NODE, E2E_CLIENT_MODULES (a
-// node_modules holding socket.io-client).
+// /pubsub needs a token (IOSCALE_AUTH_NAMESPACES=/pubsub): a client without one must get a
+// connect_error `missing_token`; clients with E2E_TOKEN (minted by `ioscale-node token --sub e2e
+// --rooms 'e2e:*'`) connect through the proxy, land on several nodes, may join and publish to
+// e2e:* rooms only, and a publish reaches every member on every node.
+//
+// The server API is asked on E2E_API_BASE, a node's admin port: the load balancer refuses it.
+//
+// Env: E2E_BASE, E2E_API_BASE, E2E_API_KEY, E2E_TOKEN, E2E_DRAIN_CMD, E2E_DRAINED_NODE,
+// E2E_CLIENT_MODULES (a node_modules holding socket.io-client).
 "use strict";
+const crypto = require("node:crypto");
 const path = require("node:path");
 const { execSync } = require("node:child_process");
 const { io } = require(path.join(process.env.E2E_CLIENT_MODULES, "socket.io-client"));
 
 const BASE = process.env.E2E_BASE || "http://127.0.0.1:8080";
-const KEY = process.env.E2E_API_KEY || "change-me";
+function required(name) {
+  const v = process.env[name];
+  if (!v) fail(`${name} is not set`);
+  return v;
+}
+const API_BASE = required("E2E_API_BASE");
+const KEY = required("E2E_API_KEY");
+const TOKEN = required("E2E_TOKEN");
 const DRAINED = process.env.E2E_DRAINED_NODE || "node2";
 const PER_KIND = 30;
 const KINDS = { polling: ["polling"], websocket: ["websocket"], upgrade: ["polling", "websocket"] };
@@ -35,13 +50,95 @@ async function waitFor(what, pred, ms) {
   fail(`timed out after ${ms} ms waiting for ${what}`);
 }
 
-async function sockets() {
-  const r = await fetch(`${BASE}/api/v1/sockets?namespace=%2F`, {
+async function sockets(namespace = "/") {
+  const r = await fetch(`${API_BASE}/api/v1/sockets?namespace=${encodeURIComponent(namespace)}`, {
     headers: { authorization: `Bearer ${KEY}` },
     signal: AbortSignal.timeout(10000),
   });
   if (r.status !== 200) fail(`GET /api/v1/sockets answered ${r.status}: ${await r.text()}`);
   return (await r.json()).sockets;
+}
+
+// Resolves with the socket once connected, or fails with the connect_error message.
+function connectTo(nsp, opts) {
+  const socket = io(`${BASE}${nsp}`, {
+    transports: ["websocket"],
+    withCredentials: true,
+    forceNew: true,
+    reconnection: false,
+    timeout: 10000,
+    ...opts,
+  });
+  return new Promise((resolve) => {
+    socket.once("connect", () => resolve({ socket }));
+    socket.once("connect_error", (e) => {
+      socket.close();
+      resolve({ error: String(e && e.message) });
+    });
+  });
+}
+
+function ack(socket, event, arg) {
+  return new Promise((resolve) => {
+    socket.timeout(5000).emit(event, arg, (err, res) => {
+      if (err) fail(`no ack to ${event} ${JSON.stringify(arg)}: ${err}`);
+      resolve(res);
+    });
+  });
+}
+
+// A well-formed HS256 token with the minted token's claims, signed with a key of its own.
+function forged() {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const claims = JSON.parse(Buffer.from(TOKEN.split(".")[1], "base64url").toString());
+  const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  const sig = crypto.createHmac("sha256", crypto.randomBytes(32)).update(unsigned).digest("base64url");
+  return `${unsigned}.${sig}`;
+}
+
+// /pubsub through the load balancer: refused without a token, working across nodes with one.
+async function pubsub() {
+  for (const transports of [["websocket"], ["polling"]]) {
+    const anon = await connectTo("/pubsub", { transports });
+    if (anon.socket) fail(`/pubsub without a token connected over ${transports}`);
+    if (!anon.error.startsWith("missing_token")) fail(`/pubsub without a token: connect_error ${anon.error}, want missing_token`);
+    const bad = await connectTo("/pubsub", { transports, auth: { token: forged() } });
+    if (bad.socket) fail(`/pubsub with a forged token connected over ${transports}`);
+    if (!bad.error.startsWith("bad_signature")) fail(`/pubsub with a forged token: connect_error ${bad.error}, want bad_signature`);
+  }
+  log("/pubsub refuses clients without a valid token (missing_token, bad_signature)");
+
+  // Members until they sit on at least two nodes (the balancer places each new client at random).
+  const members = [];
+  let nodes = new Set();
+  for (let i = 0; i < 30 && nodes.size < 2; i++) {
+    const c = await connectTo("/pubsub", { auth: { token: TOKEN } });
+    if (!c.socket) fail(`/pubsub with the minted token: connect_error ${c.error}`);
+    const got = [];
+    c.socket.on("msg", (m) => got.push(m));
+    members.push({ socket: c.socket, got });
+    const placed = new Map((await sockets("/pubsub")).map((s) => [s.id, s.node]));
+    nodes = new Set(members.map((m) => placed.get(m.socket.id)));
+    if (nodes.has(undefined)) fail(`a /pubsub socket is missing from the API: ${JSON.stringify([...placed])}`);
+  }
+  if (nodes.size < 2) fail(`30 /pubsub clients all landed on ${[...nodes]}`);
+  log(`${members.length} /pubsub clients with a token on nodes ${[...nodes].sort()}`);
+
+  for (const m of members) {
+    const r = await ack(m.socket, "join", "e2e:room");
+    if (!r || r.ok !== true) fail(`join e2e:room (granted by the token) answered ${JSON.stringify(r)}`);
+  }
+  const denied = await ack(members[0].socket, "join", "chat:room");
+  if (!denied || denied.ok !== false || denied.code !== "forbidden") fail(`join chat:room (not granted) answered ${JSON.stringify(denied)}`);
+  const published = await ack(members[0].socket, "publish", { room: "e2e:room", data: { n: 1 } });
+  if (!published || published.ok !== true) fail(`publish to e2e:room answered ${JSON.stringify(published)}`);
+  await waitFor("every /pubsub member, on every node, to receive the publish", () => members.every((m) => m.got.length >= 1), 10000);
+  for (const m of members) {
+    const [msg] = m.got;
+    if (msg.room !== "e2e:room" || JSON.stringify(msg.data) !== JSON.stringify({ n: 1 })) fail(`received ${JSON.stringify(msg)}`);
+  }
+  log(`a publish reached all ${members.length} members across ${nodes.size} nodes; chat:room refused (forbidden)`);
+  for (const m of members) m.socket.close();
 }
 
 function perNode(list) {
@@ -65,6 +162,7 @@ async function ackAll(clients, tag) {
 }
 
 (async () => {
+  await pubsub();
   const clients = [];
   for (const [kind, transports] of Object.entries(KINDS)) {
     for (let i = 0; i < PER_KIND; i++) {

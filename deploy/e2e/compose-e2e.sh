@@ -3,7 +3,10 @@
 # images, `docker compose up --wait` of every service but grafana (see section 4), drives
 # socket.io clients through the load balancer on 127.0.0.1:8080 (check.cjs), checks that
 # Prometheus scrapes all three nodes, drains a node, and tears everything down. Prints the time
-# of each phase.
+# of each phase. The stack runs as shipped, secure by default: the API key and the JWT secret
+# are the ones the secrets service generated, read back from node1; /pubsub is tried with a
+# token minted by `ioscale-node token` and without one; the API is called on node1's admin
+# port (9100, on the Compose network), and the load balancer must refuse it and /metrics.
 #
 #   sudo bash deploy/e2e/compose-e2e.sh
 #
@@ -34,7 +37,8 @@ STANDINS=${E2E_STANDINS:-1}
 mkdir -p "$ROOT"
 ROOT=$(cd "$ROOT" && pwd)
 export COMPOSE_PROJECT_NAME=ioscale-e2e
-export IOSCALE_API_KEY=${IOSCALE_API_KEY:-e2e-$RANDOM$RANDOM}
+# The generated secrets are what is under test: none given from outside.
+unset IOSCALE_API_KEY GRAFANA_ADMIN_PASSWORD
 
 t_start=$(date +%s)
 t_phase=$t_start
@@ -133,7 +137,7 @@ fi
 # Debian's packages, so it has no stand-in). Nothing here checks the dashboard, which
 # tests/tests/grafana_dashboard.rs covers; tests/tests/deploy_compose.rs keeps this list equal
 # to compose.yaml's services minus grafana.
-E2E_SERVICES=(redis node1 node2 node3 lb prometheus)
+E2E_SERVICES=(secrets redis node1 node2 node3 lb prometheus)
 docker compose build "${E2E_SERVICES[@]}"
 phase "ioscale-node image built"
 docker compose up -d --wait --wait-timeout 180 "${E2E_SERVICES[@]}"
@@ -141,13 +145,44 @@ docker compose ps
 phase "stack up and healthy"
 
 # --- 5. checks --------------------------------------------------------------------------------
+# status URL [curl args...]: the HTTP status only.
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+# expect WANT WHAT URL [curl args...]
+expect() {
+  local want=$1 what=$2 code
+  shift 2
+  code=$(status "$@")
+  [ "$code" = "$want" ] || { echo "$what answered $code, want $want"; exit 1; }
+}
 curl -fsS http://127.0.0.1:8080/lb-health
-code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/)
-[ "$code" = 200 ] || { echo "GET / through the load balancer answered $code"; exit 1; }
-code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/socket.io/socket.io.js)
-[ "$code" = 200 ] || { echo "the browser client script answered $code"; exit 1; }
-code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/api/v1/nodes)
-[ "$code" = 401 ] || { echo "the API without a key answered $code, want 401"; exit 1; }
+expect 200 "GET / through the load balancer" http://127.0.0.1:8080/
+expect 200 "the browser client script" http://127.0.0.1:8080/socket.io/socket.io.js
+
+# The generated secrets, read back as the README says.
+api_key=$(docker compose exec -T node1 cat /run/ioscale/api-key)
+[[ $api_key =~ ^[0-9a-f]{64}$ ]] || { echo "the generated API key is not 32 bytes of hex"; exit 1; }
+token=$(docker compose exec -T node1 ioscale-node token --sub e2e --rooms 'e2e:*')
+[ "$(tr -cd . <<<"$token")" = .. ] || { echo "ioscale-node token printed no JWT: $token"; exit 1; }
+
+# The API and the metrics: refused by the load balancer (even with the key), and by the nodes'
+# public port (IOSCALE_ADMIN_LISTEN moves them to 9100); served on the admin port, the API only
+# with the key. The host reaches node1 on the Compose network by its address.
+for path in /api/v1/nodes /metrics; do
+  expect 404 "GET $path through the load balancer" http://127.0.0.1:8080$path \
+    -H "Authorization: Bearer $api_key"
+done
+node1_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' \
+  "$(docker compose ps -q node1)")
+[ -n "$node1_ip" ] || { echo "node1 has no address"; exit 1; }
+admin=http://$node1_ip:9100
+expect 404 "GET /api/v1/nodes on node1's public port" "http://$node1_ip:3000/api/v1/nodes" \
+  -H "Authorization: Bearer $api_key"
+expect 404 "GET /metrics on node1's public port" "http://$node1_ip:3000/metrics"
+expect 401 "GET /api/v1/nodes on the admin port without the key" "$admin/api/v1/nodes"
+expect 200 "GET /api/v1/nodes on the admin port with the key" "$admin/api/v1/nodes" \
+  -H "Authorization: Bearer $api_key"
+expect 200 "GET /metrics on the admin port" "$admin/metrics"
+echo "api and metrics: admin port only"
 # Prometheus scrapes every node.
 for _ in $(seq 1 60); do
   up=$(curl -fsS 'http://127.0.0.1:9090/api/v1/query?query=sum(up%7Bjob%3D%22ioscale%22%7D)' \
@@ -159,8 +194,8 @@ done
 echo "prometheus: 3 of 3 nodes up"
 phase "http checks"
 
-E2E_BASE=http://127.0.0.1:8080 E2E_API_KEY=$IOSCALE_API_KEY E2E_DRAINED_NODE=node2 \
-  E2E_DRAIN_CMD="docker compose stop -t 15 node2" \
+E2E_BASE=http://127.0.0.1:8080 E2E_API_BASE=$admin E2E_API_KEY=$api_key E2E_TOKEN=$token \
+  E2E_DRAINED_NODE=node2 E2E_DRAIN_CMD="docker compose stop -t 15 node2" \
   E2E_CLIENT_MODULES=$REPO/tests/js/node_modules node deploy/e2e/check.cjs
-phase "clients through the load balancer, drain of node2"
+phase "clients through the load balancer, /pubsub with and without a token, drain of node2"
 echo "compose e2e passed in $(($(date +%s) - t_start)) s"

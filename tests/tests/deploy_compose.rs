@@ -8,6 +8,14 @@
 //! health checks behind every `depends_on: service_healthy`; and the e2e script
 //! starts every service but Grafana.
 //!
+//! Secure by default: the one-shot `secrets` service (its script run here, on
+//! temporary directories) generates the JWT secret, the API key and Grafana's
+//! admin password once and keeps them; the nodes require tokens on `/pubsub`,
+//! read both secrets from files on that volume (read-only), serve the API and
+//! `/metrics` on an admin port only Prometheus uses; Grafana reads its password
+//! from a file; Redis is bounded with `noeviction`; no placeholder key or
+//! default password anywhere.
+//!
 //! Running the stack needs a Docker engine: `deploy/e2e/compose-e2e.sh`.
 
 use std::collections::BTreeSet;
@@ -24,6 +32,12 @@ use serde_json::Value;
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 /// The port the image's node listens on (`IOSCALE_LISTEN` in deploy/Dockerfile).
 const NODE_PORT: u16 = 3000;
+/// Where the nodes serve `/metrics` and the server API (`IOSCALE_ADMIN_LISTEN`).
+const ADMIN_LISTEN: &str = "0.0.0.0:9100";
+/// The one-shot service that writes the secrets before anything reads them.
+const SECRETS: &str = "secrets";
+/// Placeholders and default passwords no credential may be.
+const WELL_KNOWN: [&str; 4] = ["change-me", "changeme", "admin", "password"];
 /// Services published on the host; everything else is reached through `lb`.
 const PUBLISHED: [&str; 3] = ["lb", "prometheus", "grafana"];
 /// The service the e2e script leaves out: it has no local stand-in image.
@@ -59,6 +73,53 @@ fn placeholders(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// `file`, as `service` sees it, is on a named volume that `service` mounts
+/// (read-only when `read_only`) and that the secrets service mounts too, and
+/// the secrets service's script writes that very file.
+fn generated_file(
+    services: &serde_json::Map<String, Value>,
+    service: &str,
+    file: &str,
+    read_only: bool,
+) -> Result<()> {
+    let (dir, name) = file.rsplit_once('/').context("an absolute path")?;
+    let mount = mount_at(&services[service], dir)
+        .with_context(|| format!("{service} mounts nothing at {dir}"))?;
+    ensure!(
+        mount["type"] == "volume",
+        "{dir} of {service} must be a named volume: {mount}"
+    );
+    ensure!(
+        !read_only || mount["read_only"] == true,
+        "{service} must mount {dir} read-only: {mount}"
+    );
+    let writer = services[SECRETS]["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["source"] == mount["source"]))
+        .with_context(|| format!("{SECRETS} does not mount volume {}", mount["source"]))?;
+    let written = format!("{}/{name}", writer["target"].as_str().unwrap_or_default());
+    ensure!(
+        secrets_script(services)?.contains(&written),
+        "{SECRETS} never writes {written} ({file} in {service})"
+    );
+    Ok(())
+}
+
+/// The secrets service's shell script (`sh -c SCRIPT`), with Compose's `$$`
+/// escapes undone.
+fn secrets_script(services: &serde_json::Map<String, Value>) -> Result<String> {
+    let s = &services[SECRETS];
+    ensure!(
+        s["entrypoint"] == serde_json::json!(["sh", "-c"]),
+        "{SECRETS} must run its command with sh -c: {}",
+        s["entrypoint"]
+    );
+    let script = s["command"][0]
+        .as_str()
+        .context("the secrets service's script")?;
+    Ok(script.replace("$$", "$"))
+}
+
 #[tokio::test]
 async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
     with_install_timeout(async {
@@ -67,6 +128,7 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
         let services = cfg["services"].as_object().context("services")?;
         let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
         let want: BTreeSet<&str> = [
+            SECRETS,
             "redis",
             "node1",
             "node2",
@@ -108,10 +170,30 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
                 "{n} must use the redis service: {env}"
             );
             ensure!(
-                env["IOSCALE_API_KEY"]
-                    .as_str()
-                    .is_some_and(|k| !k.is_empty()),
-                "{n} must get an API key (the API is reachable through the proxy)"
+                env["IOSCALE_API_KEY"].is_null(),
+                "{n} must read its API key from the generated file, not a variable: {env}"
+            );
+            ensure!(
+                env["IOSCALE_AUTH"] == "jwt" && env["IOSCALE_AUTH_NAMESPACES"] == "/pubsub",
+                "{n} must require tokens on /pubsub (and only there: the demos stay open): {env}"
+            );
+            ensure!(
+                env["IOSCALE_ADMIN_LISTEN"] == ADMIN_LISTEN,
+                "{n} must serve the API and /metrics on {ADMIN_LISTEN} only: {env}"
+            );
+            for var in ["IOSCALE_JWT_SECRET_FILE", "IOSCALE_API_KEY_FILE"] {
+                let file = env[var].as_str().unwrap_or_default();
+                generated_file(services, n, file, true)
+                    .with_context(|| format!("{n}'s {var} {file:?}"))?;
+            }
+            ensure!(
+                env["IOSCALE_JWT_SECRET"].is_null(),
+                "{n}: the JWT secret belongs in a file, not a variable"
+            );
+            ensure!(
+                s["depends_on"][SECRETS]["condition"] == "service_completed_successfully",
+                "{n} must start after the secrets are written: {}",
+                s["depends_on"]
             );
             node_ids.insert(
                 env["IOSCALE_NODE_ID"]
@@ -127,10 +209,23 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
         ensure!(node_ids.len() == 3, "node ids must differ: {node_ids:?}");
 
         // Every service waited on as healthy has a health check: its own, or
-        // the image's (deploy/Dockerfile) for the nodes.
+        // the image's (deploy/Dockerfile) for the nodes. The one-shot secrets
+        // service is waited on until it has finished, and never restarted.
+        ensure!(
+            services[SECRETS]["restart"] == "no" && services[SECRETS]["healthcheck"].is_null(),
+            "{SECRETS} must be a one-shot: {}",
+            services[SECRETS]
+        );
         for (name, s) in services {
             if let Some(deps) = s["depends_on"].as_object() {
                 for (dep, d) in deps {
+                    if dep == SECRETS {
+                        ensure!(
+                            d["condition"] == "service_completed_successfully",
+                            "{name} must wait for {SECRETS} to complete: {d}"
+                        );
+                        continue;
+                    }
                     ensure!(
                         d["condition"] == "service_healthy",
                         "{name} depends on {dep} without waiting for it to be healthy"
@@ -143,7 +238,7 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
                     );
                 }
             }
-            if !NODES.contains(&name.as_str()) {
+            if !NODES.contains(&name.as_str()) && name != SECRETS {
                 ensure!(
                     s["healthcheck"]["test"].is_array(),
                     "{name} must have a health check"
@@ -206,7 +301,8 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
             }
         }
 
-        // Prometheus scrapes exactly the node services.
+        // Prometheus scrapes exactly the node services, on their admin port
+        // (the only one that serves /metrics).
         let prom = &services["prometheus"];
         let prom_file = deploy_dir().join("prometheus").join("prometheus.yml");
         ensure!(
@@ -233,9 +329,49 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
                 }
             }
         }
+        let admin_port = ADMIN_LISTEN.rsplit(':').next().unwrap_or_default();
+        let admin_targets: BTreeSet<String> =
+            NODES.iter().map(|n| format!("{n}:{admin_port}")).collect();
         ensure!(
-            targets == node_targets,
-            "prometheus targets {targets:?} must be the node services {node_targets:?}"
+            targets == admin_targets,
+            "prometheus targets {targets:?} must be the node services' admin ports {admin_targets:?}"
+        );
+
+        // Redis bounded, refusing writes when full rather than evicting records.
+        let cmd: Vec<&str> = services["redis"]["command"]
+            .as_array()
+            .context("redis command")?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let arg = |flag: &str| {
+            cmd.iter()
+                .position(|a| *a == flag)
+                .and_then(|i| cmd.get(i + 1).copied())
+        };
+        ensure!(
+            arg("--maxmemory-policy") == Some("noeviction"),
+            "redis must not evict silently: {cmd:?}"
+        );
+        ensure!(
+            arg("--maxmemory").is_some_and(|m| m.ends_with("mb") && m != "0mb"),
+            "redis must be bounded by --maxmemory: {cmd:?}"
+        );
+
+        // No placeholder or default password in any setting of any service.
+        for (name, s) in services {
+            for (k, v) in s["environment"].as_object().into_iter().flatten() {
+                let v = v.as_str().unwrap_or_default().trim().to_lowercase();
+                ensure!(
+                    !WELL_KNOWN.contains(&v.as_str()) || k.ends_with("_USER"),
+                    "{name}: {k} is a placeholder or default password: {v:?}"
+                );
+            }
+        }
+        let text = std::fs::read_to_string(workspace_root().join("compose.yaml"))?;
+        ensure!(
+            !text.contains("change-me"),
+            "compose.yaml still holds a change-me placeholder"
         );
         Ok(())
     })
@@ -377,20 +513,56 @@ async fn grafana_is_provisioned_from_the_repository_and_reads_prometheus() -> Re
                 && env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer",
             "anonymous users must be able to view, and only view: {env}"
         );
+        // The admin password: generated, read from a file, never a default.
+        ensure!(
+            env["GF_SECURITY_ADMIN_PASSWORD"].is_null(),
+            "grafana's admin password must not be set in the file: {env}"
+        );
+        let file = env["GF_SECURITY_ADMIN_PASSWORD__FILE"].as_str().context(
+            "grafana must read its admin password from GF_SECURITY_ADMIN_PASSWORD__FILE",
+        )?;
+        generated_file(services, "grafana", file, true)?;
+        ensure!(
+            grafana["depends_on"][SECRETS]["condition"] == "service_completed_successfully",
+            "grafana must start after its password is written: {}",
+            grafana["depends_on"]
+        );
+        // Its own volume: Grafana never sees the nodes' secrets.
+        for n in NODES {
+            for var in ["IOSCALE_JWT_SECRET_FILE", "IOSCALE_API_KEY_FILE"] {
+                let f = services[n]["environment"][var].as_str().unwrap_or_default();
+                let (dir, _) = f.rsplit_once('/').unwrap_or_default();
+                let src = mount_at(&services[n], dir).map(|m| m["source"].clone());
+                let shared = grafana["volumes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|v| Some(&v["source"]) == src.as_ref());
+                ensure!(!shared, "grafana must not mount the volume of {n}'s {var}");
+            }
+        }
         Ok(())
     })
     .await
 }
 
-/// The admin password comes from the environment, with a default for a local try-out.
+/// A password of one's own (`GRAFANA_ADMIN_PASSWORD`) goes to the secrets
+/// service, which writes it to the file Grafana reads; it never lands in
+/// Grafana's own environment.
 #[tokio::test]
 async fn grafana_admin_password_comes_from_the_environment() -> Result<()> {
     with_install_timeout(async {
         let logs = TestLogs::for_current_test()?;
         let cfg = compose_config(&logs, &[("GRAFANA_ADMIN_PASSWORD", "s3cret-grafana")]).await?;
-        let env = &cfg["services"]["grafana"]["environment"];
+        let services = &cfg["services"];
         ensure!(
-            env["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-grafana",
+            services[SECRETS]["environment"]["GRAFANA_ADMIN_PASSWORD"] == "s3cret-grafana",
+            "{SECRETS}: {}",
+            services[SECRETS]["environment"]
+        );
+        let env = &services["grafana"]["environment"];
+        ensure!(
+            env["GF_SECURITY_ADMIN_PASSWORD"].is_null(),
             "grafana: {env}"
         );
         Ok(())
@@ -444,20 +616,142 @@ async fn e2e_script_starts_every_service_but_grafana() -> Result<()> {
     .await
 }
 
-/// The API key comes from the environment (a `.env` file or the shell), so a
-/// deployment does not have to edit the file.
+/// A key of one's own (`IOSCALE_API_KEY` in a `.env` file or the shell) goes
+/// to the secrets service, which writes it to the file the nodes read, so a
+/// deployment does not have to edit the file; the nodes' environment never
+/// holds it.
 #[tokio::test]
 async fn api_key_comes_from_the_environment() -> Result<()> {
     with_install_timeout(async {
         let logs = TestLogs::for_current_test()?;
         let cfg = compose_config(&logs, &[("IOSCALE_API_KEY", "s3cret-from-env")]).await?;
+        ensure!(
+            cfg["services"][SECRETS]["environment"]["IOSCALE_API_KEY"] == "s3cret-from-env",
+            "{SECRETS}: {}",
+            cfg["services"][SECRETS]["environment"]
+        );
         for n in NODES {
             ensure!(
-                cfg["services"][n]["environment"]["IOSCALE_API_KEY"] == "s3cret-from-env",
+                cfg["services"][n]["environment"]["IOSCALE_API_KEY"].is_null(),
                 "{n}: {}",
                 cfg["services"][n]["environment"]
             );
         }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs the secrets service's script (as the container would, `sh -c`, as
+/// root) with its volumes as temporary directories and `env`.
+async fn run_secrets_script(
+    logs: &TestLogs,
+    services: &serde_json::Map<String, Value>,
+    root: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Result<()> {
+    let mut script = secrets_script(services)?;
+    for v in services[SECRETS]["volumes"].as_array().context("volumes")? {
+        let target = v["target"].as_str().context("target")?;
+        let dir = root.join(v["source"].as_str().context("source")?);
+        std::fs::create_dir_all(&dir)?;
+        script = script.replace(target, &dir.to_string_lossy());
+    }
+    let log = logs.file("secrets-script.log");
+    let out = tools::run(
+        std::path::Path::new("sh"),
+        &["-c", &script],
+        root,
+        env,
+        Duration::from_secs(30),
+        Some(&log),
+    )
+    .await?;
+    expect_success("the secrets service's script", &out, &log)
+}
+
+/// What the secrets service writes, where its consumers look for it.
+fn read_secret(root: &std::path::Path, volume: &str, name: &str) -> Result<(String, u32, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = root.join(volume).join(name);
+    let meta =
+        std::fs::metadata(&path).with_context(|| format!("{} not written", path.display()))?;
+    Ok((
+        std::fs::read_to_string(&path)?,
+        meta.mode() & 0o777,
+        meta.uid(),
+    ))
+}
+
+/// The secrets service's script: on a first start it writes three different
+/// random values (32 bytes, hex) readable only by the uid that uses each
+/// (the node image's 10001, Grafana's 472); a second start keeps them; a
+/// key given in `IOSCALE_API_KEY` replaces the generated one (one per line,
+/// as the node reads them) and leaves the JWT secret alone.
+#[tokio::test]
+async fn secrets_are_generated_once_and_kept() -> Result<()> {
+    with_install_timeout(async {
+        let logs = TestLogs::for_current_test()?;
+        // The script chowns each file to its reader's uid, as root in the
+        // container: only root can do that here too.
+        let probe = logs.file("whoami");
+        std::fs::write(&probe, "")?;
+        if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&probe)?) != 0 {
+            eprintln!("skipped: the secrets script's chown needs root");
+            return Ok(());
+        }
+        let cfg = compose_config(&logs, &[]).await?;
+        let services = cfg["services"].as_object().context("services")?;
+        let root = logs.dir().join("volumes");
+        let no_env = [("IOSCALE_API_KEY", ""), ("GRAFANA_ADMIN_PASSWORD", "")];
+        run_secrets_script(&logs, services, &root, &no_env).await?;
+
+        let files = [
+            ("ioscale-secrets", "jwt-secret", 10001),
+            ("ioscale-secrets", "api-key", 10001),
+            ("grafana-secrets", "admin-password", 472),
+        ];
+        let mut first = Vec::new();
+        for (volume, name, uid) in files {
+            let (text, mode, owner) = read_secret(&root, volume, name)?;
+            let value = text.trim_end();
+            ensure!(
+                value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit()),
+                "{volume}/{name} must be 32 random bytes in hex: {value:?}"
+            );
+            ensure!(
+                mode == 0o400 && owner == uid,
+                "{volume}/{name} must be readable by uid {uid} only: mode {mode:o}, owner {owner}"
+            );
+            first.push(value.to_owned());
+        }
+        let distinct: BTreeSet<&String> = first.iter().collect();
+        ensure!(
+            distinct.len() == first.len(),
+            "each secret must be its own: {first:?}"
+        );
+
+        run_secrets_script(&logs, services, &root, &no_env).await?;
+        for ((volume, name, _), was) in files.iter().zip(&first) {
+            let (text, ..) = read_secret(&root, volume, name)?;
+            ensure!(
+                text.trim_end() == was,
+                "{volume}/{name} must be kept across starts"
+            );
+        }
+
+        let given = [
+            ("IOSCALE_API_KEY", "key-one,key-two"),
+            ("GRAFANA_ADMIN_PASSWORD", ""),
+        ];
+        run_secrets_script(&logs, services, &root, &given).await?;
+        let (keys, ..) = read_secret(&root, "ioscale-secrets", "api-key")?;
+        ensure!(
+            keys == "key-one\nkey-two\n",
+            "a given IOSCALE_API_KEY must be written one key per line: {keys:?}"
+        );
+        let (jwt, ..) = read_secret(&root, "ioscale-secrets", "jwt-secret")?;
+        ensure!(jwt.trim_end() == first[0], "the JWT secret must be kept");
         Ok(())
     })
     .await

@@ -5,7 +5,11 @@
 //! oldest Kubernetes the chart supports and the newest the validator knows; the
 //! rendered objects say what the deployment docs promise (probes, sticky
 //! ingress, secrets, optional parts); `values.schema.json` and the templates
-//! reject bad values.
+//! reject bad values. Secure by default: JWT auth with a generated secret
+//! mounted as a file, a generated API key, metrics and the server API on an
+//! `admin` port that only a ClusterIP Service of its own exposes (the ingress
+//! routes to `http` only), Redis bounded with `noeviction`, and no well-known
+//! password anywhere.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -123,6 +127,196 @@ fn env_var<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|e| e["name"] == name)
 }
 
+/// The plain value of `name` in the node container: its own `env`, or the
+/// ConfigMap it takes with `envFrom` (the container's own entry wins, as in
+/// Kubernetes).
+fn node_setting(docs: &[Value], container: &Value, name: &str) -> Option<String> {
+    if let Some(e) = env_var(container, name) {
+        return e["value"].as_str().map(str::to_owned);
+    }
+    container["envFrom"].as_array()?.iter().find_map(|from| {
+        let cm = from["configMapRef"]["name"].as_str()?;
+        let cm = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == cm)?;
+        cm["data"][name].as_str().map(str::to_owned)
+    })
+}
+
+/// Every string in `v`, with the path that leads to it.
+fn strings(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(s) => out.push((path.to_owned(), s.clone())),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                strings(x, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                strings(x, &format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Values no credential may have: placeholders and default passwords.
+const WELL_KNOWN: [&str; 5] = ["change-me", "changeme", "admin", "password", "secret"];
+
+/// What every rendering must hold, whatever the values: the server API and
+/// the metrics on the `admin` port of the pods, bound by IOSCALE_ADMIN_LISTEN,
+/// exposed by a ClusterIP Service of their own and by no other; an ingress
+/// (when there is one) that routes to `http` only; no placeholder or default
+/// password among the rendered strings (the Secret's included).
+fn check_secure_by_default(docs: &[Value], full: &str) -> Result<()> {
+    let dep = find(docs, "Deployment", full)?;
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    let ports = c["ports"].as_array().context("container ports")?;
+    let port = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["containerPort"].as_u64())
+    };
+    let admin_port = port("admin").context("no container port named admin")?;
+    ensure!(
+        port("http") != Some(admin_port),
+        "admin and http must be two ports: {ports:?}"
+    );
+    let admin_listen = node_setting(docs, c, "IOSCALE_ADMIN_LISTEN").context(
+        "IOSCALE_ADMIN_LISTEN must be set, or /metrics and the API share the public port",
+    )?;
+    ensure!(
+        admin_listen == format!("0.0.0.0:{admin_port}"),
+        "IOSCALE_ADMIN_LISTEN {admin_listen} must bind the admin container port {admin_port}"
+    );
+
+    let admin_svc = find(docs, "Service", &format!("{full}-admin"))?;
+    ensure!(
+        admin_svc["spec"]["type"] == "ClusterIP",
+        "the admin Service must stay inside the cluster: {}",
+        admin_svc["spec"]
+    );
+    ensure!(
+        admin_svc["spec"]["ports"]
+            .as_array()
+            .is_some_and(|p| p.len() == 1 && p[0]["targetPort"] == "admin"),
+        "the admin Service must expose the admin port, and only it: {}",
+        admin_svc["spec"]["ports"]
+    );
+    for svc in docs.iter().filter(|d| d["kind"] == "Service") {
+        if svc["metadata"]["name"] == format!("{full}-admin") {
+            continue;
+        }
+        for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
+            ensure!(
+                p["targetPort"] != "admin" && p["targetPort"] != admin_port,
+                "Service {} must not expose the admin port: {p}",
+                svc["metadata"]["name"]
+            );
+        }
+    }
+    for ing in docs.iter().filter(|d| d["kind"] == "Ingress") {
+        let mut backends = Vec::new();
+        for rule in ing["spec"]["rules"].as_array().into_iter().flatten() {
+            for path in rule["http"]["paths"].as_array().into_iter().flatten() {
+                backends.push(&path["backend"]["service"]);
+            }
+        }
+        if !ing["spec"]["defaultBackend"].is_null() {
+            backends.push(&ing["spec"]["defaultBackend"]["service"]);
+        }
+        ensure!(
+            !backends.is_empty(),
+            "the ingress routes nowhere: {}",
+            ing["spec"]
+        );
+        for b in backends {
+            ensure!(
+                b["name"] == full && b["port"] == json!({"name": "http"}),
+                "the ingress must route to the http port of {full} only, so neither /metrics \
+                 nor /api/v1 is reachable through it: {b}"
+            );
+        }
+    }
+
+    // Where credentials live: Secrets, ConfigMaps and the containers' plain
+    // variables. (Not everywhere: `admin` is rightly a port and label name.)
+    let mut values = Vec::new();
+    for d in docs {
+        let name = format!(
+            "{}/{}",
+            d["kind"].as_str().unwrap_or(""),
+            d["metadata"]["name"].as_str().unwrap_or("")
+        );
+        for field in ["stringData", "data"] {
+            strings(&d[field], &format!("{name}.{field}"), &mut values);
+        }
+        let pod = &d["spec"]["template"]["spec"];
+        for c in pod["containers"].as_array().into_iter().flatten() {
+            for e in c["env"].as_array().into_iter().flatten() {
+                strings(
+                    &e["value"],
+                    &format!("{name} env {}", e["name"]),
+                    &mut values,
+                );
+            }
+            strings(&c["args"], &format!("{name} args"), &mut values);
+        }
+    }
+    ensure!(!values.is_empty(), "no settings found to check");
+    for (path, value) in &values {
+        let v = value.trim().to_lowercase();
+        ensure!(
+            !WELL_KNOWN.contains(&v.as_str()),
+            "{path} is a placeholder or well-known password: {value:?}"
+        );
+    }
+    Ok(())
+}
+
+/// With `auth: jwt`: the node requires tokens (on `namespaces`, or everywhere
+/// when `None`) and reads its HS256 secret from a file that is the Secret's
+/// `jwt-secret`, mounted read-only.
+fn check_jwt(docs: &[Value], full: &str, secret: &str, namespaces: Option<&str>) -> Result<()> {
+    let dep = find(docs, "Deployment", full)?;
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    ensure!(
+        node_setting(docs, c, "IOSCALE_AUTH").as_deref() == Some("jwt"),
+        "IOSCALE_AUTH must be jwt"
+    );
+    ensure!(
+        node_setting(docs, c, "IOSCALE_AUTH_NAMESPACES").as_deref() == namespaces,
+        "IOSCALE_AUTH_NAMESPACES must be {namespaces:?}"
+    );
+    ensure!(
+        env_var(c, "IOSCALE_JWT_SECRET").is_none(),
+        "the JWT secret must come as a file, not a variable (visible in kubectl describe)"
+    );
+    let file = node_setting(docs, c, "IOSCALE_JWT_SECRET_FILE")
+        .context("IOSCALE_JWT_SECRET_FILE must be set")?;
+    let (dir, name) = file.rsplit_once('/').context("an absolute path")?;
+    let mount = c["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == dir))
+        .with_context(|| format!("nothing mounted at {dir}: {}", c["volumeMounts"]))?;
+    ensure!(mount["readOnly"] == true, "{dir} must be mounted read-only");
+    let vol = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+        .context("the JWT secret's volume")?;
+    ensure!(
+        vol["secret"]["secretName"] == secret
+            && vol["secret"]["items"].as_array().is_some_and(|i| i
+                .iter()
+                .any(|i| i["key"] == "jwt-secret" && i["path"] == name)),
+        "{file} must be key jwt-secret of Secret {secret}: {vol}"
+    );
+    Ok(())
+}
+
 /// The node Deployment's invariants, whatever the values.
 fn check_node_deployment(dep: &Value, secret: &str) -> Result<()> {
     let pod = &dep["spec"]["template"]["spec"];
@@ -210,6 +404,7 @@ async fn default_values_render_a_valid_cluster_with_bundled_redis() -> Result<()
             format!("ConfigMap/{full}"),
             format!("Secret/{full}"),
             format!("Service/{full}"),
+            format!("Service/{full}-admin"),
             format!("Deployment/{full}"),
             format!("PodDisruptionBudget/{full}"),
             format!("Deployment/{full}-redis"),
@@ -221,17 +416,56 @@ async fn default_values_render_a_valid_cluster_with_bundled_redis() -> Result<()
 
         let dep = find(&docs, "Deployment", &full)?;
         check_node_deployment(dep, &full)?;
+        check_secure_by_default(&docs, &full)?;
+        check_jwt(&docs, &full, &full, Some("/pubsub"))?;
         ensure!(dep["spec"]["replicas"] == 3, "three replicas by default");
         let c = &dep["spec"]["template"]["spec"]["containers"][0];
         ensure!(
-            env_var(c, "IOSCALE_API_KEY").is_none(),
-            "no API key set: the variable must be absent (the node rejects an empty key)"
+            env_var(c, "IOSCALE_API_KEY")
+                .is_some_and(|e| e["valueFrom"]["secretKeyRef"] == json!({"name": full, "key": "api-key"})),
+            "no API key given: the generated one must come from the chart's Secret"
         );
         let secret = find(&docs, "Secret", &full)?;
         ensure!(
             secret["stringData"]["redis-url"] == format!("redis://{full}-redis:6379"),
             "bundled Redis URL: {}",
             secret["stringData"]
+        );
+        // Generated: long, and new at each install (helm template sees no
+        // installed Secret to keep them from).
+        let again = render_and_validate(&logs, "default-again", &[]).await?;
+        let again = find(&again, "Secret", &full)?;
+        for (key, min) in [("api-key", 32), ("jwt-secret", 32)] {
+            let v = secret["stringData"][key].as_str().unwrap_or_default();
+            ensure!(
+                v.len() >= min && v.chars().all(|c| c.is_ascii_alphanumeric()),
+                "generated {key} must be {min}+ random characters: {v:?}"
+            );
+            ensure!(
+                again["stringData"][key] != secret["stringData"][key],
+                "{key} must be generated at random, not fixed in the chart"
+            );
+        }
+        // The bundled Redis: bounded, and refusing writes rather than evicting.
+        let redis = &find(&docs, "Deployment", &format!("{full}-redis"))?["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> = redis["args"]
+            .as_array()
+            .context("redis args")?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let arg = |flag: &str| {
+            args.iter()
+                .position(|a| *a == flag)
+                .and_then(|i| args.get(i + 1).copied())
+        };
+        ensure!(
+            arg("--maxmemory-policy") == Some("noeviction"),
+            "Redis must not evict silently: {args:?}"
+        );
+        ensure!(
+            arg("--maxmemory").is_some_and(|m| m.ends_with("mb") && m != "0mb"),
+            "Redis must be bounded by maxmemory: {args:?}"
         );
         // The node Service selects node pods only, never the bundled Redis.
         let svc = find(&docs, "Service", &full)?;
@@ -276,6 +510,8 @@ async fn every_option_renders_valid_manifests() -> Result<()> {
 
         let dep = find(&docs, "Deployment", &full)?;
         check_node_deployment(dep, &full)?;
+        check_secure_by_default(&docs, &full)?;
+        check_jwt(&docs, &full, &full, Some("/pubsub,/custom"))?;
         ensure!(
             dep["spec"]["replicas"].is_null(),
             "the HPA owns the replica count"
@@ -301,6 +537,14 @@ async fn every_option_renders_valid_manifests() -> Result<()> {
                 .as_str()
                 .is_some_and(|u| u.starts_with("redis-cluster://")),
             "external Redis Cluster URL"
+        );
+        // Given values are used as they are, never replaced by generated ones.
+        ensure!(
+            secret["stringData"]["api-key"] == "not-a-real-key,another-key-being-rotated"
+                && secret["stringData"]["jwt-secret"]
+                    == "not-a-real-secret-but-long-enough-for-hs256",
+            "the Secret must hold the given key and JWT secret: {}",
+            secret["stringData"]
         );
 
         let ing = find(&docs, "Ingress", &full)?;
@@ -336,23 +580,31 @@ async fn every_option_renders_valid_manifests() -> Result<()> {
         );
         let sm = find(&docs, "ServiceMonitor", &full)?;
         ensure!(
-            sm["spec"]["endpoints"][0]["port"] == "http"
+            sm["spec"]["endpoints"]
+                .as_array()
+                .is_some_and(|e| e.len() == 1)
+                && sm["spec"]["endpoints"][0]["port"] == "admin"
                 && sm["spec"]["endpoints"][0]["path"] == "/metrics",
-            "ServiceMonitor endpoint {}",
+            "the ServiceMonitor must scrape /metrics on the admin port: {}",
             sm["spec"]
         );
         ensure!(
             sm["metadata"]["labels"]["release"] == "prometheus",
             "ServiceMonitor labels"
         );
-        let svc = find(&docs, "Service", &full)?;
-        let sel = &sm["spec"]["selector"]["matchLabels"];
-        let selects = sel
+        let sel = sm["spec"]["selector"]["matchLabels"]
             .as_object()
-            .context("matchLabels")?
-            .iter()
-            .all(|(k, v)| &svc["metadata"]["labels"][k] == v);
-        ensure!(selects, "the ServiceMonitor must select the node Service");
+            .context("matchLabels")?;
+        let selects = |svc: &Value| sel.iter().all(|(k, v)| &svc["metadata"]["labels"][k] == v);
+        ensure!(
+            selects(find(&docs, "Service", &format!("{full}-admin"))?),
+            "the ServiceMonitor must select the admin Service"
+        );
+        ensure!(
+            !selects(find(&docs, "Service", &full)?),
+            "the ServiceMonitor must not select the client Service (type {}: public)",
+            find(&docs, "Service", &full)?["spec"]["type"]
+        );
         Ok(())
     })
     .await
@@ -374,6 +626,8 @@ async fn existing_secret_replaces_the_charts_secret() -> Result<()> {
         );
         let dep = find(&docs, "Deployment", &full)?;
         check_node_deployment(dep, "ioscale-credentials")?;
+        check_secure_by_default(&docs, &full)?;
+        check_jwt(&docs, &full, "ioscale-credentials", Some("/pubsub"))?;
         let c = &dep["spec"]["template"]["spec"]["containers"][0];
         ensure!(
             env_var(c, "IOSCALE_API_KEY")
@@ -386,10 +640,55 @@ async fn existing_secret_replaces_the_charts_secret() -> Result<()> {
 }
 
 #[tokio::test]
+async fn auth_none_renders_without_a_jwt_secret() -> Result<()> {
+    with_install_timeout(async {
+        let logs = TestLogs::for_current_test()?;
+        let values = chart_dir().join("ci").join("no-auth-values.yaml");
+        let docs =
+            render_and_validate(&logs, "no-auth", &["-f", &values.to_string_lossy()]).await?;
+        let full = format!("{RELEASE}-ioscale");
+        let dep = find(&docs, "Deployment", &full)?;
+        check_node_deployment(dep, &full)?;
+        // The API and the metrics stay on the admin port without connection auth too.
+        check_secure_by_default(&docs, &full)?;
+        let pod = &dep["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        ensure!(
+            node_setting(&docs, c, "IOSCALE_AUTH").as_deref() == Some("none"),
+            "IOSCALE_AUTH must say none"
+        );
+        for name in ["IOSCALE_AUTH_NAMESPACES", "IOSCALE_JWT_SECRET_FILE"] {
+            ensure!(
+                node_setting(&docs, c, name).is_none(),
+                "{name} must not be set without auth"
+            );
+        }
+        ensure!(
+            pod["volumes"].is_null() && c["volumeMounts"].is_null(),
+            "no JWT secret volume without auth: {}",
+            pod["volumes"]
+        );
+        let secret = find(&docs, "Secret", &full)?;
+        ensure!(
+            secret["stringData"]["jwt-secret"].is_null()
+                && secret["stringData"]["api-key"]
+                    .as_str()
+                    .is_some_and(|k| k.len() >= 32),
+            "without auth: an API key, no JWT secret: {:?}",
+            secret["stringData"]
+                .as_object()
+                .map(|o| o.keys().collect::<Vec<_>>())
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn bad_values_are_rejected() -> Result<()> {
     with_install_timeout(async {
         let logs = TestLogs::for_current_test()?;
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 10] = [
             (&["--set", "replicaCount=0"], "replicaCount"),
             (&["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
             (&["--set", "replicaCout=3"], "replicaCout"),
@@ -398,6 +697,11 @@ async fn bad_values_are_rejected() -> Result<()> {
                 "externalRedis",
             ),
             (&["--set", "serviceMonitor.interval=often"], "interval"),
+            (&["--set", "auth=basic"], "auth"),
+            // HS256 needs a secret of 32 bytes or more.
+            (&["--set", "jwtSecret=short"], "jwtSecret"),
+            (&["--set", "authNamespaces=pubsub"], "authNamespaces"),
+            (&["--set", "redis.maxmemory=0"], "maxmemory"),
             // No Redis at all: a template error, not a schema one.
             (
                 &["--set", "redis.enabled=false"],

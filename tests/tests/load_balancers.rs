@@ -10,16 +10,20 @@
 //! ping cycles, receive broadcasts and get acks). Draining a node (SIGTERM)
 //! moves its clients to the others through the proxy, and leaves the others'
 //! clients where they were. The round-robin counter-example shows the failure
-//! the other tests would catch.
+//! the other tests would catch. Every config, the counter-example included,
+//! refuses the server API and `/metrics` (spellings that reach the same route
+//! too) while Socket.IO and the chat page go through.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use ioscale_cluster_tests::cluster::DEFAULT_API_KEY;
 use ioscale_cluster_tests::extra::{Checks, wait_until};
+use ioscale_cluster_tests::http::{Method, RawBody};
 use ioscale_cluster_tests::lb::{LbKind, LoadBalancer, polling_probe};
 use ioscale_cluster_tests::{
-    Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, Emit, TestLogs, Transport, with_timeout,
+    Agent, Api, Cluster, ConnectOpts, EVENT_TIMEOUT, Emit, TestLogs, Transport, with_timeout,
 };
 use serde_json::json;
 
@@ -333,8 +337,103 @@ async fn check_working_after_drain(
     Ok(())
 }
 
+/// Requests the proxies must refuse: the API and the metrics, and spellings of
+/// them that a node's router or a proxy might still take for those routes.
+const ADMIN_PATHS: [&str; 8] = [
+    "/metrics",
+    "/api/v1/nodes",
+    "/api/v1/sockets?namespace=%2F",
+    "/api/v1",
+    "//metrics",
+    "/%6Detrics",
+    "//api/v1/nodes",
+    "/api/v1/%6Eodes",
+];
+/// Every kind of Socket.IO client.
+const ALL_TRANSPORTS: [Transport; 3] = [Transport::Polling, Transport::Websocket, Transport::Both];
+/// What every config answers instead (the nodes never say it).
+const LB_REFUSAL: &str = "not served by the load balancer";
+
+/// The proxy refuses the server API and `/metrics` (defence in depth beside
+/// the nodes' `--admin-listen`), while Socket.IO and the chat page go through.
+/// The nodes run with their defaults, so they do serve both on the very port
+/// the proxy forwards to: a refusal seen through the proxy is the proxy's own.
+/// Socket.IO is tried with `transports` (round-robin breaks polling anyway).
+async fn admin_paths_refused(kind: LbKind, transports: &[Transport]) -> Result<()> {
+    with_timeout(async {
+        let s = setup(kind).await?;
+        let mut checks = Checks::new();
+        let t = Duration::from_secs(10);
+
+        // Served by the node itself, with the key the proxy's client sends too.
+        let direct = s.cluster.api(0);
+        checks.ok(direct.metrics().await, "GET /metrics from the node itself");
+        let r = direct.raw(Method::GET, "/api/v1/nodes", None, t).await?;
+        checks.check(r.status == 200, || {
+            format!(
+                "GET /api/v1/nodes from the node itself answered {}: {}",
+                r.status, r.body
+            )
+        });
+
+        let via_lb = Api::new(s.lb.url(), Some(DEFAULT_API_KEY.to_owned()));
+        for path in ADMIN_PATHS {
+            let r = via_lb.raw(Method::GET, path, None, t).await?;
+            checks.check(r.status == 404 && r.body.contains(LB_REFUSAL), || {
+                format!(
+                    "GET {path} through {} must be refused by it: {} {}",
+                    kind.name(),
+                    r.status,
+                    r.body
+                )
+            });
+        }
+        let emit = json!({"event": "through-lb", "args": []});
+        let r = via_lb
+            .raw(Method::POST, "/api/v1/emit", Some(RawBody::Json(emit)), t)
+            .await?;
+        checks.check(r.status == 404 && r.body.contains(LB_REFUSAL), || {
+            format!(
+                "POST /api/v1/emit through {} must be refused by it: {} {}",
+                kind.name(),
+                r.status,
+                r.body
+            )
+        });
+
+        // Everything else still goes through: the chat page and Socket.IO
+        // sessions, acked through their own session.
+        let page = via_lb.raw(Method::GET, "/", None, t).await?;
+        checks.check(page.status == 200, || {
+            format!("GET / through {} answered {}", kind.name(), page.status)
+        });
+        let names: Vec<String> = (0..transports.len()).map(|i| format!("s{i}")).collect();
+        connect_all(&s.agent, &s.lb.url(), &names, |i| transports[i], false).await?;
+        for name in &names {
+            let ack = s
+                .agent
+                .emit_with_ack(name, "set-data", vec![json!({"lb": name})], EVENT_TIMEOUT)
+                .await;
+            if let Some(ack) =
+                checks.ok(ack, &format!("{name} set-data ack through {}", kind.name()))
+            {
+                checks.check(ack == vec![json!({"ok": true})], || {
+                    format!("{name}: set-data acked {ack:?}")
+                });
+            }
+        }
+        checks.finish()
+    })
+    .await
+}
+
 mod nginx {
     use super::*;
+
+    #[tokio::test]
+    async fn admin_paths_are_refused() -> Result<()> {
+        admin_paths_refused(LbKind::Nginx, &ALL_TRANSPORTS).await
+    }
 
     #[tokio::test]
     async fn polling_clients_spread_and_stick() -> Result<()> {
@@ -361,6 +460,11 @@ mod haproxy {
     use super::*;
 
     #[tokio::test]
+    async fn admin_paths_are_refused() -> Result<()> {
+        admin_paths_refused(LbKind::Haproxy, &ALL_TRANSPORTS).await
+    }
+
+    #[tokio::test]
     async fn polling_clients_spread_and_stick() -> Result<()> {
         spread_and_sticky(LbKind::Haproxy, Transport::Polling).await
     }
@@ -379,6 +483,13 @@ mod haproxy {
     async fn draining_a_node_moves_its_clients() -> Result<()> {
         drain(LbKind::Haproxy).await
     }
+}
+
+/// Even the counter-example keeps the API and the metrics to itself: a copy of
+/// it must not expose them.
+#[tokio::test]
+async fn roundrobin_refuses_admin_paths_too() -> Result<()> {
+    admin_paths_refused(LbKind::NginxRoundRobinBroken, &[Transport::Websocket]).await
 }
 
 /// The counter-example: round-robin without stickiness breaks long-polling
