@@ -180,6 +180,42 @@ mod tests {
         assert!(a.admit("/", false, None).is_ok());
     }
 
+    /// Any JSON value, a few levels deep.
+    fn json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("token|.{0,8}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any handshake `auth` payload, on any namespace: read as the handshake reads it,
+        /// never a panic, and every refusal has a code and a client text that starts with it.
+        #[test]
+        fn random_handshake_payloads_are_refused_with_a_code(
+            payload in json(),
+            ns in "/[a-z]{0,8}",
+        ) {
+            let a = Admission::new(&config(AuthMode::Jwt, &[]), 10).unwrap();
+            let token = serde_json::from_value::<AuthPayload>(payload).ok().map(|p| p.token);
+            let r = a.admit(&ns, false, token.as_deref()).unwrap_err();
+            let text = r.to_string();
+            let (code, rest) = text.split_once(": ").unwrap_or(("", ""));
+            proptest::prop_assert!(!r.code().is_empty() && !code.is_empty() && !rest.is_empty());
+            proptest::prop_assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+    }
+
     #[test]
     fn only_the_listed_namespaces_need_a_token() {
         let a = Admission::new(&config(AuthMode::Jwt, &["/pubsub"]), 10).unwrap();
