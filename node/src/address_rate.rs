@@ -121,8 +121,7 @@ pub async fn check(State(rate): State<Arc<AddressRate>>, req: Request, next: Nex
         return next.run(req).await;
     }
     // Absent only when the router is driven without a listener (in-process tests).
-    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
-    else {
+    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return next.run(req).await;
     };
     let addr = rate.client_addr(&req, peer.ip());
@@ -183,7 +182,10 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(rate(true).client_addr(&bad, peer), peer);
-        assert_eq!(parse_forwarded("[2001:db8::1]:443"), Some(ip("2001:db8::1")));
+        assert_eq!(
+            parse_forwarded("[2001:db8::1]:443"),
+            Some(ip("2001:db8::1"))
+        );
     }
 
     #[test]
@@ -191,7 +193,9 @@ mod tests {
         let req = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
         assert!(opens_session(&req("/socket.io/?EIO=4&transport=polling")));
         assert!(opens_session(&req("/socket.io/?EIO=4&transport=websocket")));
-        assert!(!opens_session(&req("/socket.io/?EIO=4&transport=polling&sid=abc")));
+        assert!(!opens_session(&req(
+            "/socket.io/?EIO=4&transport=polling&sid=abc"
+        )));
         assert!(!opens_session(&req("/socket.io/socket.io.js")));
         assert!(!opens_session(&req("/api/v1/nodes")));
     }

@@ -123,10 +123,18 @@ pub struct Config {
     /// New Engine.IO sessions one client address may open per second, sustained; beyond it
     /// (and the burst) a handshake is refused with HTTP 429 before any session exists. Behind
     /// a load balancer every client has its address unless `--trust-proxy`: set it there.
-    #[arg(long, env = "IOSCALE_HANDSHAKES_PER_ADDRESS_PER_S", default_value_t = 50)]
+    #[arg(
+        long,
+        env = "IOSCALE_HANDSHAKES_PER_ADDRESS_PER_S",
+        default_value_t = 50
+    )]
     pub handshakes_per_address_per_s: u32,
     /// New sessions one client address may open at once (many users behind one NAT share it).
-    #[arg(long, env = "IOSCALE_HANDSHAKE_BURST_PER_ADDRESS", default_value_t = 500)]
+    #[arg(
+        long,
+        env = "IOSCALE_HANDSHAKE_BURST_PER_ADDRESS",
+        default_value_t = 500
+    )]
     pub handshake_burst_per_address: u32,
     /// The node sits behind a proxy it trusts: a client's address is the last
     /// `X-Forwarded-For` entry (the one that proxy appended), not the TCP peer's. Without a
@@ -266,8 +274,14 @@ impl std::fmt::Debug for Config {
             .field("transports", &self.transports)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("shutdown_drain_delay_ms", &self.shutdown_drain_delay_ms)
-            .field("handshakes_per_address_per_s", &self.handshakes_per_address_per_s)
-            .field("handshake_burst_per_address", &self.handshake_burst_per_address)
+            .field(
+                "handshakes_per_address_per_s",
+                &self.handshakes_per_address_per_s,
+            )
+            .field(
+                "handshake_burst_per_address",
+                &self.handshake_burst_per_address,
+            )
             .field("trust_proxy", &self.trust_proxy)
             .field("worker_threads", &self.worker_threads)
             .field("max_connections", &self.max_connections)

@@ -38,7 +38,10 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket at `now`.
     pub fn full(burst: f64, now: Instant) -> Self {
-        Self { tokens: burst, last: now }
+        Self {
+            tokens: burst,
+            last: now,
+        }
     }
 
     fn refill(&mut self, now: Instant, rate_per_s: f64, burst: f64) {
@@ -97,7 +100,9 @@ impl EventBudget {
 
     fn take_at(&self, now: Instant) -> Verdict {
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        if b.tokens.take(now, self.limits.rate_per_s, self.limits.burst) {
+        if b.tokens
+            .take(now, self.limits.rate_per_s, self.limits.burst)
+        {
             b.refused_in_row = 0;
             return Verdict::Accepted;
         }

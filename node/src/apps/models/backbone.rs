@@ -171,7 +171,7 @@ async fn run(
     match op {
         Op::Create => {
             let item = item_object(r.item.as_ref(), op)?;
-            Ok(Value::Object(models.insert(io, s.id, c, item).await?))
+            Ok(Value::Object(models.insert(io, s, c, item).await?))
         }
         Op::Read => match r.id {
             None => {

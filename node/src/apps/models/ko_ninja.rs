@@ -209,7 +209,7 @@ async fn run(
         }
         KoOp::Insert => {
             let d = object_arg(&data, "data", "insert")?;
-            Ok(Value::Object(models.insert(io, s.id, collection, d).await?))
+            Ok(Value::Object(models.insert(io, s, collection, d).await?))
         }
         KoOp::Update => {
             let id = id_arg(&data, "update")?;

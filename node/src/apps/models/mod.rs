@@ -19,11 +19,16 @@
 
 pub mod backbone;
 pub mod ko_ninja;
+mod lua;
+mod memory;
 pub mod record;
 pub mod sails;
 pub mod store;
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use ioscale_adapter::Cluster;
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -88,6 +93,19 @@ pub struct ModelConfig {
     /// Most records per collection.
     #[arg(long, env = "IOSCALE_MAX_RECORDS", default_value_t = 10_000)]
     pub max_records: usize,
+    /// Most bytes the records of one collection may hold, serialised as JSON (ids included):
+    /// creates and growing updates over it are refused. With `--max-collections` this bounds
+    /// the whole store to `max_collections × max_collection_bytes` (100 MiB by default).
+    #[arg(
+        long,
+        env = "IOSCALE_MAX_COLLECTION_BYTES",
+        default_value_t = 1_048_576
+    )]
+    pub max_collection_bytes: usize,
+    /// Most records one socket connection may create over its life, in every collection and
+    /// dialect: one anonymous client cannot fill the store alone.
+    #[arg(long, env = "IOSCALE_MAX_RECORDS_PER_CLIENT", default_value_t = 1_000)]
+    pub max_records_per_client: usize,
     /// ko.ninja message names per collection, `collection:op=event,op=event` (ops: find,
     /// findOne, insert, update, remove); repeat the flag, or separate collections with `;`.
     #[arg(long, env = "IOSCALE_KO_MESSAGE_NAMES", value_delimiter = ';')]
@@ -173,16 +191,26 @@ impl Settings {
         } else {
             Collections::Listed(names)
         };
-        if c.max_collections == 0 || c.max_record_bytes == 0 || c.max_records == 0 {
-            return Err(SettingsError(
-                "--max-collections, --max-record-bytes and --max-records must be positive".into(),
-            ));
-        }
         let limits = Limits {
             max_record_bytes: c.max_record_bytes,
             max_records: c.max_records,
+            max_collection_bytes: c.max_collection_bytes,
             max_collections: c.max_collections,
+            max_records_per_client: c.max_records_per_client,
         };
+        if [
+            limits.max_collections,
+            limits.max_record_bytes,
+            limits.max_records,
+            limits.max_collection_bytes,
+            limits.max_records_per_client,
+        ]
+        .contains(&0)
+        {
+            return Err(SettingsError(
+                "--max-collections, --max-record-bytes, --max-records, --max-collection-bytes and --max-records-per-client must be positive".into(),
+            ));
+        }
         let ko_names = ko_ninja::KoNames::parse(&c.ko_message_names, &collections)
             .map_err(|e| SettingsError(format!("--ko-message-names: {e}")))?;
         Ok(Self {
@@ -260,20 +288,37 @@ impl Models {
             .inc();
     }
 
-    /// Inserts a record and tells the cluster.
+    /// Inserts a record created by `origin` and tells the cluster.
     ///
     /// # Errors
-    /// As `ModelStore::insert`.
+    /// `ClientRecordsExhausted` when `origin` already created `--max-records-per-client`
+    /// records, else as `ModelStore::insert`.
     pub async fn insert(
         &self,
         io: &SocketIo<Adapter>,
-        origin: Sid,
+        origin: &SocketRef<Adapter>,
         collection: &str,
         data: Record,
     ) -> Result<Record, ModelError> {
-        let r = self.store.insert(collection, data).await?;
+        let created = created_records(origin);
+        let max = self.store.limits().max_records_per_client;
+        // Reserved before the store is asked, so concurrent inserts of one socket cannot all
+        // pass the check; handed back when the insert fails: only stored records count.
+        created
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| ModelError::ClientRecordsExhausted(max))?;
+        let r = match self.store.insert(collection, data).await {
+            Ok(r) => r,
+            Err(e) => {
+                created.0.fetch_sub(1, Ordering::AcqRel);
+                return Err(e);
+            }
+        };
         let id = record_id(&r);
-        publish(io, origin, collection, Verb::Create, id, Some(&r)).await;
+        publish(io, origin.id, collection, Verb::Create, id, Some(&r)).await;
         Ok(r)
     }
 
@@ -310,6 +355,21 @@ impl Models {
         publish(io, origin, collection, Verb::Destroy, id, None).await;
         Ok(r)
     }
+}
+
+/// Records a socket connection created, in its extensions (`--max-records-per-client`).
+#[derive(Debug, Default)]
+struct CreatedRecords(AtomicUsize);
+
+/// The socket's counter, put there by [`register`].
+fn created_records(s: &SocketRef<Adapter>) -> Arc<CreatedRecords> {
+    if let Some(c) = s.extensions.get::<Arc<CreatedRecords>>() {
+        return c;
+    }
+    // Only a socket that skipped `register` gets here; its first insert makes the counter.
+    let c = Arc::new(CreatedRecords::default());
+    s.extensions.insert(c.clone());
+    c
 }
 
 fn record_id(r: &Record) -> u64 {
@@ -412,6 +472,8 @@ const CRUD_EVENTS: [&str; 7] = ["create", "read", "update", "delete", "get", "po
 /// Registers the dialects' events on a socket of `/`. Called from the namespace's connect
 /// handler before anything is awaited, so a client's first event finds its handler.
 fn register(s: &SocketRef<Adapter>) {
+    // Before any handler runs, so concurrent first inserts share one counter.
+    s.extensions.insert(Arc::new(CreatedRecords::default()));
     for event in CRUD_EVENTS {
         s.on(event, crud);
     }

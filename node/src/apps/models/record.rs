@@ -21,8 +21,12 @@ pub struct Limits {
     pub max_record_bytes: usize,
     /// Most records per collection.
     pub max_records: usize,
+    /// Most bytes the records of one collection may hold, serialised as JSON (ids included).
+    pub max_collection_bytes: usize,
     /// Most collections in open mode.
     pub max_collections: usize,
+    /// Most records one socket connection may create over its life, in every collection.
+    pub max_records_per_client: usize,
 }
 
 /// Which collections clients may use.
@@ -52,6 +56,19 @@ pub enum ModelError {
     /// The collection holds `--max-records` records.
     #[error("collection {0:?} is full (at most {1} records)")]
     CollectionFull(String, usize),
+    /// The record would take the collection over `--max-collection-bytes`.
+    #[error(
+        "collection {collection:?} is full (its records may hold at most {max} bytes of JSON); remove or shrink records first"
+    )]
+    CollectionBytesFull {
+        /// Collection.
+        collection: String,
+        /// Limit.
+        max: usize,
+    },
+    /// The socket already created `--max-records-per-client` records.
+    #[error("this connection has created its limit of {0} records")]
+    ClientRecordsExhausted(usize),
     /// No record with that id.
     #[error("{collection} {id} not found")]
     NotFound {
@@ -101,6 +118,14 @@ impl ModelError {
         }
     }
 
+    /// `collection` cannot take more bytes (`--max-collection-bytes`).
+    pub fn bytes_full(collection: &str, limits: &Limits) -> Self {
+        ModelError::CollectionBytesFull {
+            collection: collection.to_owned(),
+            max: limits.max_collection_bytes,
+        }
+    }
+
     /// The HTTP status a REST client would get.
     pub fn status(&self) -> u16 {
         match self {
@@ -111,7 +136,10 @@ impl ModelError {
             ModelError::TooLarge { .. } => 413,
             ModelError::TooManyCollections(_)
             | ModelError::CollectionFull(..)
+            | ModelError::CollectionBytesFull { .. }
             | ModelError::Conflict { .. } => 409,
+            // `busy`: this connection may create no more; others still may.
+            ModelError::ClientRecordsExhausted(_) => 429,
             ModelError::Redis(_) => 503,
             ModelError::Corrupt { .. } => 500,
         }
@@ -139,6 +167,28 @@ impl ModelError {
             e => Refused::new(code, e.to_string()),
         }
     }
+}
+
+/// `record` as the JSON text the store keeps.
+///
+/// # Errors
+/// `TooLarge` over `--max-record-bytes`.
+pub fn checked_json(record: &Record, limits: &Limits) -> Result<String, ModelError> {
+    let text = serde_json::to_string(record)
+        .map_err(|e| ModelError::Invalid(format!("record cannot be serialised: {e}")))?;
+    if text.len() > limits.max_record_bytes {
+        return Err(ModelError::TooLarge {
+            size: text.len(),
+            max: limits.max_record_bytes,
+        });
+    }
+    Ok(text)
+}
+
+/// The length of a stored record as JSON: what it counts against `--max-collection-bytes`.
+pub fn json_len(record: &Record) -> usize {
+    // A map of JSON values always serialises; 0 only keeps a bug from panicking.
+    serde_json::to_string(record).map_or(0, |t| t.len())
 }
 
 /// Whether `name` may name a collection: it becomes part of Redis keys, room names, event names
@@ -248,6 +298,23 @@ pub(super) mod tests {
         assert!(parse_id(&json!("4a")).is_err());
         assert!(parse_id(&json!(null)).is_err());
         assert!(parse_id(&json!({"id": 1})).is_err());
+    }
+
+    #[test]
+    fn store_limits_are_the_clients_fault() {
+        let full = ModelError::CollectionBytesFull {
+            collection: "todos".into(),
+            max: 2000,
+        };
+        let r = full.refused();
+        assert_eq!((full.status(), r.code), (409, Code::Conflict));
+        assert!(full.is_client_error() && r.request_id.is_none());
+        assert!(r.error.contains("2000 bytes"), "{}", r.error);
+        let spent = ModelError::ClientRecordsExhausted(3);
+        let r = spent.refused();
+        assert_eq!((spent.status(), r.code), (429, Code::Busy));
+        assert!(spent.is_client_error() && r.request_id.is_none());
+        assert!(r.error.contains("limit of 3 records"), "{}", r.error);
     }
 
     #[test]

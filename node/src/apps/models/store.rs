@@ -2,13 +2,16 @@
 //! collections of JSON object records with server-assigned integer ids, in Redis for a cluster
 //! (every node reads and writes the same records) or in memory for a node alone.
 //!
-//! Redis layout (the collection name is a hash tag, so both keys of a collection sit in one
-//! Redis Cluster slot and the Lua scripts below may touch them together):
+//! Redis layout (the collection name is a hash tag, so the keys of a collection sit in one
+//! Redis Cluster slot and the Lua scripts of `super::lua` may touch them together):
 //!
 //! - `{prefix}:model:{<collection>}`: hash, field = id (decimal), value = the record as JSON
 //!   (an object that includes its `id`);
 //! - `{prefix}:model:{<collection>}:seq`: the last id handed out (`INCR`: unique cluster-wide,
 //!   never reused, so a stale room subscription never points at a new record);
+//! - `{prefix}:model:{<collection>}:bytes`: the sum of the lengths of the hash's values, kept by
+//!   the scripts that write records to enforce `--max-collection-bytes` (rebuilt from the hash
+//!   when missing);
 //! - `{prefix}:models`: set of collection names, kept only in open mode to enforce
 //!   `--max-collections`.
 //!
@@ -16,10 +19,7 @@
 //! retried on conflict, so two nodes updating one record never lose a write, and an update
 //! racing a remove never brings the record back.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Mutex,
-};
+use std::collections::HashMap;
 
 use fred::{
     clients::Client,
@@ -27,22 +27,18 @@ use fred::{
 };
 use serde_json::Value;
 
+use super::lua;
+use super::memory::Memory;
 use super::record::{
-    Collections, Limits, ModelError, Record, UpdateMode, matches, parse_id_str,
+    Collections, Limits, ModelError, Record, UpdateMode, checked_json, matches, parse_id_str,
     valid_collection_name,
 };
 
 /// Compare-and-set attempts of one update before the client is told to retry.
 const UPDATE_ATTEMPTS: usize = 16;
 
-#[derive(Debug, Default)]
-struct MemCollection {
-    last_id: u64,
-    records: BTreeMap<u64, Record>,
-}
-
 enum Backend {
-    Memory(Mutex<HashMap<String, MemCollection>>),
+    Memory(Memory),
     Redis { client: Client, prefix: String },
 }
 
@@ -67,40 +63,11 @@ impl std::fmt::Debug for ModelStore {
     }
 }
 
-/// `INSERT`: stores ARGV[2] under id ARGV[1] unless the collection holds ARGV[3] records.
-const INSERT_LUA: &str = r"
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1";
-
-/// Compare-and-set: replaces the record ARGV[1] by ARGV[3] only if it still is ARGV[2].
-/// Returns -1 when the record is gone, 0 when it changed meanwhile, 1 when written.
-const UPDATE_LUA: &str = r"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if not cur then return -1 end
-if cur ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1";
-
-/// Removes record ARGV[1] and returns what it was (nil when absent).
-const REMOVE_LUA: &str = r"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return cur";
-
-/// Registers collection ARGV[1] unless ARGV[2] collections already exist. Returns 1 when the
-/// collection is (now) registered, 0 when the limit is reached.
-const REGISTER_LUA: &str = r"
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('SADD', KEYS[1], ARGV[1])
-return 1";
-
 impl ModelStore {
     /// A store in this process (a node alone).
     pub fn memory(collections: Collections, limits: Limits) -> Self {
         Self {
-            backend: Backend::Memory(Mutex::default()),
+            backend: Backend::Memory(Memory::default()),
             collections,
             limits,
         }
@@ -147,16 +114,17 @@ impl ModelStore {
         format!("{prefix}:model:{{{collection}}}:seq")
     }
 
+    /// The collection's byte counter (see `super::lua`).
+    fn bytes_key(prefix: &str, collection: &str) -> String {
+        format!("{prefix}:model:{{{collection}}}:bytes")
+    }
+
+    fn bytes_full(&self, collection: &str) -> ModelError {
+        ModelError::bytes_full(collection, &self.limits)
+    }
+
     fn check_size(&self, record: &Record) -> Result<String, ModelError> {
-        let text = serde_json::to_string(record)
-            .map_err(|e| ModelError::Invalid(format!("record cannot be serialised: {e}")))?;
-        if text.len() > self.limits.max_record_bytes {
-            return Err(ModelError::TooLarge {
-                size: text.len(),
-                max: self.limits.max_record_bytes,
-            });
-        }
-        Ok(text)
+        checked_json(record, &self.limits)
     }
 
     fn decode(collection: &str, id: u64, text: &str) -> Result<Record, ModelError> {
@@ -182,18 +150,7 @@ impl ModelStore {
     pub async fn find(&self, collection: &str, filter: &Record) -> Result<Vec<Record>, ModelError> {
         self.check_collection(collection)?;
         match &self.backend {
-            Backend::Memory(m) => {
-                let m = m.lock().unwrap_or_else(|e| e.into_inner());
-                Ok(m.get(collection)
-                    .map(|c| {
-                        c.records
-                            .values()
-                            .filter(|r| matches(r, filter))
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default())
-            }
+            Backend::Memory(m) => Ok(m.find(collection, filter)),
             Backend::Redis { client, prefix } => {
                 let raw: HashMap<String, String> =
                     client.hgetall(Self::hash_key(prefix, collection)).await?;
@@ -227,13 +184,7 @@ impl ModelStore {
         self.check_collection(collection)?;
         let not_found = || ModelError::not_found(collection, id);
         match &self.backend {
-            Backend::Memory(m) => {
-                let m = m.lock().unwrap_or_else(|e| e.into_inner());
-                m.get(collection)
-                    .and_then(|c| c.records.get(&id))
-                    .cloned()
-                    .ok_or_else(not_found)
-            }
+            Backend::Memory(m) => m.get(collection, id).ok_or_else(not_found),
             Backend::Redis { client, prefix } => {
                 let text: Option<String> = client
                     .hget(Self::hash_key(prefix, collection), id.to_string())
@@ -257,67 +208,69 @@ impl ModelStore {
         probe.insert("id".to_owned(), Value::from(u64::MAX));
         self.check_size(&probe)?;
         match &self.backend {
-            Backend::Memory(m) => {
-                let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
-                if !m.contains_key(collection)
-                    && self.collections == Collections::Open
-                    && m.len() >= self.limits.max_collections
-                {
-                    return Err(ModelError::TooManyCollections(self.limits.max_collections));
-                }
-                let c = m.entry(collection.to_owned()).or_default();
-                if c.records.len() >= self.limits.max_records {
-                    return Err(ModelError::CollectionFull(
-                        collection.to_owned(),
-                        self.limits.max_records,
-                    ));
-                }
-                c.last_id += 1;
-                let id = c.last_id;
-                let mut record = Record::new();
-                record.insert("id".to_owned(), Value::from(id));
-                record.extend(data);
-                c.records.insert(id, record.clone());
-                Ok(record)
-            }
+            Backend::Memory(m) => m.insert(
+                &self.limits,
+                self.collections == Collections::Open,
+                collection,
+                data,
+            ),
             Backend::Redis { client, prefix } => {
-                if self.collections == Collections::Open {
-                    let ok: i64 = client
-                        .eval(
-                            REGISTER_LUA,
-                            vec![format!("{prefix}:models")],
-                            vec![
-                                collection.to_owned(),
-                                self.limits.max_collections.to_string(),
-                            ],
-                        )
-                        .await?;
-                    if ok != 1 {
-                        return Err(ModelError::TooManyCollections(self.limits.max_collections));
-                    }
-                }
-                // INCR alone makes the id unique cluster-wide; a failure after it only leaves
-                // a gap in the ids.
-                let id: u64 = client.incr(Self::seq_key(prefix, collection)).await?;
-                let mut record = Record::new();
-                record.insert("id".to_owned(), Value::from(id));
-                record.extend(data);
-                let text = self.check_size(&record)?;
-                let stored: i64 = client
-                    .eval(
-                        INSERT_LUA,
-                        vec![Self::hash_key(prefix, collection)],
-                        vec![id.to_string(), text, self.limits.max_records.to_string()],
-                    )
-                    .await?;
-                if stored != 1 {
-                    return Err(ModelError::CollectionFull(
-                        collection.to_owned(),
-                        self.limits.max_records,
-                    ));
-                }
-                Ok(record)
+                self.insert_redis(client, prefix, collection, data).await
             }
+        }
+    }
+
+    async fn insert_redis(
+        &self,
+        client: &Client,
+        prefix: &str,
+        collection: &str,
+        data: Record,
+    ) -> Result<Record, ModelError> {
+        if self.collections == Collections::Open {
+            let ok: i64 = client
+                .eval(
+                    lua::REGISTER,
+                    vec![format!("{prefix}:models")],
+                    vec![
+                        collection.to_owned(),
+                        self.limits.max_collections.to_string(),
+                    ],
+                )
+                .await?;
+            if ok != 1 {
+                return Err(ModelError::TooManyCollections(self.limits.max_collections));
+            }
+        }
+        // INCR alone makes the id unique cluster-wide; a failure after it only leaves a gap
+        // in the ids.
+        let id: u64 = client.incr(Self::seq_key(prefix, collection)).await?;
+        let mut record = Record::new();
+        record.insert("id".to_owned(), Value::from(id));
+        record.extend(data);
+        let text = self.check_size(&record)?;
+        let stored: i64 = client
+            .eval(
+                lua::INSERT,
+                vec![
+                    Self::hash_key(prefix, collection),
+                    Self::bytes_key(prefix, collection),
+                ],
+                vec![
+                    id.to_string(),
+                    text,
+                    self.limits.max_records.to_string(),
+                    self.limits.max_collection_bytes.to_string(),
+                ],
+            )
+            .await?;
+        match stored {
+            1 => Ok(record),
+            -1 => Err(self.bytes_full(collection)),
+            _ => Err(ModelError::CollectionFull(
+                collection.to_owned(),
+                self.limits.max_records,
+            )),
         }
     }
 
@@ -325,7 +278,8 @@ impl ModelStore {
     /// returns the stored result.
     ///
     /// # Errors
-    /// `NotFound`, limits, a disallowed collection, `Conflict` after repeated concurrent
+    /// `NotFound`, limits (a record may always shrink, but grow only within
+    /// `--max-collection-bytes`), a disallowed collection, `Conflict` after repeated concurrent
     /// changes, or Redis failing; the stored record is unchanged then.
     pub async fn update(
         &self,
@@ -346,58 +300,56 @@ impl ModelStore {
             next
         };
         match &self.backend {
-            Backend::Memory(m) => {
-                let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
-                let current = m
-                    .get_mut(collection)
-                    .and_then(|c| c.records.get_mut(&id))
-                    .ok_or_else(|| ModelError::NotFound {
-                        collection: collection.to_owned(),
-                        id,
-                    })?;
-                let next = combine(current);
-                self.check_size(&next)?;
-                *current = next.clone();
-                Ok(next)
-            }
+            Backend::Memory(m) => m.update(&self.limits, collection, id, combine),
             Backend::Redis { client, prefix } => {
-                let key = Self::hash_key(prefix, collection);
-                for _ in 0..UPDATE_ATTEMPTS {
-                    let text: Option<String> = client.hget(key.as_str(), id.to_string()).await?;
-                    let text = text.ok_or_else(|| ModelError::NotFound {
-                        collection: collection.to_owned(),
-                        id,
-                    })?;
-                    let current = Self::decode(collection, id, &text)?;
-                    let next = combine(&current);
-                    let next_text = self.check_size(&next)?;
-                    let done: i64 = client
-                        .eval(
-                            UPDATE_LUA,
-                            vec![key.clone()],
-                            vec![id.to_string(), text, next_text],
-                        )
-                        .await?;
-                    match done {
-                        1 => return Ok(next),
-                        -1 => {
-                            return Err(ModelError::NotFound {
-                                collection: collection.to_owned(),
-                                id,
-                            });
-                        }
-                        _ => continue,
-                    }
-                }
-                Err(ModelError::Conflict {
-                    collection: collection.to_owned(),
-                    id,
-                })
+                self.update_redis(client, prefix, collection, id, combine)
+                    .await
             }
         }
     }
 
-    /// Removes record `id` and returns what it was.
+    async fn update_redis(
+        &self,
+        client: &Client,
+        prefix: &str,
+        collection: &str,
+        id: u64,
+        combine: impl Fn(&Record) -> Record,
+    ) -> Result<Record, ModelError> {
+        let key = Self::hash_key(prefix, collection);
+        let keys = vec![key.clone(), Self::bytes_key(prefix, collection)];
+        for _ in 0..UPDATE_ATTEMPTS {
+            let text: Option<String> = client.hget(key.as_str(), id.to_string()).await?;
+            let text = text.ok_or_else(|| ModelError::not_found(collection, id))?;
+            let current = Self::decode(collection, id, &text)?;
+            let next = combine(&current);
+            let next_text = self.check_size(&next)?;
+            let done: i64 = client
+                .eval(
+                    lua::UPDATE,
+                    keys.clone(),
+                    vec![
+                        id.to_string(),
+                        text,
+                        next_text,
+                        self.limits.max_collection_bytes.to_string(),
+                    ],
+                )
+                .await?;
+            match done {
+                1 => return Ok(next),
+                -1 => return Err(ModelError::not_found(collection, id)),
+                -2 => return Err(self.bytes_full(collection)),
+                _ => continue,
+            }
+        }
+        Err(ModelError::Conflict {
+            collection: collection.to_owned(),
+            id,
+        })
+    }
+
+    /// Removes record `id`, frees its bytes and returns what it was.
     ///
     /// # Errors
     /// `NotFound`, a disallowed collection, or Redis failing.
@@ -405,17 +357,15 @@ impl ModelStore {
         self.check_collection(collection)?;
         let not_found = || ModelError::not_found(collection, id);
         match &self.backend {
-            Backend::Memory(m) => {
-                let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
-                m.get_mut(collection)
-                    .and_then(|c| c.records.remove(&id))
-                    .ok_or_else(not_found)
-            }
+            Backend::Memory(m) => m.remove(collection, id).ok_or_else(not_found),
             Backend::Redis { client, prefix } => {
                 let old: Option<String> = client
                     .eval(
-                        REMOVE_LUA,
-                        vec![Self::hash_key(prefix, collection)],
+                        lua::REMOVE,
+                        vec![
+                            Self::hash_key(prefix, collection),
+                            Self::bytes_key(prefix, collection),
+                        ],
                         vec![id.to_string()],
                     )
                     .await?;
@@ -452,8 +402,75 @@ mod tests {
         Limits {
             max_record_bytes: 200,
             max_records: 3,
+            max_collection_bytes: 10_000,
             max_collections: 2,
+            max_records_per_client: 100,
         }
+    }
+
+    /// The memory backend's byte count of `collection`, and the sum it must equal.
+    fn bytes_of(s: &ModelStore, collection: &str) -> (usize, usize) {
+        match &s.backend {
+            Backend::Memory(m) => m.bytes(collection),
+            // Never equal: a test on the wrong backend fails.
+            Backend::Redis { .. } => (usize::MAX, 0),
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_collection_bytes() {
+        let limits = Limits {
+            max_records: 100,
+            max_collection_bytes: 110,
+            ..limits()
+        };
+        let s = ModelStore::memory(Collections::Open, limits);
+        // `{"id":1,"t":"<20 x>"}` is 35 bytes: three fit in 110, a fourth does not.
+        let twenty = || obj(json!({"t": "x".repeat(20)}));
+        for id in 1..=3 {
+            assert_eq!(s.insert("todos", twenty()).await.unwrap()["id"], json!(id));
+        }
+        assert_eq!(bytes_of(&s, "todos"), (105, 105));
+        let full = s.insert("todos", twenty()).await;
+        assert!(
+            matches!(&full, Err(ModelError::CollectionBytesFull { collection, max: 110 }) if collection == "todos"),
+            "{full:?}"
+        );
+        // Nothing was stored nor an id spent; the counter is unchanged.
+        assert_eq!(s.find("todos", &Record::new()).await.unwrap().len(), 3);
+        assert_eq!(bytes_of(&s, "todos"), (105, 105));
+        // 5 bytes are free: a growth of 6 is refused, one of 5 fits, a shrink always does.
+        let grow = |n: usize| obj(json!({"t": "x".repeat(20 + n)}));
+        assert!(matches!(
+            s.update("todos", 1, grow(6), UpdateMode::Merge).await,
+            Err(ModelError::CollectionBytesFull { .. })
+        ));
+        assert_eq!(s.get("todos", 1).await.unwrap(), {
+            let mut r = twenty();
+            r.insert("id".into(), json!(1));
+            r
+        });
+        s.update("todos", 1, grow(5), UpdateMode::Merge)
+            .await
+            .unwrap();
+        assert_eq!(bytes_of(&s, "todos"), (110, 110));
+        s.update("todos", 2, Record::new(), UpdateMode::Replace)
+            .await
+            .unwrap();
+        assert_eq!(bytes_of(&s, "todos"), (83, 83));
+        // A remove frees its bytes, and the next insert fits again.
+        assert_eq!(s.remove("todos", 3).await.unwrap()["id"], json!(3));
+        assert_eq!(bytes_of(&s, "todos"), (48, 48));
+        assert_eq!(s.insert("todos", twenty()).await.unwrap()["id"], json!(4));
+        assert_eq!(bytes_of(&s, "todos"), (83, 83));
+        // A record over the collection's bound never creates the collection.
+        let big = obj(json!({"t": "x".repeat(120)}));
+        assert!(matches!(
+            s.insert("other", big).await,
+            Err(ModelError::CollectionBytesFull { .. })
+        ));
+        assert_eq!(bytes_of(&s, "other"), (0, 0));
+        s.insert("third", Record::new()).await.unwrap();
     }
 
     #[tokio::test]

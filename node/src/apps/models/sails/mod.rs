@@ -170,7 +170,7 @@ async fn run(
             Ok(Value::Object(r))
         }
         Route::Create { collection, values } => {
-            let r = models.insert(io, s.id, &collection, values).await?;
+            let r = models.insert(io, s, &collection, values).await?;
             if let Some(id) = r.get("id").and_then(Value::as_u64) {
                 s.join(sails_instance_room(&collection, id));
             }
