@@ -139,77 +139,31 @@ async fn burst_of_20000_publishes_arrives_complete_once_and_in_order() -> Result
     .await
 }
 
-/// With `--publish-buffer-bytes 65536` a burst of 1 KiB publishes cannot all be queued: the
-/// rest is refused with `ok: false` and an error, counted, and never delivered; everything
-/// else is delivered once, in order.
+/// Malformed publishes and joins are refused with `ok: false` and an error, and counted under
+/// their own reason. (A publish beyond `--publish-buffer-bytes` is refused too: a client that
+/// reads has nothing pending, so that refusal is proved with one that stops reading, in
+/// tests/tests/slow_publisher.rs.)
 #[tokio::test]
-async fn burst_beyond_a_small_publish_buffer_is_refused_visibly() -> Result<()> {
-    const N: u64 = 5_000;
-    const PAD: u64 = 1024;
-    with_timeout_of(Duration::from_secs(240), async {
-        let cluster = Cluster::builder()
-            .nodes(2)
-            .node_args(["--publish-buffer-bytes", "65536"])
-            .start()
-            .await?;
+async fn malformed_publishes_and_joins_are_refused_and_counted() -> Result<()> {
+    with_timeout_of(Duration::from_secs(60), async {
+        let cluster = Cluster::builder().nodes(2).start().await?;
         let agent = Agent::spawn().await?;
         member(&agent, &cluster, "pub", 1, "small").await?;
-        member(&agent, &cluster, "sub", 0, "small").await?;
         let mut checks = Checks::new();
-        // Malformed publishes and rooms are refused the same way, under their own reason.
         let bad_join = agent
             .emit_with_ack("pub", "join", vec![json!("")], Duration::from_secs(5))
             .await?;
         checks.check(is_refusal(&bad_join), || format!("join \"\": {bad_join:?}"));
-        for bad in [json!("not an object"), json!({"room": "", "data": 1}), json!({"room": "small"})] {
+        for bad in [
+            json!("not an object"),
+            json!({"room": "", "data": 1}),
+            json!({"room": "small"}),
+        ] {
             let ack = agent
                 .emit_with_ack("pub", "publish", vec![bad.clone()], Duration::from_secs(5))
                 .await?;
             checks.check(is_refusal(&ack), || format!("publish {bad}: {ack:?}"));
         }
-
-        let report = agent
-            .publish_window_padded("pub", "small", N, N, PAD, Duration::from_secs(120))
-            .await?;
-        print_report(&report);
-        checks.check(
-            report.sent == N
-                && report.error_count == 0
-                && report.refused > 0
-                && report.acked + report.refused == N,
-            || format!("every publish must be acked ok or refused, some refused: {report:?}"),
-        );
-        checks.check(
-            report
-                .refusal_errors
-                .iter()
-                .all(|e| e.contains("publish buffer full")),
-            || format!("refusals must say the buffer is full: {report:?}"),
-        );
-
-        let limit = Duration::from_secs(120);
-        let settle = Duration::from_millis(500);
-        let skip = &report.refused_seqs;
-        let (seq_sub, seq_pub) = tokio::join!(
-            agent.seq_check_skipping("sub", "msg", N, skip, limit, settle),
-            agent.seq_check_skipping("pub", "msg", N, skip, limit, settle),
-        );
-        for (name, seq) in [("sub", seq_sub?), ("pub", seq_pub?)] {
-            checks.check(seq_clean(&seq, report.acked), || {
-                format!(
-                    "{name}: expected the {} accepted publishes exactly once each, in order, and none of the refused: {seq:?}",
-                    report.acked
-                )
-            });
-        }
-
-        let refused = metric_all(&cluster, REFUSED, &[("reason", "buffer_full")]).await?;
-        checks.check(refused == [0.0, report.refused as f64], || {
-            format!(
-                "{REFUSED}{{reason=buffer_full}} must be [0, {}] (node 1, node 2), got {refused:?}",
-                report.refused
-            )
-        });
         let invalid = metric_all(&cluster, REFUSED, &[("reason", "invalid")]).await?;
         checks.check(invalid == [0.0, 3.0], || {
             format!("{REFUSED}{{reason=invalid}} must be [0, 3], got {invalid:?}")

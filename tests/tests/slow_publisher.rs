@@ -1,6 +1,8 @@
 //! A `/pubsub` publisher that stops reading while it publishes: once its packet buffer is
 //! full its acks wait for room instead of being dropped, and when it reads again every
-//! publish is acked `ok`, once and in order, with nothing counted as dropped.
+//! publish is acked `ok`, once and in order, with nothing counted as dropped. With a small
+//! `--publish-buffer-bytes`, what it publishes beyond the bound meanwhile is refused, counted,
+//! and the accepted rest still acked in order.
 //!
 //! The official clients always read, so this one speaks Engine.IO v4 / Socket.IO v5 over a
 //! plain WebSocket, with a small receive buffer so the kernel's buffers fill quickly.
@@ -23,6 +25,8 @@ const NS: &str = "/pubsub";
 const N: u64 = 250_000;
 const DROPPED: &str = "ioscale_adapter_dropped_total";
 const WAITED: &str = "ioscale_pubsub_acks_waited_total";
+const REFUSED: &str = "ioscale_pubsub_publishes_refused_total";
+const RECEIVED: &str = "ioscale_events_received_total";
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -67,78 +71,144 @@ async fn open_pubsub(ws: &mut Ws) -> Result<()> {
     Ok(())
 }
 
+/// The node flags of both tests: a small packet buffer fills first, the event budget lets a
+/// 250,000 flood in (the default refuses it), and the heartbeat outlasts the silence (a debug
+/// build takes tens of seconds to handle the flood).
+fn node_args(publish_buffer_bytes: &str) -> Vec<String> {
+    [
+        "--socket-buffer-packets",
+        "64",
+        "--publish-buffer-bytes",
+        publish_buffer_bytes,
+        "--event-burst",
+        "1000000",
+        "--ping-interval-ms",
+        "60000",
+        "--ping-timeout-ms",
+        "60000",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Sends N publishes to a room the publisher is not in (all that comes back is acks), reading
+/// nothing.
+async fn flood(ws: &mut Ws) -> Result<()> {
+    for i in 1..=N {
+        let frame = format!(r#"42{NS},{i}["publish",{{"room":"nobody","data":{i}}}]"#);
+        timeout(EVENT_TIMEOUT, ws.feed(Message::text(frame))).await??;
+    }
+    timeout(EVENT_TIMEOUT, ws.flush()).await??;
+    Ok(())
+}
+
+/// Waits until the node's metric `name` (summed over its label sets) is at least `min`.
+async fn wait_metric(cluster: &Cluster, name: &str, min: f64, what: &str) -> Result<f64> {
+    wait_until(
+        Duration::from_secs(90),
+        Duration::from_millis(100),
+        what,
+        || async move {
+            let n = metric_all(cluster, name, &[]).await?;
+            Ok((n[0] >= min).then_some(n[0]))
+        },
+    )
+    .await
+}
+
+/// The id and body of an ack frame.
+fn ack(t: &str) -> Result<(u64, &str)> {
+    let Some(rest) = t.strip_prefix(&format!("43{NS},")) else {
+        bail!("expected an ack, got {t:?}");
+    };
+    let (id, body) = rest.split_at(rest.find('[').context("ack without args")?);
+    Ok((id.parse()?, body))
+}
+
 #[tokio::test]
 async fn acks_of_a_publisher_that_stops_reading_wait_and_all_arrive_in_order() -> Result<()> {
     with_timeout_of(Duration::from_secs(180), async {
+        // The publish buffer holds the whole flood.
         let cluster = Cluster::builder()
             .nodes(1)
-            // A small packet buffer fills first; the publish buffer holds the whole burst, and
-            // the event budget lets all of it in (the default refuses a 250,000 flood).
-            .node_args([
-                "--socket-buffer-packets",
-                "64",
-                "--publish-buffer-bytes",
-                "67108864",
-                "--event-burst",
-                "1000000",
-                // A debug build takes tens of seconds to hand 250,000 publishes over; the
-                // heartbeat must not end the silent publisher's connection meanwhile.
-                "--ping-interval-ms",
-                "60000",
-                "--ping-timeout-ms",
-                "60000",
-            ])
+            .node_args(node_args("67108864"))
             .start()
             .await?;
         let mut ws = connect(cluster.node(0).addr()).await?;
         open_pubsub(&mut ws).await?;
-
-        // The publisher is not in the room: all that comes back is acks.
-        for i in 1..=N {
-            let frame = format!(r#"42{NS},{i}["publish",{{"room":"nobody","data":{i}}}]"#);
-            timeout(EVENT_TIMEOUT, ws.feed(Message::text(frame))).await??;
-        }
-        timeout(EVENT_TIMEOUT, ws.flush()).await??;
+        flood(&mut ws).await?;
         // Not reading until the node reports an ack waiting for room (well inside the
         // heartbeat, 60 s + 60 s here), then a moment more so that several do.
         let mut checks = Checks::new();
-        let waited = wait_until(
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            "an ack to wait for room in the publisher's buffer",
-            || {
-                let cluster = &cluster;
-                async move {
-                    let n = metric_all(cluster, WAITED, &[]).await?;
-                    Ok((n[0] > 0.0).then_some(n[0]))
-                }
-            },
-        )
-        .await;
+        let waited = wait_metric(&cluster, WAITED, 1.0, "an ack waiting for room").await;
         checks.check(waited.is_ok(), || {
             format!("the publisher's buffer must fill while it does not read: {waited:?}")
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
 
-        let mut next = 1;
-        while next <= N {
+        for next in 1..=N {
             let t = next_text(&mut ws).await?;
-            let Some(rest) = t.strip_prefix(&format!("43{NS},")) else {
-                bail!("expected an ack, got {t:?}");
-            };
-            let (id, body) = rest.split_at(rest.find('[').context("ack without args")?);
-            ensure!(
-                id == next.to_string(),
-                "ack {id} arrived where {next} was due"
-            );
+            let (id, body) = ack(&t)?;
+            ensure!(id == next, "ack {id} arrived where {next} was due");
             ensure!(body == r#"[{"ok":true}]"#, "ack {id} is not ok: {body}");
-            next += 1;
         }
         let dropped = metric_all(&cluster, DROPPED, &[]).await?;
         checks.check(dropped[0] == 0.0, || {
             format!("{DROPPED} must stay 0 (no ack dropped), got {dropped:?}")
         });
         checks.finish()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_publisher_that_stops_reading_is_refused_beyond_its_publish_buffer() -> Result<()> {
+    with_timeout_of(Duration::from_secs(180), async {
+        let cluster = Cluster::builder()
+            .nodes(1)
+            .node_args(node_args("65536"))
+            .start()
+            .await?;
+        let mut ws = connect(cluster.node(0).addr()).await?;
+        open_pubsub(&mut ws).await?;
+        flood(&mut ws).await?;
+        // Every publish handled (accepted or refused) while the publisher still reads nothing.
+        wait_metric(&cluster, RECEIVED, N as f64, "the whole flood handled").await?;
+        let refused = metric_all(&cluster, REFUSED, &[("reason", "buffer_full")]).await?[0];
+        ensure!(
+            refused > 0.0,
+            "nothing refused beyond a 64 KiB publish buffer"
+        );
+        let accepted = N - refused as u64;
+
+        // Accepted publishes are all acked ok, in order. A refusal's ack is sent at once; the
+        // ones that found the buffer full are lost (the client's ack times out), the others
+        // arrive, each saying why.
+        let (mut oks, mut refusals, mut last_ok) = (0u64, 0u64, 0u64);
+        while oks < accepted {
+            let t = next_text(&mut ws).await?;
+            let (id, body) = ack(&t)?;
+            if body == r#"[{"ok":true}]"# {
+                ensure!(id > last_ok, "ack {id} arrived after ack {last_ok}");
+                (oks, last_ok) = (oks + 1, id);
+            } else {
+                ensure!(
+                    body.contains(r#""ok":false"#) && body.contains("publish buffer full"),
+                    "ack {id} is neither ok nor a buffer-full refusal: {body}"
+                );
+                refusals += 1;
+            }
+        }
+        ensure!(
+            refusals as f64 <= refused,
+            "{refusals} refusals read, {refused} counted"
+        );
+        let dropped = metric_all(&cluster, DROPPED, &[]).await?;
+        ensure!(
+            dropped[0] == 0.0,
+            "{DROPPED}: {dropped:?} (an accepted ack dropped)"
+        );
+        Ok(())
     })
     .await
 }
