@@ -174,6 +174,63 @@ fn admin_routes(http: &HttpState) -> Router<HttpState> {
         .merge(api::router(http.clone()))
 }
 
+/// The public listener's router: `routes` inside the Socket.IO layer, wrapped by the checks
+/// that must run before it, and the client script's route after it.
+fn public_router(
+    config: &Config,
+    app: &App,
+    origins: Origins,
+    routes: Router,
+    layer: SocketIoLayer<Adapter>,
+) -> Router {
+    let origin_check = OriginCheck {
+        origins: Arc::new(origins),
+        refused: app.metrics.origin_refused.clone(),
+    };
+    let address_rate = Arc::new(AddressRate::new(
+        config.handshakes_per_address_per_s,
+        config.handshake_burst_per_address,
+        config.trust_proxy,
+        app.metrics
+            .connects_refused
+            .with_label_values(&["address_rate"]),
+    ));
+    routes
+        .layer(layer)
+        // Outside the socket.io layer: a refused handshake never makes a session.
+        .layer(axum::middleware::from_fn_with_state(
+            address_rate,
+            address_rate::check,
+        ))
+        // Outside the socket.io layer: a page that may not connect never reaches it.
+        .layer(axum::middleware::from_fn_with_state(
+            origin_check,
+            origin::check,
+        ))
+        // Outside the socket.io layer, so the request head it keeps is a copy (see `detach`).
+        .layer(axum::middleware::map_request(detach::detach_head))
+        // After the socket.io layer, which would otherwise take every `/socket.io/` path.
+        .route(
+            client_script::CLIENT_SCRIPT_ROUTE,
+            client_script::client_script_route(config),
+        )
+}
+
+/// What an operator should know at start: the client script's place, an API that is off, a
+/// node without connection auth.
+fn log_warnings(config: &Config, app: &App) {
+    client_script::log_client_script(config);
+    if app.api_keys.is_off() {
+        tracing::info!("server API off: no --api-key nor --api-key-file");
+    }
+    if config.auth.mode == AuthMode::None {
+        tracing::warn!(
+            "--auth none: any client may connect to any namespace; use --auth jwt in front of \
+             real users (README, Security)"
+        );
+    }
+}
+
 /// Runs the node with `applications` on `listener` until `shutdown` resolves, then leaves the
 /// cluster, closes the sockets (clients reconnect to other nodes) and returns.
 ///
@@ -210,47 +267,9 @@ pub async fn run(
         io: io.clone(),
     };
     let admin = admin_listener.map(|l| (l, admin_router(http.clone())));
-    let origin_check = OriginCheck {
-        origins: Arc::new(origins),
-        refused: app.metrics.origin_refused.clone(),
-    };
-    let address_rate = Arc::new(AddressRate::new(
-        config.handshakes_per_address_per_s,
-        config.handshake_burst_per_address,
-        config.trust_proxy,
-        app.metrics
-            .connects_refused
-            .with_label_values(&["address_rate"]),
-    ));
-    let router = router(http, routes, admin.is_none())
-        .layer(layer)
-        // Outside the socket.io layer: a refused handshake never makes a session.
-        .layer(axum::middleware::from_fn_with_state(
-            address_rate,
-            address_rate::check,
-        ))
-        // Outside the socket.io layer: a page that may not connect never reaches it.
-        .layer(axum::middleware::from_fn_with_state(
-            origin_check,
-            origin::check,
-        ))
-        // Outside the socket.io layer, so the request head it keeps is a copy (see `detach`).
-        .layer(axum::middleware::map_request(detach::detach_head))
-        // After the socket.io layer, which would otherwise take every `/socket.io/` path.
-        .route(
-            client_script::CLIENT_SCRIPT_ROUTE,
-            client_script::client_script_route(&config),
-        );
-    client_script::log_client_script(&config);
-    if app.api_keys.is_off() {
-        tracing::info!("server API off: no --api-key nor --api-key-file");
-    }
-    if config.auth.mode == AuthMode::None {
-        tracing::warn!(
-            "--auth none: any client may connect to any namespace; use --auth jwt in front of \
-             real users (README, Security)"
-        );
-    }
+    let inner = router(http, routes, admin.is_none());
+    let router = public_router(&config, &app, origins, inner, layer);
+    log_warnings(&config, &app);
 
     let addr = listener.local_addr().context("reading the bound address")?;
     let admin_addr = match &admin {

@@ -221,6 +221,13 @@ pub fn check_secure_by_default(docs: &[Value], full: &str) -> Result<()> {
             );
         }
     }
+    check_ingress_routes_http_only(docs, full)?;
+    check_no_well_known_values(docs)
+}
+
+/// Every ingress backend is the node Service's `http` port, so neither `/metrics` nor
+/// `/api/v1` is reachable through it.
+fn check_ingress_routes_http_only(docs: &[Value], full: &str) -> Result<()> {
     for ing in docs.iter().filter(|d| d["kind"] == "Ingress") {
         let mut backends = Vec::new();
         for rule in ing["spec"]["rules"].as_array().into_iter().flatten() {
@@ -245,6 +252,12 @@ pub fn check_secure_by_default(docs: &[Value], full: &str) -> Result<()> {
         }
     }
 
+    Ok(())
+}
+
+/// No Secret, ConfigMap, container variable or argument holds a placeholder or well-known
+/// password.
+fn check_no_well_known_values(docs: &[Value]) -> Result<()> {
     // Where credentials live: Secrets, ConfigMaps and the containers' plain
     // variables. (Not everywhere: `admin` is rightly a port and label name.)
     let mut values = Vec::new();
