@@ -53,4 +53,11 @@ for dir in tests/js node/client; do
   fi
 done
 
+# On CI (CI=true) the same command also runs the Compose end-to-end test on a real Docker
+# engine (about 15 minutes: image builds from Debian's packages, then `docker compose up --wait`
+# of the whole stack); elsewhere it is skipped unless IOSCALE_COMPOSE_E2E=1.
+if [ "${CI:-}" = true ]; then
+  export IOSCALE_COMPOSE_E2E="${IOSCALE_COMPOSE_E2E:-1}"
+fi
+
 exec cargo nextest run --workspace "$@"
