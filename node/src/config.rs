@@ -220,9 +220,7 @@ impl Config {
         if self.max_connections == 0 {
             return bad("--max-connections must be positive");
         }
-        if self.api_key.iter().any(String::is_empty) {
-            return bad("--api-key must not be empty");
-        }
+        // Empty API keys are refused where the keys are read (`ApiKeys::load`).
         if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
             return bad("--admin-listen must differ from --listen");
         }

@@ -44,15 +44,16 @@ impl TokenBucket {
         }
     }
 
-    fn refill(&mut self, now: Instant, rate_per_s: f64, burst: f64) {
+    /// The tokens the bucket holds at `now`.
+    fn tokens_at(&self, now: Instant, rate_per_s: f64, burst: f64) -> f64 {
         let refill = now.saturating_duration_since(self.last).as_secs_f64() * rate_per_s;
-        self.tokens = (self.tokens + refill).min(burst);
-        self.last = now;
+        (self.tokens + refill).min(burst)
     }
 
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Instant, rate_per_s: f64, burst: f64) -> bool {
-        self.refill(now, rate_per_s, burst);
+        self.tokens = self.tokens_at(now, rate_per_s, burst);
+        self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -63,8 +64,7 @@ impl TokenBucket {
 
     /// Whether the bucket has refilled by `now` (it can be forgotten and made again full).
     pub fn is_full_at(&self, now: Instant, rate_per_s: f64, burst: f64) -> bool {
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * rate_per_s;
-        self.tokens + refill >= burst
+        self.tokens_at(now, rate_per_s, burst) >= burst
     }
 }
 

@@ -146,3 +146,20 @@ pub async fn wait_changes(
     )
     .await
 }
+
+/// Emits `event` with `data` from `client` and returns the single ack argument (the ko.ninja
+/// dialect answers every operation that way).
+///
+/// # Errors
+/// No ack within [`crate::EVENT_TIMEOUT`], or an ack with another number of arguments.
+pub async fn call(agent: &Agent, client: &str, event: &str, data: Value) -> Result<Value> {
+    let mut ack = agent
+        .emit_with_ack(client, event, vec![data], crate::EVENT_TIMEOUT)
+        .await?;
+    anyhow::ensure!(
+        ack.len() == 1,
+        "{event}: ack with {} arguments: {ack:?}",
+        ack.len()
+    );
+    Ok(ack.remove(0))
+}

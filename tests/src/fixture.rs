@@ -130,3 +130,48 @@ pub async fn expect_none(agent: &Agent, clients: &[Client], event: &str) -> Resu
 pub fn sids(clients: &[&Client]) -> BTreeSet<String> {
     clients.iter().map(|c| c.sid.clone()).collect()
 }
+
+/// `/pubsub` across two nodes: a client on `from` and one on `to` join room `r`, the first
+/// publishes `data`, and the second must receive it (each ack `{ok: true}`).
+///
+/// # Errors
+/// A refused join or publish, or nothing received within [`EVENT_TIMEOUT`].
+pub async fn pubsub_crosses(agent: &Agent, from: &str, to: &str, data: Value) -> Result<()> {
+    let opts = ConnectOpts::new(Transport::Websocket).namespace("/pubsub");
+    agent.connect("cross-from", from, &opts).await?;
+    agent.connect("cross-to", to, &opts).await?;
+    let ok = [serde_json::json!({"ok": true})];
+    for c in ["cross-from", "cross-to"] {
+        let room = vec![serde_json::json!("r")];
+        let ack = agent.emit_with_ack(c, "join", room, EVENT_TIMEOUT).await?;
+        ensure!(ack == ok, "{c} join: {ack:?}");
+    }
+    let publish = serde_json::json!({"room": "r", "data": data});
+    let ack = agent
+        .emit_with_ack("cross-from", "publish", vec![publish], EVENT_TIMEOUT)
+        .await?;
+    ensure!(ack == ok, "publish: {ack:?}");
+    let got = agent
+        .wait_count("cross-to", "msg", 1, EVENT_TIMEOUT)
+        .await?;
+    ensure!(got[0][0]["data"] == data, "received {got:?}, sent {data}");
+    Ok(())
+}
+
+/// Waits until `node` answers `/readyz` with 200.
+///
+/// # Errors
+/// After `limit`, with the node's log.
+pub async fn wait_ready(node: &crate::NodeProc, limit: Duration) -> Result<()> {
+    let api = node.api();
+    let ready = || async { Ok((api.readyz().await? == 200).then_some(())) };
+    crate::extra::wait_until(limit, Duration::from_millis(100), "ready", ready)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} never became ready: {e:#}\n{}",
+                node.node_id(),
+                node.log()
+            )
+        })
+}

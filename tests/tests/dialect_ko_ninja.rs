@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use ioscale_cluster_tests::dialects::{changes, wait_changes};
+use ioscale_cluster_tests::dialects::{call, changes, wait_changes};
 use ioscale_cluster_tests::extra::{Checks, with_timeout_of};
 use ioscale_cluster_tests::{
     Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, RedisKind, SETTLE, TestLogs, Transport, py,
@@ -17,19 +17,6 @@ use ioscale_cluster_tests::{
 use serde_json::{Value, json};
 
 transport_tests!(ko_ninja_crud_across_nodes);
-
-/// Emits `event` with `data` from `client` and returns the single ack argument.
-async fn call(agent: &Agent, client: &str, event: &str, data: Value) -> Result<Value> {
-    let mut ack = agent
-        .emit_with_ack(client, event, vec![data], EVENT_TIMEOUT)
-        .await?;
-    ensure!(
-        ack.len() == 1,
-        "{event}: ack with {} arguments: {ack:?}",
-        ack.len()
-    );
-    Ok(ack.remove(0))
-}
 
 fn is_error(v: &Value) -> bool {
     ioscale_cluster_tests::is_refusal(v)

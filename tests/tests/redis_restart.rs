@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use ioscale_cluster_tests::extra::{metric_all, readyz_full, wait_until, with_timeout_of};
+use ioscale_cluster_tests::fixture::{pubsub_crosses, wait_ready};
 use ioscale_cluster_tests::{
-    Agent, Client, Cluster, ConnectOpts, Emit, NodeOpts, NodeProc, RedisServer, TestLogs,
-    Transport, connect_spread, expect_delivery, with_timeout,
+    Agent, Client, Cluster, Emit, NodeOpts, NodeProc, RedisServer, TestLogs, Transport,
+    connect_spread, expect_delivery, with_timeout,
 };
 use serde_json::json;
 
 const RECONNECTS: &str = "ioscale_adapter_redis_reconnects_total";
-const ACK: Duration = Duration::from_secs(5);
 
 /// Polls `/readyz` of every node until each answers `want`; returns, per node,
 /// how long after `since` it first did. Fails after `limit`.
@@ -237,34 +237,11 @@ async fn nodes_started_while_redis_is_down_become_ready_when_it_comes_up() -> Re
         }
         redis.restart().await?;
         for node in [&a, &b] {
-            let api = node.api();
-            let ready = || async { Ok((api.readyz().await? == 200).then_some(())) };
-            wait_until(
-                Duration::from_secs(15),
-                Duration::from_millis(100),
-                "ready",
-                ready,
-            )
-            .await?;
+            wait_ready(node, Duration::from_secs(15)).await?;
         }
         // Their subscriptions were made on connection: a publish crosses nodes.
         let agent = Agent::spawn_in(&logs).await?;
-        let opts = ConnectOpts::new(Transport::Websocket).namespace("/pubsub");
-        agent.connect("on-a", &a.url(), &opts).await?;
-        agent.connect("on-b", &b.url(), &opts).await?;
-        for c in ["on-a", "on-b"] {
-            let ack = agent
-                .emit_with_ack(c, "join", vec![json!("r")], ACK)
-                .await?;
-            ensure!(ack == [json!({"ok": true})], "{c} join: {ack:?}");
-        }
-        let data = json!({"room": "r", "data": 7});
-        let ack = agent
-            .emit_with_ack("on-a", "publish", vec![data], ACK)
-            .await?;
-        ensure!(ack == [json!({"ok": true})], "publish: {ack:?}");
-        let got = agent.wait_count("on-b", "msg", 1, ACK).await?;
-        ensure!(got[0][0]["data"] == 7, "{got:?}");
+        pubsub_crosses(&agent, &a.url(), &b.url(), json!(7)).await?;
         Ok(())
     })
     .await

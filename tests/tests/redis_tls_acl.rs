@@ -7,13 +7,11 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use ioscale_cluster_tests::extra::with_timeout_of;
+use ioscale_cluster_tests::fixture::{pubsub_crosses, wait_ready};
 use ioscale_cluster_tests::redis::free_port;
-use ioscale_cluster_tests::{
-    Agent, ConnectOpts, NodeOpts, NodeProc, RedisServer, TestLogs, Transport,
-};
+use ioscale_cluster_tests::{Agent, NodeOpts, NodeProc, RedisServer, TestLogs};
 use serde_json::json;
 
-const ACK: Duration = Duration::from_secs(5);
 const PASSWORD: &str = "acl-password-of-the-cluster";
 
 /// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it, with openssl.
@@ -113,16 +111,6 @@ async fn tls_redis(logs: &TestLogs) -> Result<(RedisServer, u16)> {
     Ok((redis, tls_port.parse()?))
 }
 
-async fn wait_ready(node: &NodeProc) -> Result<()> {
-    for _ in 0..100 {
-        if node.api().readyz().await? == 200 {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("{} never became ready:\n{}", node.node_id(), node.log())
-}
-
 fn tls_node(name: &str, url: &str, logs: &TestLogs) -> NodeOpts {
     NodeOpts::new(name)
         .with_redis(url)
@@ -139,25 +127,10 @@ async fn nodes_on_tls_redis_as_an_acl_user_carry_broadcasts_across_nodes() -> Re
         let url = format!("rediss://ioscale:{PASSWORD}@localhost:{port}");
         let a = NodeProc::start_in(&logs, tls_node("tls-a", &url, &logs)).await?;
         let b = NodeProc::start_in(&logs, tls_node("tls-b", &url, &logs)).await?;
-        wait_ready(&a).await?;
-        wait_ready(&b).await?;
+        wait_ready(&a, Duration::from_secs(10)).await?;
+        wait_ready(&b, Duration::from_secs(10)).await?;
         let agent = Agent::spawn_in(&logs).await?;
-        let opts = ConnectOpts::new(Transport::Websocket).namespace("/pubsub");
-        agent.connect("on-a", &a.url(), &opts).await?;
-        agent.connect("on-b", &b.url(), &opts).await?;
-        for c in ["on-a", "on-b"] {
-            let ack = agent
-                .emit_with_ack(c, "join", vec![json!("r")], ACK)
-                .await?;
-            ensure!(ack == [json!({"ok": true})], "{c} join: {ack:?}");
-        }
-        let data = json!({"room": "r", "data": "over tls"});
-        let ack = agent
-            .emit_with_ack("on-b", "publish", vec![data], ACK)
-            .await?;
-        ensure!(ack == [json!({"ok": true})], "publish: {ack:?}");
-        let got = agent.wait_count("on-a", "msg", 1, ACK).await?;
-        ensure!(got[0][0]["data"] == "over tls", "{got:?}");
+        pubsub_crosses(&agent, &b.url(), &a.url(), json!("over tls")).await?;
         Ok(())
     })
     .await

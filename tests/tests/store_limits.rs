@@ -7,11 +7,10 @@
 //! error.
 
 use anyhow::{Result, ensure};
-use ioscale_cluster_tests::dialects::{DialectAgent, SailsAnswer};
+use ioscale_cluster_tests::dialects::{DialectAgent, SailsAnswer, call};
 use ioscale_cluster_tests::extra::{Checks, metric};
 use ioscale_cluster_tests::{
-    Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, Transport, is_refusal, is_refusal_with,
-    with_timeout,
+    Agent, Cluster, ConnectOpts, Transport, is_refusal, is_refusal_with, with_timeout,
 };
 use serde_json::{Value, json};
 
@@ -23,19 +22,6 @@ const BYTES_KEY: &str = "ioscale:model:{notes}:bytes";
 /// The sum of the lengths of the hash's values, computed by Redis itself.
 const SUM_LUA: &str =
     "local t = 0 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do t = t + #v end return t";
-
-/// Emits `event` with `data` from `client` and returns the single ack argument.
-async fn call(agent: &Agent, client: &str, event: &str, data: Value) -> Result<Value> {
-    let mut ack = agent
-        .emit_with_ack(client, event, vec![data], EVENT_TIMEOUT)
-        .await?;
-    ensure!(
-        ack.len() == 1,
-        "{event}: ack with {} arguments: {ack:?}",
-        ack.len()
-    );
-    Ok(ack.remove(0))
-}
 
 async fn connect(cluster: &Cluster, agent: &Agent, clients: &[(&str, usize)]) -> Result<()> {
     for (name, node) in clients {

@@ -163,14 +163,14 @@ impl Inner {
         kind: &'static str,
         permit: OwnedSemaphorePermit,
     ) {
-        self.hub.metrics.publish_queue_depth.inc();
         if !self.publisher.is_connected() {
-            self.hub.metrics.publish_queue_depth.dec();
             // Fail fast: fred would hold the command until it reconnects.
             self.update_connected_gauge();
             self.hub.drop_messages(DropReason::RedisUnavailable, 1);
             return;
         }
+        // Down again in `account`, whichever way the answer comes.
+        self.hub.metrics.publish_queue_depth.inc();
         let bytes = payload.len();
         let client = self.publisher.clone();
         let sharded = self.sharded;
