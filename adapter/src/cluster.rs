@@ -177,6 +177,25 @@ impl Cluster {
             .and_then(Weak::upgrade)
     }
 
+    /// Subscribes this node to the channels of `rooms` of namespace `ns`, which a local socket
+    /// just joined with `socket.join(..)` (socketioxide does not tell the adapter); resolves
+    /// once broadcasts to them from any node reach this one. A no-op for rooms already
+    /// subscribed, an unknown namespace, or with room channels off.
+    pub async fn rooms_joined(&self, ns: &str, rooms: Vec<String>) {
+        if let Some(handle) = self.namespace(ns) {
+            handle.rooms_joined(rooms).await;
+        }
+    }
+
+    /// Says local sockets of namespace `ns` left `rooms` (`socket.leave(..)`, or a disconnect):
+    /// a room's channel is unsubscribed once no local socket is in it for the unsubscribe
+    /// delay. Rooms emptied without this hint are found by a slower sweep.
+    pub fn rooms_left(&self, ns: &str, rooms: Vec<String>) {
+        if let Some(handle) = self.namespace(ns) {
+            handle.rooms_left(rooms);
+        }
+    }
+
     /// Sets the data of socket `sid` of namespace `ns`, visible to every node through fetchSockets.
     pub fn set_socket_data(&self, ns: &str, sid: Sid, data: serde_json::Value) {
         self.inner

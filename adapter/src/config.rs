@@ -30,6 +30,13 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Default most commands the Redis client writes with one flush.
 pub const DEFAULT_PUBLISH_BATCH: usize = 512;
 
+/// Default time a room channel stays subscribed after the room's last local socket left, so a
+/// room that empties and fills again does not cost an unsubscribe and a subscribe each time.
+pub const DEFAULT_ROOM_UNSUBSCRIBE_DELAY: Duration = Duration::from_secs(2);
+/// Default most rooms a broadcast is published to one by one, on their room channels; a
+/// broadcast to more rooms goes once to the namespace channel (one message instead of many).
+pub const DEFAULT_MAX_ROOM_CHANNELS_PER_BROADCAST: usize = 16;
+
 /// URL schemes the adapter accepts: standalone, TLS, Redis Cluster (sharded pub/sub),
 /// Sentinel, and a Unix socket.
 pub const REDIS_SCHEMES: [&str; 7] = [
@@ -65,6 +72,14 @@ pub struct AdapterConfig {
     pub max_message_bytes: usize,
     /// Most commands the Redis client writes with one flush.
     pub publish_batch: usize,
+    /// Whether broadcasts to rooms travel on per-room channels, which only the nodes with a
+    /// member of the room subscribe to. Every node of a cluster must use the same setting.
+    pub room_channels: bool,
+    /// How long a room channel stays subscribed after the room's last local socket left.
+    pub room_unsubscribe_delay: Duration,
+    /// Most rooms a broadcast is published to on their own channels (beyond it: once, on the
+    /// namespace channel).
+    pub max_room_channels_per_broadcast: usize,
 }
 
 impl AdapterConfig {
@@ -81,6 +96,9 @@ impl AdapterConfig {
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             publish_batch: DEFAULT_PUBLISH_BATCH,
+            room_channels: true,
+            room_unsubscribe_delay: DEFAULT_ROOM_UNSUBSCRIBE_DELAY,
+            max_room_channels_per_broadcast: DEFAULT_MAX_ROOM_CHANNELS_PER_BROADCAST,
         }
     }
 
@@ -106,6 +124,25 @@ impl AdapterConfig {
     /// Sets the bound on messages in flight to Redis.
     pub fn with_publish_queue(mut self, capacity: usize) -> Self {
         self.publish_queue = capacity;
+        self
+    }
+
+    /// Turns per-room channels on (the default) or off (every broadcast on the namespace
+    /// channel, received by every node).
+    pub fn with_room_channels(mut self, on: bool) -> Self {
+        self.room_channels = on;
+        self
+    }
+
+    /// Sets how long a room channel stays subscribed after its last local socket left.
+    pub fn with_room_unsubscribe_delay(mut self, delay: Duration) -> Self {
+        self.room_unsubscribe_delay = delay;
+        self
+    }
+
+    /// Sets the most rooms a broadcast is published to on their own channels.
+    pub fn with_max_room_channels_per_broadcast(mut self, rooms: usize) -> Self {
+        self.max_room_channels_per_broadcast = rooms;
         self
     }
 

@@ -32,6 +32,10 @@ pub enum Error {
     /// The namespace path cannot be used in a channel name.
     #[error("namespace {0:?} cannot be used in a channel name (it contains '#')")]
     MalformedNamespace(String),
+    /// Redis refused a subscribe or unsubscribe (the channels stay wanted and are subscribed
+    /// again on the next reconnection).
+    #[error("redis subscription failed: {0}")]
+    Subscription(String),
     /// The adapter was closed.
     #[error("adapter closed")]
     Closed,

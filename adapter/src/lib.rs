@@ -9,10 +9,15 @@
 //! |---|---|---|
 //! | `{prefix}#{ns}#` | every node serving `ns` | broadcasts, join/leave/disconnect, requests, heartbeats |
 //! | `{prefix}#{ns}#{node}#` | `node` only | responses, requests aimed at that node |
+//! | `{prefix}#{ns}##{room}` | the nodes with a socket in `room` | broadcasts to `room` |
 //!
-//! Life of a broadcast: `io.to("room").emit(..)` on node A queues one msgpack message on A's
-//! ordered publish queue, then delivers to A's own sockets; every other node receives it on its
-//! dispatcher, in order, and delivers to its matching sockets.
+//! Life of a broadcast: `io.to("room").emit(..)` on node A publishes one msgpack message on the
+//! room's channel, then delivers to A's own sockets; every node with a socket in the room
+//! receives it on its dispatcher, in order, and delivers to its matching sockets. A node
+//! subscribes a room's channel when its first socket joins the room: call
+//! [`Cluster::rooms_joined`] after `socket.join(..)` (socketioxide does not tell the adapter)
+//! and [`Cluster::rooms_left`] after `socket.leave(..)`; `socketsJoin` and `socketsLeave` need
+//! nothing. Broadcasts to everyone go on the namespace channel.
 //!
 //! Requests (broadcast with acks, fetchSockets, rooms, serverSideEmit) wait for the nodes
 //! known alive by heartbeats, never for a subscriber count: a stray subscriber changes nothing,
@@ -48,7 +53,7 @@ pub mod wire;
 
 pub use ack::AckFailure;
 pub use broker::memory::MemoryBus;
-pub use channel::{all_nodes as all_nodes_channel, one_node as node_channel};
+pub use channel::{all_nodes as all_nodes_channel, one_node as node_channel, room as room_channel};
 pub use cluster::{Cluster, ServerEventHandler, TracePropagator};
 pub use config::*;
 pub use error::{Error, Result};

@@ -98,6 +98,16 @@ pub struct Metrics {
     pub packets_delivered: IntCounterVec,
     /// Publish-to-receive latency of broadcasts from other nodes.
     pub broadcast_latency: Histogram,
+    /// Room channels this node is subscribed to (or subscribing), summed over namespaces.
+    pub room_channels: IntGauge,
+    /// Room channels subscribed and unsubscribed, by `op` (`subscribe`, `unsubscribe`).
+    pub room_channel_ops: IntCounterVec,
+    /// Subscribe and unsubscribe commands sent to Redis, by `op`: against `room_channel_ops`,
+    /// how well they are batched.
+    pub subscription_commands: IntCounterVec,
+    /// Broadcasts received from other nodes that matched no local socket: the traffic room
+    /// channels exist to avoid (near zero with them on).
+    pub broadcasts_untargeted: IntCounter,
     /// Time spent in each stage of a broadcast's path through this node, by [`Stage`]: where
     /// a latency tail comes from.
     pub stage_duration: HistogramVec,
@@ -213,6 +223,37 @@ fn request_metrics(
 }
 
 /// The broker connection, the live nodes and the publish queue.
+/// Room channels and what they save.
+fn room_metrics(
+    r: &Registry,
+) -> prometheus::Result<(IntGauge, IntCounterVec, IntCounterVec, IntCounter)> {
+    let op = &["op"];
+    Ok((
+        gauge(
+            r,
+            "room_channels",
+            "Room channels subscribed, summed over namespaces",
+        )?,
+        counter_vec(
+            r,
+            "room_channel_ops_total",
+            "Room channels subscribed and unsubscribed, by op",
+            op,
+        )?,
+        counter_vec(
+            r,
+            "subscription_commands_total",
+            "Subscribe and unsubscribe commands sent to Redis, by op",
+            op,
+        )?,
+        counter(
+            r,
+            "broadcasts_untargeted_total",
+            "Broadcasts from other nodes that matched no local socket",
+        )?,
+    ))
+}
+
 fn connection_metrics(
     r: &Registry,
 ) -> prometheus::Result<(IntCounter, IntGauge, IntGauge, IntGauge)> {
@@ -319,6 +360,8 @@ impl Metrics {
             &["reason"],
         )?;
         let (broadcast_latency, stage_duration) = latency_metrics(r)?;
+        let (room_channels, room_channel_ops, subscription_commands, broadcasts_untargeted) =
+            room_metrics(r)?;
         Ok(Self {
             broadcasts_published,
             broadcasts_received,
@@ -337,6 +380,10 @@ impl Metrics {
             remote_deliveries,
             packets_delivered,
             broadcast_latency,
+            room_channels,
+            room_channel_ops,
+            subscription_commands,
+            broadcasts_untargeted,
             stages: Stage::ALL.map(|st| stage_duration.with_label_values(&[st.as_str()])),
             stage_duration,
         })

@@ -98,4 +98,10 @@ pub trait NamespaceHandle: Send + Sync + 'static {
     fn nodes(&self) -> Vec<NodeInfo>;
     /// Tells the other nodes this node leaves the namespace.
     fn leave(&self) -> BoxFuture<'_, ()>;
+    /// Subscribes the channels of `rooms`, which a local socket just joined; resolves once
+    /// broadcasts to them reach this node.
+    fn rooms_joined(&self, rooms: Vec<String>) -> BoxFuture<'_, ()>;
+    /// Says local sockets left `rooms`: their channels are unsubscribed once they stay empty
+    /// for the unsubscribe delay.
+    fn rooms_left(&self, rooms: Vec<String>);
 }

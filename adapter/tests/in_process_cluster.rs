@@ -2,121 +2,17 @@
 //! own `Cluster`) joined by a `MemoryBus` instead of Redis, with in-process sockets. These run
 //! in milliseconds; the cluster tests with real Redis and real node processes stay the proof.
 
-use std::{
-    str::FromStr as _,
-    time::{Duration, Instant},
-};
+mod support;
 
-use engineioxide::Packet as EioPacket;
+use std::time::{Duration, Instant};
+
 use futures_util::StreamExt as _;
-use ioscale_adapter::{AdapterConfig, Cluster, MemoryBus, Metrics, NamespaceHandle, RedisAdapter};
-use socketioxide::{SocketIo, adapter::Emitter, extract::SocketRef, socket::Sid};
+use ioscale_adapter::MemoryBus;
+use socketioxide::socket::Sid;
 use socketioxide_core::{Uid, adapter::BroadcastOptions};
-use tokio::{
-    sync::mpsc::{Receiver, Sender},
-    time::timeout,
-};
+use tokio::time::timeout;
 
-type Adapter = RedisAdapter<Emitter>;
-
-/// Generous for anything that must happen, short next to the request timeout.
-const WAIT: Duration = Duration::from_secs(2);
-/// How long "nothing arrives" is watched for.
-const QUIET: Duration = Duration::from_millis(200);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-const HEARTBEAT: Duration = Duration::from_millis(100);
-
-struct Node {
-    io: SocketIo<Adapter>,
-    cluster: Cluster,
-}
-
-impl Node {
-    async fn start(bus: &MemoryBus, id: &str) -> Self {
-        let config = AdapterConfig::new("", id)
-            .with_heartbeat_interval(HEARTBEAT)
-            .with_request_timeout(REQUEST_TIMEOUT);
-        let cluster = Cluster::in_memory(config, Metrics::unregistered(), bus).expect("cluster");
-        let (_svc, io) = SocketIo::builder()
-            .with_adapter::<Adapter>(cluster.clone())
-            .build_svc();
-        timeout(WAIT, io.ns("/", async |_: SocketRef<Adapter>| {}))
-            .await
-            .expect("namespace init timed out")
-            .expect("namespace init");
-        Self { io, cluster }
-    }
-
-    fn handle(&self) -> std::sync::Arc<dyn NamespaceHandle> {
-        self.cluster.namespace("/").expect("namespace registered")
-    }
-
-    async fn client(&self, rooms: &[&'static str]) -> Client {
-        let (tx, mut rx) = self.io.new_dummy_sock("/", ()).await;
-        let connect = next_message(&mut rx).await.expect("connect packet");
-        let json = connect.strip_prefix('0').expect("a connect packet");
-        let v: serde_json::Value = serde_json::from_str(json).expect("connect json");
-        let sid = Sid::from_str(v["sid"].as_str().expect("sid")).expect("sid");
-        let socket = self.io.get_socket(sid).expect("socket on its node");
-        socket.join(rooms.to_vec());
-        Client { tx, rx, sid }
-    }
-}
-
-struct Client {
-    tx: Sender<EioPacket>,
-    rx: Receiver<EioPacket>,
-    sid: Sid,
-}
-
-impl Client {
-    async fn next(&mut self) -> String {
-        next_message(&mut self.rx)
-            .await
-            .unwrap_or_else(|| panic!("socket {} got nothing in {WAIT:?}", self.sid))
-    }
-
-    /// Asserts nothing arrives for a while.
-    async fn quiet(&mut self) {
-        if let Ok(Some(p)) = timeout(QUIET, self.rx.recv()).await {
-            panic!("socket {} should get nothing, got {p:?}", self.sid);
-        }
-    }
-
-    async fn answer_ack(&mut self, reply: &str) {
-        let event = self.next().await;
-        // `2<id>[...]`: an event asking for an ack.
-        let id: String = event[1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        assert!(
-            !id.is_empty(),
-            "expected an event with an ack id, got {event}"
-        );
-        let ack = EioPacket::Message(format!("3{id}[\"{reply}\"]").into());
-        self.tx.send(ack).await.expect("ack sent");
-    }
-}
-
-async fn next_message(rx: &mut Receiver<EioPacket>) -> Option<String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match timeout(left, rx.recv()).await.ok()?? {
-            EioPacket::Message(m) => return Some(m.as_str().to_owned()),
-            _ => continue,
-        }
-    }
-}
-
-async fn three_nodes() -> (MemoryBus, Node, Node, Node) {
-    let bus = MemoryBus::new();
-    let a = Node::start(&bus, "a").await;
-    let b = Node::start(&bus, "b").await;
-    let c = Node::start(&bus, "c").await;
-    (bus, a, b, c)
-}
+use support::*;
 
 #[tokio::test]
 async fn a_broadcast_to_rooms_reaches_each_member_on_every_node_once() {

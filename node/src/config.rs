@@ -62,6 +62,19 @@ pub struct Config {
     /// Interval between heartbeats; a node silent for two intervals is dead.
     #[arg(long, env = "IOSCALE_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
     pub heartbeat_interval_ms: u64,
+    /// Broadcasts to rooms travel on per-room Redis channels, which only the nodes with a
+    /// member of the room subscribe to (`false`: every broadcast reaches every node). Every
+    /// node of a cluster must use the same value.
+    #[arg(long, env = "IOSCALE_ROOM_CHANNELS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub room_channels: bool,
+    /// How long a room's channel stays subscribed after the room's last socket on this node
+    /// left (a room that empties and fills again costs no unsubscribe and subscribe).
+    #[arg(
+        long,
+        env = "IOSCALE_ROOM_UNSUBSCRIBE_DELAY_MS",
+        default_value_t = 2000
+    )]
+    pub room_unsubscribe_delay_ms: u64,
     /// How long cluster requests (fetch sockets, rooms) wait for the other nodes.
     #[arg(long, env = "IOSCALE_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
@@ -261,6 +274,8 @@ impl std::fmt::Debug for Config {
             .field("admin_listen", &self.admin_listen)
             .field("redis_prefix", &self.redis_prefix)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("room_channels", &self.room_channels)
+            .field("room_unsubscribe_delay_ms", &self.room_unsubscribe_delay_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("socket_buffer_packets", &self.socket_buffer_packets)

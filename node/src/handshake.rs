@@ -8,6 +8,7 @@ use socketioxide::extract::{SocketRef, State, TryData};
 use crate::{
     admission::{AuthPayload, Refusal},
     app::{Adapter, App},
+    rooms,
 };
 
 /// The connect middleware of every namespace: admits the handshake or refuses it.
@@ -22,7 +23,14 @@ pub(crate) async fn middleware(
     let token = auth.as_ref().ok().map(|a| a.token.as_str());
     match app.admission.admit(s.ns(), !app.is_accepting(), token) {
         Ok(identity) => {
+            // Like Node's socket.io: every socket is in a room named by its id, so a server
+            // can target it on any node; a user's sockets share a room on every node. Joined
+            // here, before the client hears it is connected, so that a broadcast to either
+            // made after that reaches it.
+            let mut own = vec![s.id.to_string()];
+            own.extend(identity.user.as_deref().map(rooms::user_room));
             s.extensions.insert(identity);
+            rooms::join(&s, &app.cluster, own).await;
             Ok(())
         }
         Err(r) => {

@@ -176,8 +176,8 @@ async fn join_or_leave(
         r.map_err(Refused::from)
     });
     match checked {
-        Ok(()) if join => s.join(room),
-        Ok(()) => s.leave(room),
+        Ok(()) if join => rooms::join(&s, &app.cluster, room).await,
+        Ok(()) => rooms::leave(&s, &app.cluster, room),
         Err(r) => {
             let _ = ack.send(&r.to_json());
             return;

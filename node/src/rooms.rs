@@ -1,6 +1,7 @@
-//! The room-name policy every entry point uses (`/pubsub`, the README recipes, the server API):
-//! which names are valid at all, which are reserved for the server, and which a given client
-//! may join or publish to.
+//! Rooms: the room-name policy every entry point uses (`/pubsub`, the README recipes, the
+//! server API): which names are valid at all, which are reserved for the server, and which a
+//! given client may join or publish to; and the one way the node puts a socket in a room and
+//! takes it out ([`join`], [`leave`]), so the cluster knows which room channels this node needs.
 //!
 //! Reserved, whatever a token grants: a socket's own room (its id, so a client can neither
 //! join another socket's room nor publish into it) and every `user:` room (a user's sockets on
@@ -8,7 +9,11 @@
 
 use std::str::FromStr as _;
 
-use socketioxide::socket::Sid;
+use ioscale_adapter::Cluster;
+use socketioxide::{extract::SocketRef, socket::Sid};
+use socketioxide_core::adapter::RoomParam;
+
+use crate::app::Adapter;
 
 /// Longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 256;
@@ -18,6 +23,25 @@ pub const USER_ROOM_PREFIX: &str = "user:";
 /// The room every socket of `user` joins, on every node.
 pub fn user_room(user: &str) -> String {
     format!("{USER_ROOM_PREFIX}{user}")
+}
+
+/// Puts `s` in `rooms` and waits until broadcasts to them from any node reach this node:
+/// socketioxide's `socket.join` only writes the node's own rooms, and the first local socket
+/// of a room makes the node subscribe the room's channel. Every join of the node's
+/// applications goes through here (joins through the server API and `socketsJoin` go through
+/// the adapter itself).
+pub async fn join(s: &SocketRef<Adapter>, cluster: &Cluster, rooms: impl RoomParam) {
+    let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.into_owned()).collect();
+    s.join(rooms.clone());
+    cluster.rooms_joined(s.ns(), rooms).await;
+}
+
+/// Takes `s` out of `rooms`; a room left without a local socket has its channel unsubscribed
+/// after the cluster's unsubscribe delay.
+pub fn leave(s: &SocketRef<Adapter>, cluster: &Cluster, rooms: impl RoomParam) {
+    let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.into_owned()).collect();
+    s.leave(rooms.clone());
+    cluster.rooms_left(s.ns(), rooms);
 }
 
 /// Why a room name was refused; the text is what the caller is told.

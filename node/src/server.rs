@@ -65,7 +65,9 @@ async fn connect_cluster(
     let adapter_config = AdapterConfig::new(config.redis_url.clone().unwrap_or_default(), node_id)
         .with_prefix(&config.redis_prefix)
         .with_request_timeout(Config::ms(config.request_timeout_ms))
-        .with_heartbeat_interval(Config::ms(config.heartbeat_interval_ms));
+        .with_heartbeat_interval(Config::ms(config.heartbeat_interval_ms))
+        .with_room_channels(config.room_channels)
+        .with_room_unsubscribe_delay(Config::ms(config.room_unsubscribe_delay_ms));
     match &config.redis_url {
         Some(_) => Cluster::connect(
             adapter_config,

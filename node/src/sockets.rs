@@ -15,7 +15,6 @@ use crate::{
     app::{Adapter, App},
     rate::{EventBudget, Verdict},
     refusal::{Code, Refused},
-    rooms,
 };
 
 /// The socket data key holding the token's user (`sub`).
@@ -38,16 +37,13 @@ pub type OnDisconnect = fn(SocketRef<Adapter>, DisconnectReason) -> BoxFuture<'s
 /// runs when the socket disconnects, after the common cleanup (socketioxide keeps one
 /// disconnect handler per socket, so an application's own one would replace this one).
 pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisconnect]>) {
-    // Like Node's socket.io: every socket is in a room named by its id, so a server can
-    // target it on any node.
-    s.join(s.id.to_string());
+    // The own-id and user rooms were joined at the handshake (`handshake::middleware`).
     app.admission.opened();
     s.extensions
         .insert(Arc::new(EventBudget::new(app.config.event_limits())));
     // A user's sockets share a room on every node, and its id is visible to fetchSockets
     // (`data.user`, which `set-data` cannot change).
     if let Some(user) = &admission::identity(s).user {
-        s.join(rooms::user_room(user));
         let data = serde_json::json!({ USER_KEY: user });
         app.cluster.set_socket_data(s.ns(), s.id, data);
     }
@@ -69,6 +65,9 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
                 .with_label_values(&[&ns, reason_label(reason)])
                 .inc();
             app.cluster.remove_socket_data(&ns, s.id);
+            // socketioxide takes the socket out of its rooms once this handler is done.
+            let rooms = s.rooms().into_iter().map(|r| r.into_owned()).collect();
+            app.cluster.rooms_left(&ns, rooms);
             for then in then.iter() {
                 then(s.clone(), reason).await;
             }

@@ -60,6 +60,22 @@ impl MemoryBus {
         self.lock_cut().remove(&(from.to_owned(), to.to_owned()));
     }
 
+    /// The nodes subscribed to `channel` now, sorted: which nodes receive its messages.
+    pub fn subscribers(&self, channel: &str) -> Vec<String> {
+        let nodes = self.inner.nodes.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = nodes
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|n| {
+                let channels = n.channels.read().unwrap_or_else(|e| e.into_inner());
+                channels.contains(channel)
+            })
+            .map(|n| n.node.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     fn lock_cut(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
         self.inner.cut.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -140,13 +156,16 @@ impl Broker for MemoryBroker {
         async { Ok(()) }.boxed()
     }
 
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.channels().insert(channel.to_owned());
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<()>> {
+        self.channels().extend(channels);
         async { Ok(()) }.boxed()
     }
 
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.channels().remove(channel);
+    fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<()>> {
+        let mut subscribed = self.channels();
+        for channel in &channels {
+            subscribed.remove(channel);
+        }
         async { Ok(()) }.boxed()
     }
 

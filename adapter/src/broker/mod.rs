@@ -9,6 +9,7 @@
 
 pub(crate) mod memory;
 pub(crate) mod redis;
+mod subscriptions;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -45,10 +46,12 @@ pub(crate) trait Broker: Send + Sync + 'static {
         payload: Vec<u8>,
         kind: &'static str,
     ) -> BoxFuture<'_, Result<()>>;
-    /// Starts receiving `channel` (delivered through the [`Hub`] the broker was built with).
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>>;
-    /// Stops receiving `channel`.
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Starts receiving `channels` (delivered through the [`Hub`] the broker was built with).
+    /// The request is queued when this is called, not when the future is polled: calls take
+    /// effect in call order. The future resolves once the broker applied it.
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<()>>;
+    /// Stops receiving `channels`; queued like [`Broker::subscribe`], in the same order.
+    fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<()>>;
     /// Whether the broker is reachable now.
     fn is_connected(&self) -> bool;
     /// Whether other nodes can be reached through it at all (false for a node alone).
@@ -165,10 +168,10 @@ impl Broker for Alone {
     fn publish(&self, _: String, _: Vec<u8>, _: &'static str) -> BoxFuture<'_, Result<()>> {
         async { Ok(()) }.boxed()
     }
-    fn subscribe<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<()>> {
+    fn subscribe(&self, _: Vec<String>) -> BoxFuture<'static, Result<()>> {
         async { Ok(()) }.boxed()
     }
-    fn unsubscribe<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<()>> {
+    fn unsubscribe(&self, _: Vec<String>) -> BoxFuture<'static, Result<()>> {
         async { Ok(()) }.boxed()
     }
     fn is_connected(&self) -> bool {
@@ -235,16 +238,25 @@ impl Driver {
         self.broker.sharded()
     }
 
-    /// Routes `channel` to `handler` and subscribes it. The handler is held weakly.
-    pub(crate) async fn subscribe(&self, channel: &str, handler: Weak<dyn Inbound>) -> Result<()> {
-        self.hub.route(channel, Some(handler));
-        self.broker.subscribe(channel).await
+    /// Routes `channels` to `handler` and subscribes them. The handler is held weakly. Routed
+    /// and queued when called (see [`Broker::subscribe`]); the future waits for the broker.
+    pub(crate) fn subscribe(
+        &self,
+        channels: Vec<String>,
+        handler: &Weak<dyn Inbound>,
+    ) -> BoxFuture<'static, Result<()>> {
+        for channel in &channels {
+            self.hub.route(channel, Some(handler.clone()));
+        }
+        self.broker.subscribe(channels)
     }
 
-    /// Unsubscribes `channel`.
-    pub(crate) async fn unsubscribe(&self, channel: &str) -> Result<()> {
-        self.hub.route(channel, None);
-        self.broker.unsubscribe(channel).await
+    /// Unroutes and unsubscribes `channels`, in call order with [`Driver::subscribe`].
+    pub(crate) fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<()>> {
+        for channel in &channels {
+            self.hub.route(channel, None);
+        }
+        self.broker.unsubscribe(channels)
     }
 
     /// Queues a message for publishing, waiting while the queue is full (backpressure).

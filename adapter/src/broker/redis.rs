@@ -34,7 +34,10 @@ use fred::{
 use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError};
 
-use super::{Broker, Hub};
+use super::{
+    Broker, Hub,
+    subscriptions::{Op, SubscriptionQueue},
+};
 
 type FredResult<T> = std::result::Result<T, FredError>;
 use crate::{
@@ -50,6 +53,8 @@ struct Inner {
     hub: Arc<Hub>,
     /// One permit per message published and not yet answered: the backpressure bound.
     in_flight: Arc<Semaphore>,
+    /// Subscribes and unsubscribes, in order and batched.
+    subscriptions: SubscriptionQueue,
 }
 
 /// The Redis broker of one node.
@@ -100,12 +105,15 @@ impl RedisBroker {
             p.broadcast_channel_capacity = crate::config::publisher_event_buffer();
         });
         let publisher = builder.build()?;
+        let subscriptions =
+            SubscriptionQueue::start(subscriber.clone(), sharded, hub.metrics.clone());
         let inner = Arc::new(Inner {
             publisher,
             subscriber,
             sharded,
             hub,
             in_flight: Arc::new(Semaphore::new(config.publish_queue)),
+            subscriptions,
         });
         // Subscriptions are replayed by `watch_reconnects` after every (re)connection. fred's
         // own `manage_subscriptions` is not used: it sends `SUBSCRIBE` with an empty channel
@@ -139,15 +147,6 @@ impl Inner {
             .metrics
             .redis_connected
             .set(i64::from(self.is_connected()));
-    }
-
-    async fn subscribe(&self, channel: &str) -> Result<()> {
-        if self.sharded {
-            self.subscriber.ssubscribe(channel).await?;
-        } else {
-            self.subscriber.subscribe(channel).await?;
-        }
-        Ok(())
     }
 
     /// Hands one message to fred and, when its answer is not in at once, leaves a task to
@@ -205,12 +204,13 @@ impl Inner {
     }
 
     /// Subscribes again to every routed channel (after a reconnection the server has forgotten
-    /// them; on a first connection this is a harmless repeat).
+    /// them; on a first connection this is a harmless repeat), a thousand per command, through
+    /// the ordered queue so that an unsubscribe queued meanwhile still comes after.
     async fn resubscribe(&self) {
-        for channel in self.hub.channels() {
-            if let Err(e) = self.subscribe(&channel).await {
-                tracing::warn!(error = %e, channel, "resubscribe failed");
-            }
+        let channels = self.hub.channels();
+        let n = channels.len();
+        if let Err(e) = self.subscriptions.request(Op::Subscribe, channels).await {
+            tracing::warn!(error = %e, channels = n, "resubscribe failed");
         }
     }
 }
@@ -236,33 +236,22 @@ impl Broker for RedisBroker {
         .boxed()
     }
 
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>> {
-        async move {
-            if !self.inner.subscriber.is_connected() {
-                // The hub routes the channel already, and every (re)connection subscribes
-                // every routed channel (`watch_reconnects`): a node that starts while Redis
-                // is down (or refuses its credentials) starts not ready instead of failing.
-                return Ok(());
-            }
-            self.inner.subscribe(channel).await
-        }
-        .boxed()
+    // While the subscriber is down both answer at once: the hub routes the channel already,
+    // and every (re)connection subscribes every routed channel (`watch_reconnects`), so a
+    // node that starts while Redis is down (or refuses its credentials) starts not ready
+    // instead of failing; an unsubscribed channel is unrouted, so it is not subscribed again.
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<()>> {
+        self.inner
+            .subscriptions
+            .request(Op::Subscribe, channels)
+            .boxed()
     }
 
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<()>> {
-        async move {
-            if !self.inner.subscriber.is_connected() {
-                // Unrouted already: the next connection does not subscribe it again.
-                return Ok(());
-            }
-            if self.inner.sharded {
-                self.inner.subscriber.sunsubscribe(channel).await?;
-            } else {
-                self.inner.subscriber.unsubscribe(channel).await?;
-            }
-            Ok(())
-        }
-        .boxed()
+    fn unsubscribe(&self, channels: Vec<String>) -> BoxFuture<'static, Result<()>> {
+        self.inner
+            .subscriptions
+            .request(Op::Unsubscribe, channels)
+            .boxed()
     }
 
     fn is_connected(&self) -> bool {

@@ -20,9 +20,8 @@ use socketioxide_core::{
     packet::Packet,
 };
 
-use super::{RedisAdapter, acks::AckStream, now_us};
+use super::{RedisAdapter, Target, acks::AckStream, now_us, rooms};
 use crate::{
-    broker::Inbound,
     channel,
     cluster::Cluster,
     error::{Error, Result},
@@ -68,19 +67,70 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         channel::check_namespace(&self.ns)?;
         let handle: Arc<dyn NamespaceHandle> = self.clone();
         self.cluster.register(&self.ns, Arc::downgrade(&handle));
-        let inbound: Arc<dyn Inbound> = self.clone();
-        let weak = Arc::downgrade(&inbound);
+        let weak = rooms::inbound_of(&self);
         let driver = &self.cluster.driver;
-        driver.subscribe(&self.all_chan, weak.clone()).await?;
-        driver.subscribe(&self.own_chan, weak).await?;
+        let channels = vec![self.all_chan.clone(), self.own_chan.clone()];
+        driver.subscribe(channels, &weak).await?;
+        self.room_channels.set_handler(weak);
         tokio::spawn(Self::heartbeat_loop(
             Arc::downgrade(&self),
             self.cluster.config.heartbeat_interval,
+        ));
+        tokio::spawn(Self::sweep_loop(
+            Arc::downgrade(&self),
+            self.cluster.config.room_unsubscribe_delay,
         ));
         self.send(self.all_chan.clone(), self.hello()).await?;
         tokio::time::sleep(self.hello_wait()).await;
         tracing::info!(ns = %self.ns, nodes = self.members.live().len(), "namespace joined the cluster");
         Ok(())
+    }
+}
+
+impl<E: SocketEmitter> RedisAdapter<E> {
+    /// Publishes a broadcast to the other nodes: one copy per room on the rooms' channels
+    /// (see `rooms::room_routes`), or one message where [`Target`] says.
+    async fn publish_broadcast(
+        &self,
+        packet: &Packet,
+        opts: &BroadcastOptions,
+        trace: Option<String>,
+    ) {
+        let target = self.target(opts);
+        let body = |opts: BroadcastOptions| Body::Broadcast {
+            packet: WirePacket::from(packet),
+            opts,
+            sent_at_us: now_us(),
+            trace: trace.clone(),
+        };
+        let published = match (&target, self.room_routes(opts)) {
+            (Target::All, Some(routes)) => {
+                let mut published = Ok(true);
+                for (channel, opts) in routes {
+                    if let Err(e) = self.send(channel, body(opts)).await {
+                        published = Err(e);
+                    }
+                }
+                published
+            }
+            _ => self.publish_to(&target, body(opts.clone())).await,
+        };
+        match published {
+            Ok(true) => self.cluster.driver.metrics.broadcasts_published.inc(),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "broadcast not published"),
+        }
+    }
+
+    /// Disconnects the matching local sockets; their rooms may have emptied.
+    pub(super) fn disconnect_local(
+        &self,
+        opts: BroadcastOptions,
+    ) -> std::result::Result<(), Vec<socketioxide_core::adapter::errors::SocketError>> {
+        let rooms = self.local.rooms(opts.clone());
+        let result = self.local.disconnect_socket(opts);
+        self.rooms_may_be_empty(rooms.into_iter().map(|r| r.into_owned()));
+        result
     }
 }
 
@@ -99,6 +149,7 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
             own_chan: channel::one_node(prefix, &ns, &cluster.config.node_id),
             members: Arc::new(Membership::new(cluster.config.heartbeat_timeout)),
             pending: Arc::new(Pending::default()),
+            room_channels: Default::default(),
             closed: Default::default(),
             ns,
             local,
@@ -121,9 +172,9 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         self.closed.store(true, Ordering::Relaxed);
         let _ = self.send(self.all_chan.clone(), Body::Leave).await;
         self.cluster.deregister(&self.ns);
-        let driver = &self.cluster.driver;
-        driver.unsubscribe(&self.all_chan).await?;
-        driver.unsubscribe(&self.own_chan).await?;
+        self.unsubscribe_all_rooms();
+        let channels = vec![self.all_chan.clone(), self.own_chan.clone()];
+        self.cluster.driver.unsubscribe(channels).await?;
         Ok(())
     }
 
@@ -131,8 +182,9 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         Ok(1 + self.members.live().len() as u16)
     }
 
-    /// Published to the other nodes (always on the namespace channel, whoever is known alive),
-    /// then delivered to this node's sockets whatever happened to the publish.
+    /// Published to the other nodes (on the channels of its rooms, or on the namespace channel
+    /// whoever is known alive), then delivered to this node's sockets whatever happened to the
+    /// publish.
     async fn broadcast(
         &self,
         packet: Packet,
@@ -146,17 +198,8 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
             (span, traceparent)
         });
         if !opts.is_local(self.local.server_id()) {
-            let body = Body::Broadcast {
-                packet: WirePacket::from(&packet),
-                opts: opts.clone(),
-                sent_at_us: now_us(),
-                trace: traced.as_ref().and_then(|(_, tp)| tp.clone()),
-            };
-            match self.publish_to(&self.target(&opts), body).await {
-                Ok(true) => self.cluster.driver.metrics.broadcasts_published.inc(),
-                Ok(false) => {}
-                Err(e) => tracing::debug!(error = %e, "broadcast not published"),
-            }
+            let trace = traced.as_ref().and_then(|(_, tp)| tp.clone());
+            self.publish_broadcast(&packet, &opts, trace).await;
         }
         let _entered = traced.as_ref().map(|(span, _)| span.enter());
         self.deliver_local(packet, opts, Origin::Local)
@@ -178,11 +221,12 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
         self.send_confirmed(&opts, "add_sockets", |req| Body::AddSockets {
             opts: opts.clone(),
-            rooms: names,
+            rooms: names.clone(),
             req,
         })
         .await?;
         self.local.add_sockets(opts, rooms);
+        self.subscribe_occupied(&names).await;
         Ok(())
     }
 
@@ -191,11 +235,12 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
         self.send_confirmed(&opts, "del_sockets", |req| Body::DelSockets {
             opts: opts.clone(),
-            rooms: names,
+            rooms: names.clone(),
             req,
         })
         .await?;
         self.local.del_sockets(opts, rooms);
+        self.rooms_may_be_empty(names);
         Ok(())
     }
 
@@ -210,9 +255,7 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         if let Err(e) = self.send_confirmed(&opts, "disconnect_sockets", body).await {
             return Err(BroadcastError::Adapter(e.into()));
         }
-        self.local
-            .disconnect_socket(opts)
-            .map_err(BroadcastError::Socket)
+        self.disconnect_local(opts).map_err(BroadcastError::Socket)
     }
 
     async fn rooms(&self, opts: BroadcastOptions) -> Result<Vec<Room>> {

@@ -83,15 +83,15 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 self.on_broadcast_with_ack(origin, req, packet, opts, timeout_ms)
             }
             Body::AddSockets { opts, rooms, req } if self.for_us(&opts) => {
-                self.local.add_sockets(opts, rooms);
-                self.confirm(req, &origin);
+                self.on_add_sockets(origin, req, opts, rooms);
             }
             Body::DelSockets { opts, rooms, req } if self.for_us(&opts) => {
-                self.local.del_sockets(opts, rooms);
+                self.local.del_sockets(opts, rooms.clone());
+                self.rooms_may_be_empty(rooms);
                 self.confirm(req, &origin);
             }
             Body::DisconnectSockets { opts, req } if self.for_us(&opts) => {
-                if let Err(errs) = self.local.disconnect_socket(opts) {
+                if let Err(errs) = self.disconnect_local(opts) {
                     tracing::debug!(?errs, "some sockets were already gone");
                 }
                 self.confirm(req, &origin);
@@ -120,6 +120,23 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             Body::Leave => self.on_leave(&origin),
             _ => {}
         }
+    }
+
+    /// Applies a join asked by another node and confirms it once the rooms' channels are
+    /// subscribed here, so a broadcast made after the join returns reaches the new members.
+    fn on_add_sockets(
+        self: &Arc<Self>,
+        origin: String,
+        req: Option<RequestId>,
+        opts: BroadcastOptions,
+        rooms: Vec<String>,
+    ) {
+        self.local.add_sockets(opts, rooms.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.subscribe_occupied(&rooms).await;
+            this.confirm(req, &origin);
+        });
     }
 
     fn on_heartbeat(&self, origin: &str, uid: &str, sockets: u32) {

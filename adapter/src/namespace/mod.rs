@@ -8,12 +8,14 @@
 //! | `acks` | broadcasts with acks: the remote acks' progress, the stream and the report |
 //! | `reports` | the node API's requests (fetchSockets, rooms, serverSideEmit) |
 //! | `heartbeat` | announcing this node and noticing dead ones |
+//! | `rooms` | room channels: subscribed on a room's first local socket, unsubscribed after its last |
 
 mod acks;
 mod face;
 mod heartbeat;
 mod inbound;
 mod reports;
+mod rooms;
 
 use std::{
     collections::HashSet,
@@ -50,6 +52,7 @@ pub struct RedisAdapter<E> {
     own_chan: String,
     members: Arc<Membership>,
     pending: Arc<Pending>,
+    room_channels: rooms::RoomChannels,
     closed: AtomicBool,
 }
 
@@ -267,6 +270,9 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             self.count_socket_errors(errs);
         }
         metrics.delivered(origin, matched.saturating_sub(failed));
+        if matched == 0 && origin == Origin::Remote {
+            metrics.broadcasts_untargeted.inc();
+        }
         result
     }
 

@@ -188,4 +188,12 @@ impl<E: SocketEmitter> NamespaceHandle for RedisAdapter<E> {
         }
         .boxed()
     }
+
+    fn rooms_joined(&self, rooms: Vec<String>) -> BoxFuture<'_, ()> {
+        self.subscribe_rooms(rooms).boxed()
+    }
+
+    fn rooms_left(&self, rooms: Vec<String>) {
+        self.rooms_may_be_empty(rooms);
+    }
 }

@@ -229,6 +229,8 @@ pub struct Models {
     pub store: ModelStore,
     /// ko.ninja event names.
     pub ko_names: ko_ninja::KoNames,
+    /// The cluster, told of the collection and record rooms readers join.
+    pub cluster: Cluster,
     requests: IntCounterVec,
 }
 
@@ -261,6 +263,7 @@ impl Models {
         Ok(Arc::new(Self {
             store,
             ko_names: settings.ko_names,
+            cluster: cluster.clone(),
             requests,
         }))
     }

@@ -176,7 +176,7 @@ fn not_ready() -> Refused {
 // --- /readme --------------------------------------------------------------------------------
 
 /// Connect hook of `/readme`: the README's connection-time recipes, in its order.
-async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, _app: Arc<App>) {
+async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<App>) {
     s.on("my other event", my_other_event);
     s.on("private message", private_message);
     s.on("set nickname", set_nickname);
@@ -192,7 +192,7 @@ async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, _app: Arc<App>
     s.on("tweet", tweet);
     s.on("message", message);
 
-    connection_broadcasts(&s, &io).await;
+    connection_broadcasts(&s, &io, &app).await;
     // "How to use": a greeting for this socket only. It comes last, once the broadcasts above
     // are handed to the cluster, so a client that got it knows they are on their way.
     let _ = s.emit("news", &json!({"hello": "world"}));
@@ -202,7 +202,7 @@ async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, _app: Arc<App>
 
 /// The README's connection-time broadcasts, in its order, each handed to the cluster before
 /// the next.
-async fn connection_broadcasts(s: &SocketRef<Adapter>, io: &SocketIo<Adapter>) {
+async fn connection_broadcasts(s: &SocketRef<Adapter>, io: &SocketIo<Adapter>, app: &App) {
     let Some(ns) = io.of(NAMESPACE) else { return };
     // Broadcasts reach every node; a full local buffer is counted by the adapter, so errors
     // here only need a debug line.
@@ -232,7 +232,7 @@ async fn connection_broadcasts(s: &SocketRef<Adapter>, io: &SocketIo<Adapter>) {
             .await,
     );
     // "Rooms".
-    s.join(FANS_ROOM);
+    rooms::join(s, &app.cluster, FANS_ROOM).await;
     log(
         "new fan",
         s.broadcast()

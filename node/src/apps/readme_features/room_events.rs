@@ -34,6 +34,7 @@ pub(super) async fn join_or_leave(
     Event(event): Event,
     r: TryData<String>,
     reply: Reply,
+    State(app): State<Arc<App>>,
 ) {
     let how = if event == "join" {
         RoomUse::Join
@@ -43,9 +44,9 @@ pub(super) async fn join_or_leave(
     match room(parsed(r), &admission::identity(&s).grants, how) {
         Ok(r) => {
             if event == "join" {
-                s.join(r);
+                rooms::join(&s, &app.cluster, r).await;
             } else {
-                s.leave(r);
+                rooms::leave(&s, &app.cluster, r);
             }
             reply.ack(&json!({"ok": true}));
         }

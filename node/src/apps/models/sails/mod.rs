@@ -38,6 +38,7 @@ use super::{
 use crate::{
     app::Adapter,
     refusal::{Code, Refused},
+    rooms,
     sockets::Reply,
 };
 
@@ -159,20 +160,20 @@ async fn run(
                     .and_then(Value::as_u64)
                     .map(|id| sails_instance_room(&collection, id))
             }));
-            s.join(rooms);
+            rooms::join(s, &models.cluster, rooms).await;
             Ok(Value::Array(
                 records.into_iter().map(Value::Object).collect(),
             ))
         }
         Route::FindOne { collection, id } => {
             let r = models.store.get(&collection, id).await?;
-            s.join(sails_instance_room(&collection, id));
+            rooms::join(s, &models.cluster, sails_instance_room(&collection, id)).await;
             Ok(Value::Object(r))
         }
         Route::Create { collection, values } => {
             let r = models.insert(io, s, &collection, values).await?;
             if let Some(id) = r.get("id").and_then(Value::as_u64) {
-                s.join(sails_instance_room(&collection, id));
+                rooms::join(s, &models.cluster, sails_instance_room(&collection, id)).await;
             }
             Ok(Value::Object(r))
         }
