@@ -27,6 +27,17 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Room fan-out on `/pubsub`: subscribers in rooms, publishers at an open-loop rate.
     Fanout(FanoutArgs),
+    /// Many small rooms spread at random over the nodes, open-loop publishes to random rooms:
+    /// what per-room channels save (cluster CPU, adapter messages and Redis output against
+    /// the ideal of the placement).
+    ///
+    /// Each member is a client of its own on a URL drawn at random (seeded; not `i mod n`),
+    /// publishers (not members) go round robin over the URLs, and each publish goes to a
+    /// uniformly random room (seeded). Both protocols (`socketio`, `raw`). `--watch-pids`
+    /// gives the CPU per million deliveries (the Redis part: names starting with `redis`),
+    /// `--node-metrics-urls` the adapter messages received against the ideal (ioscale nodes
+    /// only), `--redis-urls` the bytes Redis sent.
+    Rooms(RoomsArgs),
     /// The chat demo: `add-message` on `/`, every client receives `message-added`.
     Chat(ChatArgs),
     /// Emit-with-ack round trips on `/pubsub` (`join` or `publish` acks).
@@ -173,6 +184,41 @@ pub struct FanoutArgs {
     /// `(j + k) mod rooms`.
     #[arg(long, env = "IOSCALE_LOADTEST_PUBLISHERS", default_value_t = 3)]
     pub publishers: usize,
+}
+
+/// `rooms`: `--rooms` × `--room-size` members on `/pubsub`, each on a URL drawn at random
+/// (seeded), and `--publishers` senders (not members) round robin over the URLs, each publish
+/// to a uniformly random room (seeded). Both protocols (`socketio`, `raw`).
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RoomsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub rate: RateArgs,
+    /// Rooms (named `r-0000`, `r-0001`, …).
+    #[arg(long, env = "IOSCALE_LOADTEST_ROOMS", default_value_t = 2000)]
+    pub rooms: usize,
+    /// Members per room; each member is a client of its own on a URL drawn at random.
+    #[arg(long, env = "IOSCALE_LOADTEST_ROOM_SIZE", default_value_t = 3)]
+    pub room_size: usize,
+    /// Publishing clients (not room members), spread round robin over the URLs.
+    #[arg(long, env = "IOSCALE_LOADTEST_PUBLISHERS", default_value_t = 6)]
+    pub publishers: usize,
+    /// Seed of the placement and of the rooms published to: the same seed, the same run.
+    #[arg(long, env = "IOSCALE_LOADTEST_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// The nodes' Prometheus `/metrics` URLs (ioscale nodes only), comma-separated: read just
+    /// before the sending window and after the drain for the adapter messages received.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_NODE_METRICS_URLS",
+        value_delimiter = ','
+    )]
+    pub node_metrics_urls: Vec<String>,
+    /// Redis servers (`redis://host:port`; every master of a Redis Cluster), comma-separated:
+    /// `INFO stats` read around the window for the bytes Redis sent.
+    #[arg(long, env = "IOSCALE_LOADTEST_REDIS_URLS", value_delimiter = ',')]
+    pub redis_urls: Vec<String>,
 }
 
 /// `chat`

@@ -3,13 +3,15 @@
 //! thousands of clients.
 //!
 //! Scenarios (`scenario::*`): `connect` (connection storm), `fanout` (room fan-out with an
-//! open-loop publish schedule and exact loss/duplicate accounting), `chat` (the chat demo) and
+//! open-loop publish schedule and exact loss/duplicate accounting), `rooms` (many small rooms
+//! at random over the nodes: the cluster's cost against the ideal), `chat` (the chat demo) and
 //! `rpc` (emit-with-ack round trips). Latency is measured from each message's *scheduled* send
 //! time, so a server that falls behind cannot hide it by slowing the generator down.
 
 pub mod client;
 pub mod compare;
 pub mod config;
+pub mod probe;
 pub mod progress;
 pub mod protocol;
 pub mod report;
@@ -48,6 +50,10 @@ pub async fn run(config: Config) -> Result<()> {
         Command::Fanout(a) => {
             let path = a.common.report_json.clone();
             (scenario::fanout::run(a).await?, path)
+        }
+        Command::Rooms(a) => {
+            let path = a.common.report_json.clone();
+            (scenario::rooms::run(a).await?, path)
         }
         Command::Chat(a) => {
             let path = a.common.report_json.clone();

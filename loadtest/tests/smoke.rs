@@ -1,13 +1,14 @@
 //! Proves the load generator works end to end: it drives a real 2-node ioscale cluster (real
 //! `redis-server`, real `ioscale-node` processes, from the shared test harness) at a fixed low
 //! rate for a couple of seconds, over WebSocket and HTTP long-polling, and its report must show
-//! every delivery exactly once; and it holds idle connections and reports the node's memory per
-//! connection. Kept short (well under 20 s each) so it can run in CI.
+//! every delivery exactly once; the `rooms` scenario also reads the nodes' metrics and Redis's
+//! counters; and it holds idle connections and reports the node's memory per connection. Kept
+//! short (well under 20 s each) so it can run in CI.
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result, ensure};
-use ioscale_cluster_tests::{Cluster, with_timeout};
+use ioscale_cluster_tests::{Cluster, RedisBackend, with_timeout};
 use ioscale_loadtest::Report;
 
 /// Runs `ioscale-loadtest <args> --report-json <path>` and reads the report.
@@ -146,6 +147,114 @@ async fn fanout_rpc_and_chat_against_two_nodes_lose_nothing() -> Result<()> {
             "{}",
             r.summary()
         );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rooms_scattered_over_two_nodes_lose_nothing_and_report_the_cluster_cost() -> Result<()> {
+    with_timeout(async {
+        let cluster = Cluster::start(2).await?;
+        let nodes = cluster.nodes();
+        let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+        let metrics: Vec<String> = urls.iter().map(|u| format!("{u}/metrics")).collect();
+        let RedisBackend::Standalone(redis) = cluster.redis() else {
+            anyhow::bail!("the default cluster has a standalone Redis");
+        };
+        let mut pids = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            pids.push(format!(
+                "node{}={}",
+                i + 1,
+                n.pid().context("a node has no pid")?
+            ));
+        }
+        pids.push(format!(
+            "redis={}",
+            redis.pid().context("redis has no pid")?
+        ));
+        let dir = tempfile::tempdir()?;
+        // 20 rooms × 3 members at random over both nodes, 2 publishers at 100 publishes/s for
+        // 3 s: 300 publishes to random rooms, 900 deliveries.
+        let r = loadtest(
+            &[
+                "rooms",
+                "--urls",
+                &urls.join(","),
+                "--rooms",
+                "20",
+                "--room-size",
+                "3",
+                "--publishers",
+                "2",
+                "--rate-per-s",
+                "100",
+                "--duration-s",
+                "3",
+                "--drain-ms",
+                "5000",
+                "--watch-pids",
+                &pids.join(","),
+                "--node-metrics-urls",
+                &metrics.join(","),
+                "--redis-urls",
+                &redis.url(),
+                "--label",
+                "ioscale",
+            ],
+            &dir.path().join("ioscale.run1.json"),
+        )
+        .await?;
+        let s = r.summary();
+        assert_eq!((r.clients.connected, r.clients.dropped), (62, 0), "{s}");
+        let p = r.publishes.clone().context("no publish section")?;
+        assert_eq!((p.sent, p.acked_ok, p.rejected), (300, 300, 0), "{s}");
+        let d = r.deliveries.clone().context("no delivery section")?;
+        assert_eq!((d.expected, d.received), (900, 900), "{s}");
+        assert_eq!(
+            (d.lost, d.duplicated, d.reordered, d.misrouted),
+            (0, 0, 0, 0),
+            "{s}"
+        );
+        let c = r.cluster.clone().context("no cluster section")?;
+        assert_eq!((c.publishes, c.deliveries), (300, 900), "{s}");
+        assert_eq!((c.nodes_scraped, c.redis_scraped), (2, 1), "{s}");
+        assert!(
+            c.cpu_s_per_million_deliveries.is_some_and(|v| v > 0.0),
+            "{s}"
+        );
+        assert!(c.redis_cpu_s_per_million_deliveries.is_some(), "{s}");
+        // Over two nodes a publish needs at most one message (to the other node), at least
+        // none; and nothing arrived that no message carried.
+        let ideal = c
+            .ideal_adapter_messages_in_per_publish
+            .context("no ideal")?;
+        assert!(ideal > 0.0 && ideal <= 1.0, "{s}");
+        let measured = c.adapter_messages_in.context("no adapter messages")?;
+        assert!(measured >= c.ideal_adapter_messages_in, "{s}");
+        assert!(
+            c.adapter_messages_in_vs_ideal.is_some_and(|v| v >= 1.0),
+            "{s}"
+        );
+        assert!(c.redis_net_output_bytes.is_some_and(|b| b > 0), "{s}");
+        assert!(c.redis_net_output_bytes_per_delivery.is_some(), "{s}");
+        // Builds with room channels say how many and what reached a node in vain.
+        if let Some(u) = c.broadcasts_untargeted {
+            assert!(u <= measured, "{s}");
+        }
+        assert!(c.room_channels.is_none_or(|n| n > 0), "{s}");
+
+        // The comparison table of rooms runs has the cluster's columns.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ioscale-loadtest"))
+            .args(["compare", "--dir"])
+            .arg(dir.path())
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        let table = String::from_utf8_lossy(&out.stdout);
+        ensure!(out.status.success(), "compare failed: {table}");
+        assert!(table.contains("| measured ÷ ideal |"), "{table}");
         Ok(())
     })
     .await

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::load::{self, Flavor, Plan};
+use super::load::{self, Flavor, Layout, Plan};
 use crate::config::ChatArgs;
 use crate::report::Report;
 
@@ -31,6 +31,8 @@ pub async fn run(args: ChatArgs) -> Result<Report> {
         subscribers: args.clients,
         room_size: args.clients.max(1),
         publishers: args.senders,
+        layout: Layout::Striped,
+        probes: None,
         common: args.common,
         rate: args.rate,
         params,

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::load::{self, Flavor, Plan};
+use super::load::{self, Flavor, Layout, Plan};
 use crate::config::FanoutArgs;
 use crate::report::Report;
 
@@ -35,6 +35,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         subscribers: args.subscribers,
         room_size: args.room_size,
         publishers: args.publishers,
+        layout: Layout::Striped,
+        probes: None,
         common: args.common,
         rate: args.rate,
         params,

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use super::load::{self, Flavor, Plan};
+use super::load::{self, Flavor, Layout, Plan};
 use crate::config::{RpcArgs, RpcEvent};
 use crate::report::Report;
 
@@ -34,6 +34,8 @@ pub async fn run(args: RpcArgs) -> Result<Report> {
         subscribers: 0,
         room_size: 1,
         publishers: args.clients,
+        layout: Layout::Striped,
+        probes: None,
         common: args.common,
         rate: args.rate,
         params,

@@ -10,6 +10,10 @@ use anyhow::{Context as _, Result, ensure};
 use crate::config::CompareArgs;
 use crate::report::{HeldReport, Report};
 
+mod rooms;
+
+pub use rooms::RoomsRow;
+
 /// Medians of one implementation's runs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Row {
@@ -33,6 +37,8 @@ pub struct Row {
     pub gen_bound_runs: usize,
     /// Ramp runs (the held step) rather than fixed-rate runs (the whole run).
     pub ramp: bool,
+    /// The cluster's figures, for `rooms` runs.
+    pub rooms: Option<RoomsRow>,
 }
 
 /// Median (mean of the middle two for an even count); 0 when empty.
@@ -133,6 +139,7 @@ pub fn rows(reports: &[Report]) -> Vec<Row> {
                     .iter()
                     .filter(|r| r.generator.as_ref().is_some_and(|g| g.bound))
                     .count(),
+                rooms: RoomsRow::of(&rs),
             }
         })
         .collect()
@@ -146,7 +153,8 @@ fn server_cpu_us_per_delivery(r: &Report) -> f64 {
         .iter()
         .filter(|p| !is_redis(&p.name))
         .map(|p| p.cpu_seconds)
-        .sum();
+        // Not `sum()`: the sum of no f64 is -0.0, which the table would print as "-0.00".
+        .fold(0.0, |a, b| a + b);
     if received == 0 {
         0.0
     } else {
@@ -176,6 +184,8 @@ pub fn table(rows: &[Row], subject: &str, ceiling: &str) -> String {
     );
     let subj = rows.iter().find(|r| r.label == subject);
     let mut s = String::new();
+    // A table of `rooms` runs has the cluster's columns too, after the usual ones.
+    let with_rooms = rows.iter().any(|r| r.rooms.is_some());
     let held = if rows.iter().any(|r| r.ramp) {
         " held"
     } else {
@@ -183,11 +193,13 @@ pub fn table(rows: &[Row], subject: &str, ceiling: &str) -> String {
     };
     let _ = writeln!(
         s,
-        "| implementation | runs | deliveries/s{held} | sends/s{held} | p50 ms | p99 ms | p999 ms | lost | RSS/node MB | CPU/node cores | Redis CPU cores | server CPU µs/delivery | generator CPU µs/delivery (threads used) | {subject} ÷ this |"
+        "| implementation | runs | deliveries/s{held} | sends/s{held} | p50 ms | p99 ms | p999 ms | lost | RSS/node MB | CPU/node cores | Redis CPU cores | server CPU µs/delivery | generator CPU µs/delivery (threads used) | {subject} ÷ this |{}",
+        if with_rooms { rooms::HEADER } else { "" }
     );
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|{}",
+        if with_rooms { rooms::ALIGN } else { "" }
     );
     for r in ordered {
         // A figure the generator limited is the generator's, not the server's: say so.
@@ -201,7 +213,7 @@ pub fn table(rows: &[Row], subject: &str, ceiling: &str) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} ({:.0} %) | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} ({:.0} %) | {} |{}",
             label,
             r.runs,
             r.deliveries_per_s,
@@ -220,6 +232,11 @@ pub fn table(rows: &[Row], subject: &str, ceiling: &str) -> String {
                 || "n/a".to_owned(),
                 |x| ratio(x.deliveries_per_s, r.deliveries_per_s)
             ),
+            if with_rooms {
+                rooms::cells(r.rooms.as_ref())
+            } else {
+                String::new()
+            },
         );
     }
     s

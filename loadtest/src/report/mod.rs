@@ -1,6 +1,7 @@
 //! Results of a run: the JSON report (`--report-json`), the human summary printed at the end,
-//! and the SVG plot written next to the JSON (latency percentiles over time, throughput, and
-//! the watched processes' CPU), drawn by hand so the tool needs no plotting library.
+//! and (`svg`) the plot written next to the JSON.
+
+mod svg;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,6 +11,8 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{Percentiles, ProcReport};
+
+pub use svg::svg;
 
 /// Everything one run measured. Sections that do not apply to a scenario are absent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -50,6 +53,50 @@ pub struct Report {
     /// The generator's own cost over the sending window.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub generator: Option<GeneratorReport>,
+    /// What the whole cluster spent, and the adapter traffic it took (`rooms`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cluster: Option<ClusterReport>,
+}
+
+/// The cluster's cost of the run (`rooms`): CPU of every watched process per delivery, the
+/// adapter messages the nodes received against the fewest the placement needs, and Redis's
+/// output. A figure is null when the run had nothing to measure it from (no `--watch-pids`,
+/// no `--node-metrics-urls`: not an ioscale node, no `--redis-urls`), or, for the two room
+/// channel counters, when the nodes do not expose them (older builds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterReport {
+    /// Publishes the server accepted (sent − rejected): the per-publish denominator.
+    pub publishes: u64,
+    /// Deliveries received: the per-delivery denominator.
+    pub deliveries: u64,
+    /// CPU seconds (utime + stime) of every watched process over the sending window.
+    pub cpu_s: Option<f64>,
+    /// ... of the watched processes whose name starts with `redis`.
+    pub redis_cpu_s: Option<f64>,
+    pub cpu_s_per_million_deliveries: Option<f64>,
+    pub redis_cpu_s_per_million_deliveries: Option<f64>,
+    /// Nodes whose `/metrics` were read.
+    pub nodes_scraped: usize,
+    /// `ioscale_adapter_messages_in_total{kind="broadcast"}` over the nodes, from just before
+    /// the sending window to the end of the drain.
+    pub adapter_messages_in: Option<u64>,
+    pub adapter_messages_in_per_publish: Option<f64>,
+    /// The fewest adapter messages the placement needs: per publish, the nodes other than the
+    /// publisher's that hold a member of the room, summed over the accepted publishes.
+    pub ideal_adapter_messages_in: u64,
+    pub ideal_adapter_messages_in_per_publish: Option<f64>,
+    /// Measured ÷ ideal (1 is the least possible).
+    pub adapter_messages_in_vs_ideal: Option<f64>,
+    /// `ioscale_adapter_broadcasts_untargeted_total` over the nodes, over the same window:
+    /// broadcasts that reached a node with no member of the room.
+    pub broadcasts_untargeted: Option<u64>,
+    /// `ioscale_adapter_room_channels` summed over the nodes at the end.
+    pub room_channels: Option<u64>,
+    /// Redis servers whose `INFO stats` were read.
+    pub redis_scraped: usize,
+    /// `total_net_output_bytes` summed over the Redis servers, over the same window.
+    pub redis_net_output_bytes: Option<u64>,
+    pub redis_net_output_bytes_per_delivery: Option<f64>,
 }
 
 /// What the generator itself spent: the instrument's share, reported with every figure.
@@ -358,6 +405,9 @@ impl Report {
                 p.name, p.pid, p.cpu_cores_avg, p.cpu_cores_max, p.peak_rss_mb
             );
         }
+        if let Some(c) = &self.cluster {
+            s.push_str(&c.summary());
+        }
         if let Some(g) = &self.generator {
             let _ = writeln!(
                 s,
@@ -378,6 +428,50 @@ impl Report {
     }
 }
 
+impl ClusterReport {
+    /// The summary's lines of the cluster's figures.
+    pub fn summary(&self) -> String {
+        let f = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
+        };
+        let n = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
+        let mut s = String::new();
+        let _ = match self.cpu_s_per_million_deliveries {
+            Some(cpu) => writeln!(
+                s,
+                "cluster    {cpu:.2} CPU-s per million deliveries, every watched process ({} of it Redis)",
+                f(self.redis_cpu_s_per_million_deliveries, 2)
+            ),
+            None => writeln!(s, "cluster    CPU per delivery n/a (no --watch-pids)"),
+        };
+        let ideal = f(self.ideal_adapter_messages_in_per_publish, 3);
+        let _ = match self.adapter_messages_in_per_publish {
+            Some(m) => writeln!(
+                s,
+                "adapter    {m:.3} broadcast messages in per publish over {} node(s), ideal {ideal}: {}x the ideal; untargeted {}, room channels {}",
+                self.nodes_scraped,
+                f(self.adapter_messages_in_vs_ideal, 2),
+                n(self.broadcasts_untargeted),
+                n(self.room_channels)
+            ),
+            None => writeln!(
+                s,
+                "adapter    ideal {ideal} broadcast messages in per publish; measured n/a (no --node-metrics-urls)"
+            ),
+        };
+        let _ = match self.redis_net_output_bytes {
+            Some(b) => writeln!(
+                s,
+                "redis      {b} bytes out over {} server(s), {} per delivery",
+                self.redis_scraped,
+                f(self.redis_net_output_bytes_per_delivery, 1)
+            ),
+            None => writeln!(s, "redis      bytes out n/a (no --redis-urls)"),
+        };
+        s
+    }
+}
+
 fn pct(p: &Percentiles) -> String {
     if p.count == 0 {
         return "n/a".to_owned();
@@ -388,308 +482,9 @@ fn pct(p: &Percentiles) -> String {
     )
 }
 
-// ---- SVG ----
-
-const WIDTH: f64 = 960.0;
-const PANEL_H: f64 = 170.0;
-const LEFT: f64 = 80.0;
-const RIGHT: f64 = 190.0;
-const TOP: f64 = 50.0;
-const GAP: f64 = 60.0;
-const COLORS: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-];
-
-struct Series {
-    name: String,
-    points: Vec<(f64, f64)>,
-    dashed: bool,
-}
-
-struct Panel {
-    title: String,
-    log_y: bool,
-    series: Vec<Series>,
-}
-
-/// Round tick spacing near `range / 5`.
-fn nice_step(range: f64) -> f64 {
-    if range <= 0.0 || !range.is_finite() {
-        return 1.0;
-    }
-    let raw = range / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let m = raw / mag;
-    let nice = if m < 1.5 {
-        1.0
-    } else if m < 3.5 {
-        2.0
-    } else if m < 7.5 {
-        5.0
-    } else {
-        10.0
-    };
-    nice * mag
-}
-
-fn fmt_num(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if a >= 1e4 {
-        format!("{:.0}k", v / 1e3)
-    } else if a >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else if a >= 10.0 || a == 0.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Draws the panels stacked, sharing the x axis (seconds).
-fn render(title: &str, panels: &[Panel], x_max: f64, markers: &[(f64, String)]) -> String {
-    let height = TOP + panels.len() as f64 * (PANEL_H + GAP) + 10.0;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let x_max = if x_max > 0.0 { x_max } else { 1.0 };
-    let sx = |x: f64| LEFT + x / x_max * plot_w;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<rect width="100%" height="100%" fill="white"/><text x="{LEFT}" y="24" font-size="15" font-weight="bold">{}</text>"#,
-        esc(title)
-    );
-    for (pi, panel) in panels.iter().enumerate() {
-        let top = TOP + pi as f64 * (PANEL_H + GAP);
-        let bottom = top + PANEL_H;
-        let all: Vec<f64> = panel
-            .series
-            .iter()
-            .flat_map(|se| se.points.iter().map(|p| p.1))
-            .filter(|v| v.is_finite())
-            .collect();
-        let (lo, hi) = if panel.log_y {
-            let pos: Vec<f64> = all.iter().copied().filter(|v| *v > 0.0).collect();
-            let min = pos.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = pos.iter().copied().fold(0.0, f64::max);
-            if pos.is_empty() {
-                (-1.0, 2.0)
-            } else {
-                let lo = min.log10().floor();
-                let hi = max.log10().ceil().max(lo + 1.0);
-                (lo, hi)
-            }
-        } else {
-            let max = all.iter().copied().fold(0.0, f64::max);
-            let step = nice_step(max);
-            (0.0, ((max / step).ceil() * step).max(step))
-        };
-        let sy = |v: f64| {
-            let v = if panel.log_y {
-                if v > 0.0 { v.log10() } else { lo }
-            } else {
-                v
-            };
-            bottom - (v - lo) / (hi - lo) * PANEL_H
-        };
-        let _ = writeln!(
-            s,
-            r##"<text x="{LEFT}" y="{}" font-size="12" font-weight="bold">{}</text><rect x="{LEFT}" y="{top}" width="{plot_w}" height="{PANEL_H}" fill="none" stroke="#888"/>"##,
-            top - 8.0,
-            esc(&panel.title)
-        );
-        // Y grid and labels.
-        let ticks: Vec<f64> = if panel.log_y {
-            (lo as i32..=hi as i32).map(|e| 10f64.powi(e)).collect()
-        } else {
-            let step = nice_step(hi);
-            (0..=((hi / step).round() as usize))
-                .map(|i| i as f64 * step)
-                .collect()
-        };
-        for t in ticks {
-            let y = sy(t);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                LEFT + plot_w,
-                LEFT - 6.0,
-                y + 4.0,
-                fmt_num(t)
-            );
-        }
-        // X labels.
-        let xstep = nice_step(x_max);
-        let mut x = 0.0;
-        while x <= x_max + 1e-9 {
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                sx(x),
-                bottom + 14.0,
-                fmt_num(x)
-            );
-            x += xstep;
-        }
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">s</text>"#,
-            LEFT + plot_w,
-            bottom + 28.0
-        );
-        for (mx, label) in markers {
-            let x = sx(*mx);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}" stroke="#bbb" stroke-dasharray="3,3"/>"##
-            );
-            if pi == 0 {
-                let _ = writeln!(
-                    s,
-                    r##"<text x="{:.1}" y="{:.1}" font-size="9" fill="#666">{}</text>"##,
-                    x + 2.0,
-                    top + 10.0,
-                    esc(label)
-                );
-            }
-        }
-        for (si, se) in panel.series.iter().enumerate() {
-            let color = COLORS[si % COLORS.len()];
-            let pts: Vec<String> = se
-                .points
-                .iter()
-                .filter(|(_, v)| v.is_finite() && (!panel.log_y || *v > 0.0))
-                .map(|(x, v)| format!("{:.1},{:.1}", sx(*x), sy(*v)))
-                .collect();
-            if !pts.is_empty() {
-                let dash = if se.dashed {
-                    r#" stroke-dasharray="6,4""#
-                } else {
-                    ""
-                };
-                let _ = writeln!(
-                    s,
-                    r#"<polyline fill="none" stroke="{color}" stroke-width="1.6"{dash} points="{}"/>"#,
-                    pts.join(" ")
-                );
-            }
-            let ly = top + 14.0 + si as f64 * 16.0;
-            let lx = LEFT + plot_w + 12.0;
-            let _ = writeln!(
-                s,
-                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-                lx + 18.0,
-                lx + 22.0,
-                ly + 4.0,
-                esc(&se.name)
-            );
-        }
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-/// The plot of a report.
-pub fn svg(r: &Report) -> String {
-    let t: Vec<f64> = r.timeline.iter().map(|p| p.t_s).collect();
-    let line = |name: &str, f: &dyn Fn(&TimePoint) -> f64, dashed: bool| Series {
-        name: name.to_owned(),
-        points: r.timeline.iter().map(|p| (p.t_s, f(p))).collect(),
-        dashed,
-    };
-    let (what, sends) = match r.scenario.as_str() {
-        "rpc" => ("acks", "requests"),
-        "connect" => ("connects", "connect attempts"),
-        _ => ("deliveries", "sends"),
-    };
-    let mut panels = vec![Panel {
-        title: format!("{what}: latency from the scheduled time (ms, log scale), per second"),
-        log_y: true,
-        series: vec![
-            line("p50", &|p| p.p50_ms, false),
-            line("p99", &|p| p.p99_ms, false),
-            line("p999", &|p| p.p999_ms, false),
-            line("max", &|p| p.max_ms, true),
-        ],
-    }];
-    panels.push(Panel {
-        title: format!("{what} received per second"),
-        log_y: false,
-        series: vec![line(&format!("{what}/s"), &|p| p.received_per_s, false)],
-    });
-    panels.push(Panel {
-        title: format!("{sends} per second: offered by the schedule, and actually made"),
-        log_y: false,
-        series: vec![
-            line("offered", &|p| p.rate_per_s, true),
-            line("made", &|p| p.sent_per_s, false),
-        ],
-    });
-    if !r.processes.is_empty() {
-        panels.push(Panel {
-            title: "CPU of watched processes (cores)".to_owned(),
-            log_y: false,
-            series: r
-                .processes
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    line(
-                        &p.name,
-                        &|tp: &TimePoint| tp.cpu_cores.get(i).copied().unwrap_or(0.0),
-                        false,
-                    )
-                })
-                .collect(),
-        });
-    }
-    let x_max = t.iter().copied().fold(0.0, f64::max);
-    let step_s = r
-        .params
-        .get("ramp_step_s")
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or(0.0);
-    let markers: Vec<(f64, String)> = if r.steps.len() > 1 && step_s > 0.0 {
-        r.steps
-            .iter()
-            .map(|s| (s.index as f64 * step_s, format!("{:.0}/s", s.rate_per_s)))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let title = format!(
-        "ioscale-loadtest {} {} ({})",
-        r.scenario,
-        if r.label.is_empty() { "" } else { &r.label },
-        r.protocol
-    );
-    render(&title, &panels, x_max, &markers)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nice_steps() {
-        assert!((nice_step(100.0) - 20.0).abs() < 1e-9);
-        assert!((nice_step(7.0) - 1.0).abs() < 1e-9);
-        assert!((nice_step(0.0) - 1.0).abs() < 1e-9);
-        assert_eq!(fmt_num(25_000.0), "25k");
-        assert_eq!(fmt_num(0.5), "0.50");
-    }
 
     #[test]
     fn svg_is_well_formed_and_json_round_trips() {

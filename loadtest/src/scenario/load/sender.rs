@@ -1,0 +1,147 @@
+//! A sender: its open-loop schedule, which room each send goes to, its per-room sequence
+//! numbers and the acks it still waits for.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::ctx::Ctx;
+use super::placement::Rng;
+use super::{Flavor, Layout};
+use crate::stats::{self, Shard};
+
+struct Pending {
+    room: usize,
+    seq: u64,
+    step: usize,
+    sched_us: u64,
+}
+
+/// Which room a sender's next send goes to.
+enum Rooms {
+    /// Sender `j`'s `k`-th send: room `(j + k) mod rooms` (fanout), or its own room (rpc).
+    Striped,
+    /// A uniformly random room, from the sender's own seeded stream (rooms).
+    Random(Rng),
+}
+
+/// A sender's state.
+pub(super) struct Sender {
+    pub j: usize,
+    k: u64,
+    pub next_due_us: u64,
+    rooms: Rooms,
+    seqs: Vec<u64>,
+    next_ack: u64,
+    pending: HashMap<u64, Pending>,
+    /// (room, seq) the server refused.
+    rejected: Vec<(usize, u64)>,
+    acked_ok: u64,
+    pub sending: bool,
+}
+
+/// What a sender did, for the accounting.
+pub(super) struct SenderResult {
+    pub j: usize,
+    /// Sends made to each room.
+    pub sent_per_room: Vec<u64>,
+    pub rejected: Vec<(usize, u64)>,
+    pub acked_ok: u64,
+    pub unacked: u64,
+}
+
+impl Sender {
+    pub fn new(ctx: &Ctx, j: usize) -> Self {
+        // Interleave the senders evenly over the first interval.
+        let offset = (j as f64 * 1e6 / ctx.rate(0)) as u64;
+        let rooms = match ctx.layout {
+            Layout::Scattered { seed } => Rooms::Random(Rng::stream(seed, 1 + j as u64)),
+            Layout::Striped => Rooms::Striped,
+        };
+        Self {
+            j,
+            k: 0,
+            next_due_us: ctx.t0_us + offset,
+            rooms,
+            seqs: vec![0; ctx.rooms],
+            next_ack: 1,
+            pending: HashMap::new(),
+            rejected: Vec::new(),
+            acked_ok: 0,
+            sending: true,
+        }
+    }
+
+    fn next_room(&mut self, ctx: &Ctx) -> usize {
+        match (&mut self.rooms, ctx.flavor) {
+            (_, Flavor::Rpc { .. }) => self.j,
+            (Rooms::Random(rng), _) => rng.below(ctx.rooms),
+            (Rooms::Striped, _) => (self.j + usize::try_from(self.k).unwrap_or(0)) % ctx.rooms,
+        }
+    }
+
+    /// The messages due by now (a burst when late), as wire text.
+    pub fn due(&mut self, ctx: &Ctx, shard_id: usize) -> Vec<String> {
+        let now = ctx.now_us();
+        let mut out = Vec::new();
+        let mut shard = ctx.recorder.shard(shard_id);
+        while self.sending && self.next_due_us <= now && out.len() < 4096 {
+            if !ctx.publishing.load(Ordering::Relaxed) || self.next_due_us >= ctx.end_us {
+                self.sending = false;
+                ctx.senders_done.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            let t = self.next_due_us;
+            let step = ctx.step_of(t);
+            let room = self.next_room(ctx);
+            let seq = self.seqs[room];
+            self.seqs[room] += 1;
+            let ack = self.next_ack;
+            self.next_ack += 1;
+            out.push(ctx.encode_send(self.j, room, seq, t, ack));
+            self.pending.insert(
+                ack,
+                Pending {
+                    room,
+                    seq,
+                    step,
+                    sched_us: t,
+                },
+            );
+            ctx.pending_acks.fetch_add(1, Ordering::Relaxed);
+            shard.sent(step, ctx.expected_for(room), now - t);
+            let interval = (ctx.publishers as f64 * 1e6 / ctx.rate(step)).max(1.0);
+            self.next_due_us = t + interval as u64;
+            self.k += 1;
+        }
+        out
+    }
+
+    pub fn on_ack(&mut self, ctx: &Ctx, now: u64, shard: &mut Shard, id: u64, error: bool) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        ctx.pending_acks.fetch_sub(1, Ordering::Relaxed);
+        let latency = now.saturating_sub(p.sched_us);
+        stats::record(&mut shard.ack, latency);
+        if error {
+            shard.rejected(p.step, ctx.expected_for(p.room));
+            self.rejected.push((p.room, p.seq));
+        } else {
+            self.acked_ok += 1;
+            if matches!(ctx.flavor, Flavor::Rpc { .. }) {
+                shard.delivered(p.step, latency);
+            }
+        }
+    }
+
+    /// What it did, once it stopped.
+    pub fn result(self) -> SenderResult {
+        SenderResult {
+            j: self.j,
+            unacked: self.pending.len() as u64,
+            sent_per_room: self.seqs,
+            rejected: self.rejected,
+            acked_ok: self.acked_ok,
+        }
+    }
+}
