@@ -1,30 +1,52 @@
 #!/usr/bin/env bash
 # Benchmarks ioscale against its peers and a ceiling, on this machine, with ioscale-loadtest:
 #   ioscale        3 x ioscale-node (release) on one Redis
-#   node-socketio  3 x socket.io 4 + @socket.io/redis-adapter on one Redis
-#   socketioxide   3 x socketioxide + socketioxide-redis (fred) on one Redis
+#   node-socketio  3 x socket.io 4 + @socket.io/redis-adapter (classic: PUBLISH / PSUBSCRIBE)
+#   node-sharded   3 x socket.io 4 + @socket.io/redis-adapter's sharded adapter, dynamic mode
+#                  (SPUBLISH / SSUBSCRIBE, one shard channel per room while it exists on a server)
+#   socketioxide   3 x socketioxide + socketioxide-redis (fred: SPUBLISH / SSUBSCRIBE)
 #   raw-ws         1 x raw WebSocket fan-out server, no Redis (the ceiling)
-# For each run and each implementation it starts a fresh Redis on a free port and the servers,
-# runs the scenario (default: open-loop fan-out ramp), stops everything, and finally prints one
-# table of medians over the runs (`ioscale-loadtest compare`).
+# (3 server processes per clustered implementation, 6 for the rooms scenario: --nodes.)
+# For each run and each implementation it starts a fresh Redis on a free port (or a fresh
+# 3-master Redis Cluster with --redis cluster) and the servers, runs the scenario (default:
+# open-loop fan-out ramp), stops everything, and finally prints one table of medians over the
+# runs (`ioscale-loadtest compare`).
 #
 # Usage: loadtest/bench.sh [options] [-- extra ioscale-loadtest flags]
 #   --runs N               runs per implementation, medians reported (3)
-#   --impls a,b,..         implementations (ioscale,node-socketio,socketioxide,raw-ws)
-#   --nodes N              server processes per clustered implementation (3)
-#   --scenario S           fanout | chat | rpc | idle (fanout). idle: the memory benchmark, one
-#                          server process per implementation holding --clients idle WebSocket
-#                          connections on /pubsub; reports resident memory per connection
+#   --impls a,b,..         implementations (ioscale,node-socketio,socketioxide,raw-ws; also
+#                          node-sharded, ioscale-baseline)
+#   --nodes N              server processes per clustered implementation (3; rooms: 6)
+#   --redis MODE           standalone | cluster (standalone). cluster: 3 masters, no replicas
+#                          (`redis-cli --cluster create`), every server given all of them:
+#                          ioscale and socketioxide a `redis-cluster://` URL, the Node
+#                          baselines node-redis' createCluster (node-socketio's classic
+#                          PUBLISH then reaches every master over the cluster bus); raw-ws
+#                          has no Redis
+#   --scenario S           fanout | rooms | chat | rpc | idle (fanout).
+#                          rooms: --rooms rooms of --room-size members each spread over the
+#                          nodes, --publishers publishing to random rooms (many small rooms: the
+#                          cost of a delivery when each publish reaches few members and few
+#                          nodes); a fixed rate by default (--rooms-rate-per-s), --ramp to ramp.
+#                          The generator reads each ioscale node's /metrics and Redis' own
+#                          counters. raw-ws has no rooms (nor chat) and is skipped.
+#                          idle: the memory benchmark, one server process per implementation
+#                          holding --clients idle WebSocket connections on /pubsub; reports
+#                          resident memory per connection
 #   --clients N            idle: connections held (20000)
 #   --connect-rate-per-s R idle: connection attempts per second (2000)
 #   --hold-s S             idle: how long every connection is held before RSS is read (5)
 #   --subscribers N        receiving clients (300); chat: clients; rpc: clients
-#   --room-size N          subscribers per room, fanout (300)
-#   --publishers N         sending clients (3); chat: senders
+#   --rooms N              rooms: how many rooms (2000)
+#   --room-size N          subscribers per room (fanout: 300; rooms: 3)
+#   --publishers N         sending clients (3; rooms: 6); chat: senders
 #   --payload-bytes N      message data size (100)
 #   --start-rate-per-s R   first ramp step, sends/s (50)
 #   --fixed-rate-per-s R   no ramp: send at R sends/s for --duration-s (latency at a fixed load;
 #                          with a high R and a short duration, a burst)
+#   --rooms-rate-per-s R   rooms: the fixed rate used when neither --fixed-rate-per-s nor
+#                          --ramp is given (1000 sends/s)
+#   --ramp                 rooms: ramp (as fanout does) instead of the fixed rate
 #   --duration-s S         fixed-rate sending time (30)
 #   --ramp-step-s S        ramp step length (5)
 #   --ramp-factor F        rate factor per step (1.25)
@@ -51,11 +73,16 @@ cd "$ROOT"
 
 runs=3
 impls="ioscale,node-socketio,socketioxide,raw-ws"
-nodes=3
+nodes=""
 scenario=fanout
 subscribers=300
-room_size=300
-publishers=3
+rooms=2000
+room_size=""
+publishers=""
+redis_mode=standalone
+redis_masters=3
+rooms_rate=1000
+ramp=0
 payload_bytes=100
 start_rate=50
 ramp_step_s=5
@@ -87,7 +114,11 @@ while [ $# -gt 0 ]; do
     --nodes) need_value "$@"; nodes="$2"; shift 2 ;;
     --scenario) need_value "$@"; scenario="$2"; shift 2 ;;
     --subscribers) need_value "$@"; subscribers="$2"; shift 2 ;;
+    --rooms) need_value "$@"; rooms="$2"; shift 2 ;;
     --room-size) need_value "$@"; room_size="$2"; shift 2 ;;
+    --redis) need_value "$@"; redis_mode="$2"; shift 2 ;;
+    --rooms-rate-per-s) need_value "$@"; rooms_rate="$2"; shift 2 ;;
+    --ramp) ramp=1; shift ;;
     --publishers) need_value "$@"; publishers="$2"; shift 2 ;;
     --payload-bytes) need_value "$@"; payload_bytes="$2"; shift 2 ;;
     --start-rate-per-s) need_value "$@"; start_rate="$2"; shift 2 ;;
@@ -113,7 +144,18 @@ while [ $# -gt 0 ]; do
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-case "$scenario" in fanout|chat|rpc|idle) ;; *) echo "bench.sh: --scenario must be fanout, chat, rpc or idle" >&2; exit 2 ;; esac
+case "$scenario" in fanout|rooms|chat|rpc|idle) ;; *) echo "bench.sh: --scenario must be fanout, rooms, chat, rpc or idle" >&2; exit 2 ;; esac
+case "$redis_mode" in standalone|cluster) ;; *) echo "bench.sh: --redis must be standalone or cluster" >&2; exit 2 ;; esac
+if [ "$ramp" = 1 ] && [ -n "$fixed_rate" ]; then
+  echo "bench.sh: --ramp and --fixed-rate-per-s exclude each other" >&2
+  exit 2
+fi
+# Many small rooms over more nodes: each publish reaches a few members on a few of the nodes.
+if [ "$scenario" = rooms ]; then
+  : "${nodes:=6}" "${room_size:=3}" "${publishers:=6}"
+  [ "$ramp" = 1 ] || [ -n "$fixed_rate" ] || fixed_rate="$rooms_rate"
+fi
+: "${nodes:=3}" "${room_size:=300}" "${publishers:=3}"
 # The memory benchmark measures what one server process pays per connection.
 [ "$scenario" = idle ] && nodes=1
 if [[ ",$impls," == *",ioscale-baseline,"* ]] && [ ! -x "$baseline_node_bin" ]; then
@@ -128,8 +170,10 @@ out="$(cd "$out" && pwd)"
 for tool in redis-server redis-cli cargo; do
   command -v "$tool" >/dev/null || { echo "bench.sh: $tool not found on PATH" >&2; exit 1; }
 done
-if [[ ",$impls," == *",node-socketio,"* ]]; then
-  command -v node >/dev/null || { echo "bench.sh: node not found (needed by node-socketio)" >&2; exit 1; }
+uses_node=0
+[[ ",$impls," == *",node-socketio,"* || ",$impls," == *",node-sharded,"* ]] && uses_node=1
+if [ "$uses_node" = 1 ]; then
+  command -v node >/dev/null || { echo "bench.sh: node not found (needed by node-socketio and node-sharded)" >&2; exit 1; }
 fi
 
 BIN="$ROOT/target/release"
@@ -139,7 +183,10 @@ if [ "$build" = 1 ]; then
     -p ioscale-baseline-socketioxide -p ioscale-baseline-raw-ws
 fi
 NODE_BASELINE="$ROOT/loadtest/baselines/node-socketio"
-if [[ ",$impls," == *",node-socketio,"* ]] && [ ! -d "$NODE_BASELINE/node_modules" ]; then
+# npm ci when node_modules is missing or older than the lock file (npm writes
+# node_modules/.package-lock.json on every install).
+if [ "$uses_node" = 1 ] && { [ ! -f "$NODE_BASELINE/node_modules/.package-lock.json" ] ||
+  [ "$NODE_BASELINE/package-lock.json" -nt "$NODE_BASELINE/node_modules/.package-lock.json" ]; }; then
   echo "== installing the node-socketio baseline (npm ci)"
   npm ci --prefix "$NODE_BASELINE" --no-audit --no-fund
 fi
@@ -154,8 +201,10 @@ if [ "$scenario" = idle ] && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)"
   exit 1
 fi
 
-# Processes this script started; only these are ever signalled.
+# Processes this script started; only these are ever signalled. Directories it made for a run's
+# Redis Cluster configuration files, removed with them.
 started=()
+tmp_dirs=()
 stop_all() {
   local pid
   for pid in "${started[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -168,28 +217,28 @@ stop_all() {
   for pid in "${started[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
   started=()
+  local dir
+  for dir in "${tmp_dirs[@]}"; do rm -rf "$dir"; done
+  tmp_dirs=()
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 wait_listening() { # log name
   # Every server prints `listening bound_addr=` once it serves; an open port alone is not
-  # enough (ioscale-node binds before its namespaces have joined the cluster).
+  # enough (ioscale-node binds before its namespaces have joined the cluster). Six processes
+  # starting at once on two cores (and a Redis Cluster's slot map to read) take a while.
   local i
-  for i in $(seq 1 300); do
+  for i in $(seq 1 600); do
     grep -q 'bound_addr=' "$1" 2>/dev/null && return 0
     sleep 0.05
   done
-  echo "bench.sh: $2 did not start within 15 s (log: $1)" >&2
+  echo "bench.sh: $2 did not start within 30 s (log: $1)" >&2
   tail -5 "$1" >&2 || true
   return 1
 }
 
-start_redis() { # port log
-  redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
-    --protected-mode no >"$2" 2>&1 &
-  started+=($!)
-  redis_pid=$!
+wait_pong() { # port
   local i
   for i in $(seq 1 100); do
     [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
@@ -199,21 +248,99 @@ start_redis() { # port log
   return 1
 }
 
+# Sets redis_pids, redis_ports, redis_watch (the generator's `--watch-pids` entries), and the
+# URLs each kind of client needs: redis_url (ioscale-node and fred), redis_node_env (the Node
+# baselines' environment) and redis_urls (every server, for the generator's Redis counters).
+start_redis() { # port log
+  redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
+    --protected-mode no >"$2" 2>&1 &
+  started+=($!)
+  redis_pids=($!)
+  redis_ports=("$1")
+  redis_watch="redis=$!"
+  wait_pong "$1"
+  redis_url="redis://127.0.0.1:$1"
+  redis_node_env=(REDIS_URL="$redis_url")
+  redis_urls="$redis_url"
+}
+
+start_redis_cluster() { # tag port bus-port [port bus-port ...]
+  # Masters only (no replicas), as many as port pairs. Each gets its cluster bus port
+  # explicitly: the default (port + 10000) may be taken or out of range.
+  local tag="$1" dir i=0 port
+  shift
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/ioscale-bench-redis.XXXXXX")"
+  tmp_dirs+=("$dir")
+  redis_pids=() redis_ports=() redis_watch=""
+  while [ $# -ge 2 ]; do
+    i=$((i + 1))
+    redis-server --port "$1" --cluster-port "$2" --bind 127.0.0.1 --save '' --appendonly no \
+      --protected-mode no --dir "$dir" --cluster-enabled yes \
+      --cluster-config-file "$dir/nodes-$1.conf" --cluster-node-timeout 2000 \
+      >"$out/logs/$tag.redis$i.log" 2>&1 &
+    started+=($!)
+    redis_pids+=($!)
+    redis_ports+=("$1")
+    redis_watch="${redis_watch:+$redis_watch,}redis$i=$!"
+    shift 2
+  done
+  for port in "${redis_ports[@]}"; do wait_pong "$port"; done
+  local addrs=()
+  for port in "${redis_ports[@]}"; do addrs+=("127.0.0.1:$port"); done
+  if ! timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
+    </dev/null >"$out/logs/$tag.redis-cluster-create.log" 2>&1; then
+    echo "bench.sh: redis-cli --cluster create failed (log: $out/logs/$tag.redis-cluster-create.log)" >&2
+    tail -5 "$out/logs/$tag.redis-cluster-create.log" >&2
+    return 1
+  fi
+  local ok=0
+  for _ in $(seq 1 300); do
+    ok=1
+    for port in "${redis_ports[@]}"; do
+      redis-cli -p "$port" cluster info 2>/dev/null | tr -d '\r' | grep -qx 'cluster_state:ok' || { ok=0; break; }
+    done
+    [ "$ok" = 1 ] && break
+    sleep 0.1
+  done
+  if [ "$ok" != 1 ]; then
+    echo "bench.sh: the Redis Cluster on ports ${redis_ports[*]} did not reach cluster_state:ok within 30 s" >&2
+    return 1
+  fi
+  # fred's (and ioscale-node's) form: redis-cluster://h:p1?node=h:p2&node=h:p3
+  redis_url="redis-cluster://${addrs[0]}"
+  redis_urls="redis://${addrs[0]}"
+  local cluster_nodes="redis://${addrs[0]}" sep='?'
+  for port in "${addrs[@]:1}"; do
+    redis_url+="${sep}node=$port"
+    sep='&'
+    redis_urls+=",redis://$port"
+    cluster_nodes+=",redis://$port"
+  done
+  redis_node_env=(REDIS_CLUSTER_NODES="$cluster_nodes")
+}
+
 run_one() { # impl run
   local impl="$1" run="$2" tag="$1.run$2"
   local n="$nodes"
   [ "$impl" = raw-ws ] && n=1
+  # Servers, then Redis: one port, or a port and a cluster bus port per master.
+  local nredis=1
+  [ "$redis_mode" = cluster ] && nredis=$((2 * redis_masters))
   # shellcheck disable=SC2207
-  local ports=($("$LOADTEST" free-ports $((n + 1))))
-  local rport="${ports[$n]}"
-  local watch="" urls="" proto=socketio i port
+  local ports=($("$LOADTEST" free-ports $((n + nredis))))
+  local watch="" urls="" metrics_urls="" proto=socketio i port
   # tokio reads TOKIO_WORKER_THREADS when a runtime does not set its own count; only the
   # servers get it, never the load generator.
   local threads_env=()
   [ -n "$server_threads" ] && threads_env=(TOKIO_WORKER_THREADS="$server_threads")
+  redis_urls=""
   if [ "$impl" != raw-ws ]; then
-    start_redis "$rport" "$out/logs/$tag.redis.log"
-    watch="redis=$redis_pid"
+    if [ "$redis_mode" = cluster ]; then
+      start_redis_cluster "$tag" "${ports[@]:$n}"
+    else
+      start_redis "${ports[$n]}" "$out/logs/$tag.redis.log"
+    fi
+    watch="$redis_watch"
   fi
   for ((i = 0; i < n; i++)); do
     port="${ports[$i]}"
@@ -229,14 +356,19 @@ run_one() { # impl run
         # budget (as the variables, which builds without the flag ignore).
         env "${threads_env[@]}" RUST_LOG=info IOSCALE_HANDSHAKES_PER_ADDRESS_PER_S=1000000 \
           IOSCALE_HANDSHAKE_BURST_PER_ADDRESS=1000000 "$node_bin" "${node_extra[@]}" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
-          --redis-url "redis://127.0.0.1:$rport" --shutdown-timeout-ms 1000 >"$log" 2>&1 &
+          --redis-url "$redis_url" --shutdown-timeout-ms 1000 >"$log" 2>&1 &
+        # Without --admin-listen, /metrics is served on the main port.
+        metrics_urls="${metrics_urls:+$metrics_urls,}http://127.0.0.1:$port/metrics"
         ;;
       node-socketio)
-        REDIS_URL="redis://127.0.0.1:$rport" node "$NODE_BASELINE/server.mjs" "$port" >"$log" 2>&1 &
+        env "${redis_node_env[@]}" ADAPTER=classic node "$NODE_BASELINE/server.mjs" "$port" >"$log" 2>&1 &
+        ;;
+      node-sharded)
+        env "${redis_node_env[@]}" ADAPTER=sharded-dynamic node "$NODE_BASELINE/server.mjs" "$port" >"$log" 2>&1 &
         ;;
       socketioxide)
         env "${threads_env[@]}" RUST_LOG=warn "$BIN/ioscale-baseline-socketioxide" --listen "127.0.0.1:$port" \
-          --redis-url "redis://127.0.0.1:$rport" >"$log" 2>&1 &
+          --redis-url "$redis_url" >"$log" 2>&1 &
         ;;
       raw-ws)
         env "${threads_env[@]}" "$BIN/ioscale-baseline-raw-ws" --listen "127.0.0.1:$port" >"$log" 2>&1 &
@@ -255,6 +387,10 @@ run_one() { # impl run
   local args=()
   case "$scenario" in
     fanout) args=(fanout --subscribers "$subscribers" --room-size "$room_size" --publishers "$publishers") ;;
+    rooms)
+      args=(rooms --rooms "$rooms" --room-size "$room_size" --publishers "$publishers" --redis-urls "$redis_urls")
+      [ -n "$metrics_urls" ] && args+=(--node-metrics-urls "$metrics_urls")
+      ;;
     chat) args=(chat --clients "$subscribers" --senders "$publishers") ;;
     rpc) args=(rpc --clients "$subscribers") ;;
     idle) args=(connect --clients "$clients" --connect-rate-per-s "$connect_rate" --hold-s "$hold_s" --namespace /pubsub) ;;
@@ -280,17 +416,27 @@ run_one() { # impl run
   stop_all
 }
 
+redis_version() { redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'; }
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "scenario: $scenario, subscribers $subscribers, room size $room_size, publishers $publishers, payload $payload_bytes B"
+  if [ "$scenario" = rooms ]; then
+    echo "scenario: rooms, $rooms rooms of $room_size subscribers, publishers $publishers, payload $payload_bytes B"
+  else
+    echo "scenario: $scenario, subscribers $subscribers, room size $room_size, publishers $publishers, payload $payload_bytes B"
+  fi
   if [ -n "$fixed_rate" ]; then
     echo "fixed rate: $warmup_s s warm-up, then $fixed_rate sends/s for $duration_s s"
   elif [ "$scenario" = idle ]; then
     echo "idle: $clients WebSocket connections to one server process at $connect_rate/s, held $hold_s s"
   else
     echo "ramp: $warmup_s s warm-up, then from $start_rate sends/s, x$ramp_factor every $ramp_step_s s, until p99 > $ramp_p99_ms ms or a loss (max $max_duration_s s)"
+  fi
+  if [ "$redis_mode" = cluster ]; then
+    echo "redis: a Redis Cluster of $redis_masters masters, no replicas ($(redis_version))"
+  else
+    echo "redis: one standalone server ($(redis_version))"
   fi
   echo "runs: $runs in A-B-B-A order; implementations: $impls; nodes: $nodes; server worker threads: ${server_threads:-one per core}; generator threads: $generator_threads"
 } | tee "$out/meta.txt"
@@ -304,8 +450,8 @@ for ((run = 1; run <= runs; run++)); do
   order=("${impl_list[@]}")
   [ $((run % 2)) = 0 ] && order=("${reversed[@]}")
   for impl in "${order[@]}"; do
-    if [ "$impl" = raw-ws ] && [ "$scenario" = chat ]; then
-      echo "== raw-ws has no chat; skipped"
+    if [ "$impl" = raw-ws ] && { [ "$scenario" = chat ] || [ "$scenario" = rooms ]; }; then
+      echo "== raw-ws has no $scenario; skipped"
       continue
     fi
     run_one "$impl" "$run"

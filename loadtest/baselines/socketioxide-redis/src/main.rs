@@ -24,7 +24,9 @@ struct Args {
     /// Address to listen on (`127.0.0.1:0` picks a port; it is printed as `bound_addr=`).
     #[arg(long, env = "SIOX_BASELINE_LISTEN", default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// Redis URL (Redis 7+ or Valkey: the fred driver uses sharded pub/sub).
+    /// Redis URL (Redis 7+ or Valkey: the fred driver uses sharded pub/sub). A Redis Cluster:
+    /// fred's `redis-cluster://h:p1?node=h:p2&node=h:p3` (each channel then lives on the master
+    /// that owns its slot).
     #[arg(
         long,
         env = "SIOX_BASELINE_REDIS_URL",
