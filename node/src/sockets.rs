@@ -15,6 +15,7 @@ use crate::{
     app::{Adapter, App},
     rate::{EventBudget, Verdict},
     refusal::{Code, Refused},
+    rooms,
 };
 
 /// The socket data key holding the token's user (`sub`).
@@ -65,9 +66,7 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
                 .with_label_values(&[&ns, reason_label(reason)])
                 .inc();
             app.cluster.remove_socket_data(&ns, s.id);
-            // socketioxide takes the socket out of its rooms once this handler is done.
-            let rooms = s.rooms().into_iter().map(|r| r.into_owned()).collect();
-            app.cluster.rooms_left(&ns, rooms);
+            rooms::left_all(&s, &app.cluster);
             for then in then.iter() {
                 then(s.clone(), reason).await;
             }

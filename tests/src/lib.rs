@@ -32,6 +32,7 @@ pub mod logs;
 pub mod node;
 pub mod py;
 pub mod redis;
+pub mod rooms;
 pub mod tools;
 
 use std::future::Future;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use fred::{
     clients::SubscriberClient,
     interfaces::{ClientLike, PubsubInterface},
-    types::Key,
+    types::{Key, Value},
 };
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +21,8 @@ use crate::{
     error::{Error, Result},
     metrics::Metrics,
 };
+
+type FredResult<T> = std::result::Result<T, fred::error::Error>;
 
 /// Most channels in one `SUBSCRIBE` or `UNSUBSCRIBE` (a reconnection restores every channel).
 const MAX_CHANNELS_PER_COMMAND: usize = 1_000;
@@ -137,7 +139,7 @@ async fn apply(
     op: Op,
     mut channels: Vec<String>,
     metrics: &Metrics,
-) -> std::result::Result<(), fred::error::Error> {
+) -> FredResult<()> {
     if !subscriber.is_connected() {
         // Subscriptions are replayed on connection; an unsubscribed channel is unrouted already.
         return Ok(());
@@ -171,5 +173,16 @@ async fn apply(
             (Op::Unsubscribe, true) => subscriber.sunsubscribe(group).await,
         }
     });
-    join_all(sent).await.into_iter().collect()
+    join_all(sent)
+        .await
+        .into_iter()
+        .collect::<FredResult<()>>()?;
+    if op == Op::Subscribe && !sharded {
+        // fred answers `SUBSCRIBE` when it queues it, before it is even written (its answers
+        // come out of band); `SSUBSCRIBE` it does wait for. A `PING` on the same connection is
+        // answered only after Redis applied everything written before it, so a join that waits
+        // for this knows a broadcast published after it reaches the node.
+        subscriber.ping::<Value>(None).await?;
+    }
+    Ok(())
 }
