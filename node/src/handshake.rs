@@ -8,7 +8,7 @@ use socketioxide::extract::{SocketRef, State, TryData};
 use crate::{
     admission::{AuthPayload, Refusal},
     app::{Adapter, App},
-    rooms,
+    joins, rooms,
 };
 
 /// The connect middleware of every namespace: admits the handshake or refuses it.
@@ -30,7 +30,7 @@ pub(crate) async fn middleware(
             let mut own = vec![s.id.to_string()];
             own.extend(identity.user.as_deref().map(rooms::user_room));
             s.extensions.insert(identity);
-            rooms::join(&s, &app.cluster, own).await;
+            joins::join(&s, &app.cluster, own).await;
             Ok(())
         }
         Err(r) => {

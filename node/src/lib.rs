@@ -29,6 +29,7 @@ pub mod detach;
 pub mod eager;
 pub mod handshake;
 pub mod health;
+pub mod joins;
 pub mod metrics;
 pub mod origin;
 pub mod pubsub;

@@ -43,6 +43,7 @@ use crate::{
     app::{Adapter, App},
     auth::Identity,
     config::Config,
+    joins,
     metrics::PubsubStage,
     rate::EventBudget,
     refusal::{Code, Refused},
@@ -176,8 +177,8 @@ async fn join_or_leave(
         r.map_err(Refused::from)
     });
     match checked {
-        Ok(()) if join => rooms::join(&s, &app.cluster, room).await,
-        Ok(()) => rooms::leave(&s, &app.cluster, room),
+        Ok(()) if join => joins::join(&s, &app.cluster, room).await,
+        Ok(()) => joins::leave(&s, &app.cluster, room),
         Err(r) => {
             let _ = ack.send(&r.to_json());
             return;

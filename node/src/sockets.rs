@@ -13,9 +13,9 @@ use socketioxide::{
 use crate::{
     admission,
     app::{Adapter, App},
+    joins,
     rate::{EventBudget, Verdict},
     refusal::{Code, Refused},
-    rooms,
 };
 
 /// The socket data key holding the token's user (`sub`).
@@ -66,7 +66,7 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
                 .with_label_values(&[&ns, reason_label(reason)])
                 .inc();
             app.cluster.remove_socket_data(&ns, s.id);
-            rooms::left_all(&s, &app.cluster);
+            joins::left_all(&s, &app.cluster);
             for then in then.iter() {
                 then(s.clone(), reason).await;
             }

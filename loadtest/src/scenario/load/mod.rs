@@ -23,6 +23,7 @@ mod monitor;
 pub mod placement;
 mod schedule;
 mod sender;
+mod seq;
 mod setup;
 mod task;
 mod wire;
@@ -39,9 +40,9 @@ use crate::progress::Progress;
 use crate::report::Report;
 use crate::stats::ProcWatch;
 
-pub use account::SeqTrack;
 pub use cluster::Probes;
 pub use schedule::Schedule;
+pub use seq::SeqTrack;
 pub use wire::{Stamp, parse_delivery};
 
 use cluster::Snapshot;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::account::SeqTrack;
 use super::ctx::Ctx;
 use super::sender::{Sender, SenderResult};
+use super::seq::SeqTrack;
 use super::setup::Spec;
 use super::wire::{fast_delivery, slow_parse};
 use crate::client::{Client, ClientError};

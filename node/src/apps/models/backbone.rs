@@ -20,7 +20,7 @@ use super::{
     record::{parse_id, parse_id_str},
     record_room,
 };
-use crate::{app::Adapter, refusal::Refused, rooms, sockets::Reply};
+use crate::{app::Adapter, joins, refusal::Refused, sockets::Reply};
 
 /// Longest `endPoint` or `ctx` accepted.
 pub const MAX_SIGNATURE_CHARS: usize = 512;
@@ -176,14 +176,14 @@ async fn run(
         Op::Read => match r.id {
             None => {
                 let records = models.store.find(c, &Record::new()).await?;
-                rooms::join(s, &models.cluster, collection_room(c)).await;
+                joins::join(s, &models.cluster, collection_room(c)).await;
                 Ok(Value::Array(
                     records.into_iter().map(Value::Object).collect(),
                 ))
             }
             Some(id) => {
                 let record = models.store.get(c, id).await?;
-                rooms::join(s, &models.cluster, record_room(c, id)).await;
+                joins::join(s, &models.cluster, record_room(c, id)).await;
                 Ok(Value::Object(record))
             }
         },

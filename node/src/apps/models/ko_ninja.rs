@@ -21,7 +21,7 @@ use super::{
     Collections, ModelError, Models, Record, UpdateMode, collection_room, emit_error,
     record::parse_id, record_room,
 };
-use crate::{app::Adapter, rooms, sockets::Reply};
+use crate::{app::Adapter, joins, sockets::Reply};
 
 /// Longest configured event name.
 pub const MAX_EVENT_CHARS: usize = 128;
@@ -196,7 +196,7 @@ async fn run(
             };
             let records = models.store.find(collection, &query).await?;
             // A reader follows the collection's changes from now on.
-            rooms::join(s, &models.cluster, collection_room(collection)).await;
+            joins::join(s, &models.cluster, collection_room(collection)).await;
             Ok(Value::Array(
                 records.into_iter().map(Value::Object).collect(),
             ))
@@ -204,7 +204,7 @@ async fn run(
         KoOp::FindOne => {
             let id = id_arg(&data, "findOne")?;
             let r = models.store.get(collection, id).await?;
-            rooms::join(s, &models.cluster, record_room(collection, id)).await;
+            joins::join(s, &models.cluster, record_room(collection, id)).await;
             Ok(Value::Object(r))
         }
         KoOp::Insert => {

@@ -29,6 +29,7 @@ use crate::{
     admission,
     app::{Adapter, App},
     application::{Application, Setup},
+    joins,
     refusal::{Code, Refused},
     rooms::{self, Grants, MAX_ROOM_CHARS},
     sockets::Reply,
@@ -232,7 +233,7 @@ async fn connection_broadcasts(s: &SocketRef<Adapter>, io: &SocketIo<Adapter>, a
             .await,
     );
     // "Rooms".
-    rooms::join(s, &app.cluster, FANS_ROOM).await;
+    joins::join(s, &app.cluster, FANS_ROOM).await;
     log(
         "new fan",
         s.broadcast()

@@ -44,9 +44,9 @@ pub(super) async fn join_or_leave(
     match room(parsed(r), &admission::identity(&s).grants, how) {
         Ok(r) => {
             if event == "join" {
-                rooms::join(&s, &app.cluster, r).await;
+                joins::join(&s, &app.cluster, r).await;
             } else {
-                rooms::leave(&s, &app.cluster, r);
+                joins::leave(&s, &app.cluster, r);
             }
             reply.ack(&json!({"ok": true}));
         }

@@ -37,8 +37,8 @@ use super::{
 };
 use crate::{
     app::Adapter,
+    joins,
     refusal::{Code, Refused},
-    rooms,
     sockets::Reply,
 };
 
@@ -160,20 +160,20 @@ async fn run(
                     .and_then(Value::as_u64)
                     .map(|id| sails_instance_room(&collection, id))
             }));
-            rooms::join(s, &models.cluster, rooms).await;
+            joins::join(s, &models.cluster, rooms).await;
             Ok(Value::Array(
                 records.into_iter().map(Value::Object).collect(),
             ))
         }
         Route::FindOne { collection, id } => {
             let r = models.store.get(&collection, id).await?;
-            rooms::join(s, &models.cluster, sails_instance_room(&collection, id)).await;
+            joins::join(s, &models.cluster, sails_instance_room(&collection, id)).await;
             Ok(Value::Object(r))
         }
         Route::Create { collection, values } => {
             let r = models.insert(io, s, &collection, values).await?;
             if let Some(id) = r.get("id").and_then(Value::as_u64) {
-                rooms::join(s, &models.cluster, sails_instance_room(&collection, id)).await;
+                joins::join(s, &models.cluster, sails_instance_room(&collection, id)).await;
             }
             Ok(Value::Object(r))
         }
