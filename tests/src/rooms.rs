@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use serde_json::json;
+use serde_json::{Value, json};
 
+use crate::EVENT_TIMEOUT;
 use crate::agent::Agent;
 use crate::cluster::Cluster;
-use crate::extra::{PublishWindowReport, metric};
+use crate::extra::{Checks, PublishWindowReport, metric};
 use crate::redis::{Resp, command};
 
 /// The default channel prefix (`--redis-prefix`).
@@ -346,4 +347,52 @@ impl Drop for Monitor {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// Sends `event` with `arg` from `client` and requires the ack `{ok: true}`.
+///
+/// # Errors
+/// On another ack, or none within [`EVENT_TIMEOUT`].
+pub async fn ack_ok(agent: &Agent, client: &str, event: &str, arg: Value) -> Result<()> {
+    let a = agent
+        .emit_with_ack(client, event, vec![arg.clone()], EVENT_TIMEOUT)
+        .await?;
+    ensure!(a == [json!({"ok": true})], "{client} {event} {arg}: {a:?}");
+    Ok(())
+}
+
+/// The counters of nodes A, B and C since `before`.
+///
+/// # Errors
+/// If a node's metrics cannot be read.
+pub async fn deltas(cluster: &Cluster, before: &[RoomCounters]) -> Result<Vec<RoomCounters>> {
+    let after = RoomCounters::of_nodes(cluster, &[0, 1, 2]).await?;
+    Ok(after.iter().zip(before).map(|(a, b)| a.since(b)).collect())
+}
+
+/// C (no member) received none of the broadcasts, and the member nodes none they could not
+/// deliver; B received `b_in` broadcast messages.
+pub fn check_isolated(checks: &mut Checks, what: &str, d: &[RoomCounters], b_in: f64) {
+    eprintln!("{what}: counter deltas (A, B, C) {d:?}");
+    checks.check(
+        d[2].broadcasts_in == 0.0 && d[2].received == 0.0 && d[2].untargeted == 0.0,
+        || {
+            format!(
+                "{what}: node C has no member but its counters moved: {:?}",
+                d[2]
+            )
+        },
+    );
+    checks.check(d[0].untargeted == 0.0 && d[1].untargeted == 0.0, || {
+        format!(
+            "{what}: untargeted broadcasts at member nodes: A {:?}, B {:?}",
+            d[0], d[1]
+        )
+    });
+    checks.check(d[1].broadcasts_in == b_in, || {
+        format!(
+            "{what}: B received {} broadcasts, expected {b_in}",
+            d[1].broadcasts_in
+        )
+    });
 }

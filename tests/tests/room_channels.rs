@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use ioscale_cluster_tests::extra::{AgentBulk as _, Checks, with_timeout_of};
 use ioscale_cluster_tests::rooms::{
-    Monitor, RoomCounters, TEST_DELAY, UNSUBSCRIBED_WITHIN, all_acked, channel, delay_args,
-    expect_unsubscribed_in_time, numsub_many, numsub1, redis_port, wait_numsub,
+    Monitor, RoomCounters, TEST_DELAY, UNSUBSCRIBED_WITHIN, ack_ok, all_acked, channel,
+    check_isolated, delay_args, deltas, expect_unsubscribed_in_time, numsub_many, numsub1,
+    redis_port, wait_numsub,
 };
 use ioscale_cluster_tests::{
     Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, Emit, SETTLE, TestLogs, Transport,
@@ -29,14 +30,6 @@ const SETTLED: Duration = Duration::from_secs(2);
 
 fn pubsub() -> ConnectOpts {
     ConnectOpts::new(Transport::Websocket).namespace(NS)
-}
-
-async fn ack(agent: &Agent, client: &str, event: &str, arg: Value) -> Result<()> {
-    let a = agent
-        .emit_with_ack(client, event, vec![arg.clone()], EVENT_TIMEOUT)
-        .await?;
-    ensure!(a == [json!({"ok": true})], "{client} {event} {arg}: {a:?}");
-    Ok(())
 }
 
 /// Members on A and B, none on C: 50 publishes from A reach B in order and leave C's
@@ -56,7 +49,7 @@ async fn pubsub_room_broadcasts_reach_member_nodes_only_and_in_order() -> Result
         let mut checks = Checks::new();
         let lobby = channel(NS, "lobby");
         for c in ["a", "b"] {
-            ack(&agent, c, "join", json!("lobby")).await?;
+            ack_ok(&agent, c, "join", json!("lobby")).await?;
         }
         // A join is acked once its channel is subscribed: no wait here.
         let n = numsub1(port, &lobby).await?;
@@ -86,33 +79,11 @@ async fn pubsub_room_broadcasts_reach_member_nodes_only_and_in_order() -> Result
                 format!("{c} is in no room but got {got:?}")
             });
         }
-        let after = RoomCounters::of_nodes(&cluster, &[0, 1, 2]).await?;
-        let d: Vec<RoomCounters> = after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
-        eprintln!("counter deltas over 50 publishes to lobby (A, B, C): {d:?}");
-        checks.check(
-            d[2].broadcasts_in == 0.0 && d[2].received == 0.0 && d[2].untargeted == 0.0,
-            || {
-                format!(
-                    "node C has no member of lobby but its counters moved: {:?}",
-                    d[2]
-                )
-            },
-        );
-        checks.check(d[0].untargeted == 0.0 && d[1].untargeted == 0.0, || {
-            format!(
-                "untargeted broadcasts on member nodes A {:?} / B {:?}",
-                d[0], d[1]
-            )
+        let d = deltas(&cluster, &before).await?;
+        check_isolated(&mut checks, "50 publishes to lobby from A", &d, 50.0);
+        checks.check(d[0].broadcasts_in == 0.0, || {
+            format!("A published and received {} broadcasts", d[0].broadcasts_in)
         });
-        checks.check(
-            d[1].broadcasts_in == 50.0 && d[0].broadcasts_in == 0.0,
-            || {
-                format!(
-                    "broadcasts in: B {} (expected 50: one message per publish), A {} (expected 0)",
-                    d[1].broadcasts_in, d[0].broadcasts_in
-                )
-            },
-        );
         let n = numsub1(port, &lobby).await?;
         checks.check(n == 2, || {
             format!("NUMSUB {lobby} after the publishes: {n}")
@@ -120,7 +91,7 @@ async fn pubsub_room_broadcasts_reach_member_nodes_only_and_in_order() -> Result
 
         // Order per publisher, to members on the two other nodes.
         for c in ["b2", "c2"] {
-            ack(&agent, c, "join", json!("ordered")).await?;
+            ack_ok(&agent, c, "join", json!("ordered")).await?;
         }
         let r = agent
             .publish_window("a", "ordered", 500, 100, Duration::from_secs(30))
@@ -160,7 +131,7 @@ async fn pubsub_last_leave_unsubscribes_after_the_delay_and_a_quick_rejoin_does_
         let mut checks = Checks::new();
         let lobby = channel(NS, "lobby");
         for c in ["a", "b", "b2"] {
-            ack(&agent, c, "join", json!("lobby")).await?;
+            ack_ok(&agent, c, "join", json!("lobby")).await?;
         }
         // Preconditions wait (whether a join's ack already means subscribed is the subject of
         // `a_publish_right_after_a_join_ack_reaches_the_new_member`).
@@ -168,7 +139,7 @@ async fn pubsub_last_leave_unsubscribes_after_the_delay_and_a_quick_rejoin_does_
 
         // Not the last socket of B: nothing changes.
         let b_before = RoomCounters::of(&cluster, 1).await?;
-        ack(&agent, "b2", "leave", json!("lobby")).await?;
+        ack_ok(&agent, "b2", "leave", json!("lobby")).await?;
         tokio::time::sleep(TEST_DELAY * 2).await;
         let n = numsub1(port, &lobby).await?;
         let d = RoomCounters::of(&cluster, 1).await?.since(&b_before);
@@ -177,7 +148,7 @@ async fn pubsub_last_leave_unsubscribes_after_the_delay_and_a_quick_rejoin_does_
         });
 
         // The last one of B leaves.
-        ack(&agent, "b", "leave", json!("lobby")).await?;
+        ack_ok(&agent, "b", "leave", json!("lobby")).await?;
         let left = Instant::now();
         if let Some(t) = checks.ok(expect_unsubscribed_in_time(port, &lobby, 1, left).await, "B unsubscribes lobby after b's leave") {
             eprintln!("lobby unsubscribed by B {t:?} after the leave");
@@ -186,7 +157,7 @@ async fn pubsub_last_leave_unsubscribes_after_the_delay_and_a_quick_rejoin_does_
         checks.check(d.unsubscribes == 1.0 && d.channels == -1.0, || {
             format!("B after its last leave of lobby: {d:?} (expected 1 unsubscribe, gauge -1)")
         });
-        ack(&agent, "a", "publish", json!({"room": "lobby", "data": "after"})).await?;
+        ack_ok(&agent, "a", "publish", json!({"room": "lobby", "data": "after"})).await?;
         agent.wait_count("a", "msg", 1, EVENT_TIMEOUT).await?;
         tokio::time::sleep(SETTLE).await;
         for c in ["b", "b2"] {
@@ -205,20 +176,20 @@ async fn pubsub_last_leave_unsubscribes_after_the_delay_and_a_quick_rejoin_does_
         checks.ok(expect_unsubscribed_in_time(port, &a_own, 0, gone).await, "A unsubscribes a's own-id room after its disconnect");
 
         // Leave and join again within the delay: the channel stays, no (un)subscribe at all.
-        ack(&agent, "b", "join", json!("again")).await?;
+        ack_ok(&agent, "b", "join", json!("again")).await?;
         let again = channel(NS, "again");
         checks.ok(wait_numsub(port, &again, 1, Instant::now(), SETTLED).await, "again on B");
         let b_before = RoomCounters::of(&cluster, 1).await?;
-        ack(&agent, "b", "leave", json!("again")).await?;
+        ack_ok(&agent, "b", "leave", json!("again")).await?;
         tokio::time::sleep(TEST_DELAY / 2).await;
-        ack(&agent, "b", "join", json!("again")).await?;
+        ack_ok(&agent, "b", "join", json!("again")).await?;
         tokio::time::sleep(TEST_DELAY * 3).await;
         let d = RoomCounters::of(&cluster, 1).await?.since(&b_before);
         let n = numsub1(port, &again).await?;
         checks.check(n == 1 && d.unsubscribes == 0.0 && d.subscribes == 0.0, || {
             format!("leave + re-join within the delay: NUMSUB {n}, B's counters moved {d:?} (expected no unsubscribe or subscribe)")
         });
-        ack(&agent, "a2", "publish", json!({"room": "again", "data": 1})).await?;
+        ack_ok(&agent, "a2", "publish", json!({"room": "again", "data": 1})).await?;
         let got = agent.wait_count("b", "msg", 1, EVENT_TIMEOUT).await?;
         checks.check(got[0][0] == json!({"room": "again", "data": 1}), || format!("b in again: {got:?}"));
         checks.finish()
@@ -297,8 +268,7 @@ async fn socket_id_and_user_rooms_are_room_channels() -> Result<()> {
         checks.check(agent.events("b", "private").await?.is_empty(), || {
             "bob got alice's emits".into()
         });
-        let after = RoomCounters::of_nodes(&cluster, &[0, 1, 2]).await?;
-        let d: Vec<RoomCounters> = after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
+        let d = deltas(&cluster, &before).await?;
         checks.check(d[2].broadcasts_in == 0.0 && d[2].untargeted == 0.0, || {
             format!("bob's node C received alice's emits: {:?}", d[2])
         });
@@ -374,9 +344,9 @@ async fn with_room_channels_off_rooms_still_work() -> Result<()> {
             .await?;
         let mut checks = Checks::new();
         for c in ["a", "b"] {
-            ack(&agent, c, "join", json!("lobby")).await?;
+            ack_ok(&agent, c, "join", json!("lobby")).await?;
         }
-        ack(&agent, "b", "join", json!("other")).await?;
+        ack_ok(&agent, "b", "join", json!("other")).await?;
         let r = agent
             .publish_window("a", "lobby", 20, 5, EVENT_TIMEOUT)
             .await?;
@@ -445,7 +415,7 @@ async fn a_publish_right_after_a_join_ack_reaches_the_new_member() -> Result<()>
         for i in 0..100 {
             let room = format!("fresh-{i}");
             let ch = channel(NS, &room);
-            ack(&agent, "b", "join", json!(room)).await?;
+            ack_ok(&agent, "b", "join", json!(room)).await?;
             let acked = Instant::now();
             agent
                 .emit("a", "publish", vec![json!({"room": room, "data": i})])
@@ -504,7 +474,7 @@ async fn disconnects_unsubscribe_their_rooms_within_the_delay() -> Result<()> {
         for i in 0..20 {
             let name = format!("s{i}");
             let sid = agent.connect(&name, &cluster.node(1).url(), &pubsub()).await?;
-            ack(&agent, &name, "join", json!(format!("solo-{i}"))).await?;
+            ack_ok(&agent, &name, "join", json!(format!("solo-{i}"))).await?;
             channels.push(channel(NS, &format!("solo-{i}")));
             channels.push(channel(NS, &sid));
         }

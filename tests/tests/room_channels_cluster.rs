@@ -5,26 +5,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, bail};
 use ioscale_cluster_tests::extra::{Checks, with_timeout_of};
 use ioscale_cluster_tests::rooms::{
-    RoomCounters, UNSUBSCRIBED_WITHIN, channel, delay_args, numsub_many, shard_channels,
+    RoomCounters, UNSUBSCRIBED_WITHIN, ack_ok, channel, delay_args, numsub_many, shard_channels,
 };
 use ioscale_cluster_tests::{
     Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, Emit, RedisKind, SETTLE, Selector, Transport,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const NS: &str = "/pubsub";
 const ROOMS: usize = 300;
-
-async fn ack(agent: &Agent, client: &str, event: &str, arg: Value) -> Result<()> {
-    let a = agent
-        .emit_with_ack(client, event, vec![arg.clone()], EVENT_TIMEOUT)
-        .await?;
-    ensure!(a == [json!({"ok": true})], "{client} {event} {arg}: {a:?}");
-    Ok(())
-}
 
 /// Where each room channel lives: channel -> master port, from `PUBSUB SHARDCHANNELS` on each.
 async fn placement(ports: &[u16]) -> Result<BTreeMap<String, u16>> {
@@ -137,7 +129,7 @@ async fn room_channels_spread_over_the_masters_of_a_redis_cluster() -> Result<()
         // Broadcasts cross nodes: 30 publishes from A to 30 rooms reach b on B, not C.
         let before = RoomCounters::of_nodes(&cluster, &[0, 1, 2]).await?;
         for room in &rooms[..30] {
-            ack(&agent, "a", "publish", json!({"room": room, "data": room})).await?;
+            ack_ok(&agent, "a", "publish", json!({"room": room, "data": room})).await?;
         }
         cluster
             .api(2)
@@ -188,8 +180,8 @@ async fn room_channels_spread_over_the_masters_of_a_redis_cluster() -> Result<()
         );
 
         // A client join on C over the cluster, then 100 rooms left by b: sharded unsubscribes.
-        ack(&agent, "c", "join", json!("room-5")).await?;
-        ack(
+        ack_ok(&agent, "c", "join", json!("room-5")).await?;
+        ack_ok(
             &agent,
             "a",
             "publish",

@@ -13,8 +13,8 @@ use anyhow::{Result, ensure};
 use ioscale_cluster_tests::dialects::{DialectAgent as _, call, changes, wait_changes};
 use ioscale_cluster_tests::extra::{AgentBulk as _, Checks, with_timeout_of};
 use ioscale_cluster_tests::rooms::{
-    RoomCounters, TEST_DELAY, all_acked, channel, delay_args, expect_unsubscribed_in_time, numsub1,
-    publish_window_event, redis_port,
+    RoomCounters, TEST_DELAY, ack_ok, all_acked, channel, check_isolated, delay_args, deltas,
+    expect_unsubscribed_in_time, numsub1, publish_window_event, redis_port,
 };
 use ioscale_cluster_tests::{
     Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, Emit, SETTLE, Selector, Transport, connect_spread,
@@ -25,47 +25,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 const README: &str = "/readme";
 const FANS: &str = "justin bieber fans";
 
-async fn ack(agent: &Agent, client: &str, event: &str, arg: Value) -> Result<()> {
-    let a = agent
-        .emit_with_ack(client, event, vec![arg.clone()], EVENT_TIMEOUT)
-        .await?;
-    ensure!(a == [json!({"ok": true})], "{client} {event} {arg}: {a:?}");
-    Ok(())
-}
-
 /// Counter deltas of nodes A, B, C since `before`.
-async fn deltas(cluster: &Cluster, before: &[RoomCounters]) -> Result<Vec<RoomCounters>> {
-    let after = RoomCounters::of_nodes(cluster, &[0, 1, 2]).await?;
-    Ok(after.iter().zip(before).map(|(a, b)| a.since(b)).collect())
-}
-
-/// C (no member) received none of the broadcasts, and the member nodes none they could not
-/// deliver; B received `b_in` broadcast messages.
-fn check_isolated(checks: &mut Checks, what: &str, d: &[RoomCounters], b_in: f64) {
-    eprintln!("{what}: counter deltas (A, B, C) {d:?}");
-    checks.check(
-        d[2].broadcasts_in == 0.0 && d[2].received == 0.0 && d[2].untargeted == 0.0,
-        || {
-            format!(
-                "{what}: node C has no member but its counters moved: {:?}",
-                d[2]
-            )
-        },
-    );
-    checks.check(d[0].untargeted == 0.0 && d[1].untargeted == 0.0, || {
-        format!(
-            "{what}: untargeted broadcasts at member nodes: A {:?}, B {:?}",
-            d[0], d[1]
-        )
-    });
-    checks.check(d[1].broadcasts_in == b_in, || {
-        format!(
-            "{what}: B received {} broadcasts, expected {b_in}",
-            d[1].broadcasts_in
-        )
-    });
-}
-
 /// The README recipes: the fans room every socket joins on connection, `join`/`leave`, `in`
 /// and `to` across nodes.
 #[tokio::test]
@@ -95,7 +55,7 @@ async fn readme_rooms_are_room_channels() -> Result<()> {
 
         let room1 = channel(README, "room1");
         for c in ["c0", "c1"] {
-            ack(&agent, c, "join", json!("room1")).await?;
+            ack_ok(&agent, c, "join", json!("room1")).await?;
         }
         let n = numsub1(port, &room1).await?;
         checks.check(n == 2, || {
@@ -126,7 +86,7 @@ async fn readme_rooms_are_room_channels() -> Result<()> {
         );
 
         // `to` from B: the other member, on A.
-        ack(&agent, "c1", "to", json!({"room": "room1", "data": "x"})).await?;
+        ack_ok(&agent, "c1", "to", json!({"room": "room1", "data": "x"})).await?;
         let got = agent
             .wait_count("c0", "room message", 51, EVENT_TIMEOUT)
             .await?;
@@ -136,13 +96,13 @@ async fn readme_rooms_are_room_channels() -> Result<()> {
         );
 
         // B's last member leaves room1; C's fan leaves the fans room.
-        ack(&agent, "c1", "leave", json!("room1")).await?;
+        ack_ok(&agent, "c1", "leave", json!("room1")).await?;
         let left = Instant::now();
         checks.ok(
             expect_unsubscribed_in_time(port, &room1, 1, left).await,
             "B unsubscribes room1 after `leave`",
         );
-        ack(&agent, "c2", "leave", json!(FANS)).await?;
+        ack_ok(&agent, "c2", "leave", json!(FANS)).await?;
         let left = Instant::now();
         checks.ok(
             expect_unsubscribed_in_time(port, &fans, 2, left).await,
@@ -155,7 +115,7 @@ async fn readme_rooms_are_room_channels() -> Result<()> {
         let from_c0 = |got: &[Vec<Value>]| got.iter().any(|a| a[0]["from"] == sids[0]);
         while !from_c0(&agent.events("c1", "bieber tweet").await?) {
             ensure!(tweets < 20, "c1 got none of {tweets} tweets from c0");
-            ack(&agent, "c0", "tweet", json!(format!("t{tweets}"))).await?;
+            ack_ok(&agent, "c0", "tweet", json!(format!("t{tweets}"))).await?;
             tweets += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

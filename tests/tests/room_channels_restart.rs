@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
-use ioscale_cluster_tests::extra::{Checks, wait_until, with_timeout_of};
+use anyhow::Result;
+use ioscale_cluster_tests::extra::{Checks, with_timeout_of};
+use ioscale_cluster_tests::fixture::wait_ready;
 use ioscale_cluster_tests::rooms::{
-    RoomCounters, channel, delay_args, numsub_many, numsub1, redis_port, wait_numsub,
+    RoomCounters, ack_ok, channel, delay_args, numsub_many, numsub1, redis_port, wait_numsub,
     wait_numsub_all,
 };
 use ioscale_cluster_tests::{Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, SETTLE, Transport};
@@ -21,28 +22,10 @@ const LIMIT: Duration = Duration::from_secs(100);
 /// means subscribed is `room_channels.rs`'s `a_publish_right_after_a_join_ack_...`).
 const SETTLED: Duration = Duration::from_secs(2);
 
-async fn ack(agent: &Agent, client: &str, event: &str, arg: Value) -> Result<()> {
-    let a = agent
-        .emit_with_ack(client, event, vec![arg.clone()], EVENT_TIMEOUT)
-        .await?;
-    ensure!(a == [json!({"ok": true})], "{client} {event} {arg}: {a:?}");
-    Ok(())
-}
-
 /// Waits until every node in `from` answers `/readyz` 200.
 async fn wait_all_ready(cluster: &Cluster, from: &[usize], limit: Duration) -> Result<()> {
     for &i in from {
-        let api = cluster.api(i);
-        wait_until(
-            limit,
-            Duration::from_millis(100),
-            &format!("node {i} ready"),
-            || {
-                let api = api.clone();
-                async move { Ok((api.readyz().await.ok() == Some(200)).then_some(())) }
-            },
-        )
-        .await?;
+        wait_ready(cluster.node(i), limit).await?;
     }
     Ok(())
 }
@@ -75,7 +58,7 @@ async fn a_restarted_node_resubscribes_the_rooms_its_clients_join_again() -> Res
             ("b2", "shared"),
             ("b1", "mine"),
         ] {
-            ack(&agent, c, "join", json!(room)).await?;
+            ack_ok(&agent, c, "join", json!(room)).await?;
         }
         let (shared, mine) = (channel(NS, "shared"), channel(NS, "mine"));
         let mut checks = Checks::new();
@@ -113,7 +96,7 @@ async fn a_restarted_node_resubscribes_the_rooms_its_clients_join_again() -> Res
             format!("NUMSUB shared, mine before the re-joins: {n:?}")
         });
         for (c, room) in [("b1", "shared"), ("b2", "shared"), ("b1", "mine")] {
-            ack(&agent, c, "join", json!(room)).await?;
+            ack_ok(&agent, c, "join", json!(room)).await?;
         }
         let rejoined = Instant::now();
         if let Some(t) = checks.ok(
@@ -131,27 +114,14 @@ async fn a_restarted_node_resubscribes_the_rooms_its_clients_join_again() -> Res
         });
 
         // Delivery: from A into B, and from B out.
-        ack(
-            &agent,
-            "a",
-            "publish",
-            json!({"room": "shared", "data": "from a"}),
-        )
-        .await?;
-        ack(
-            &agent,
-            "c",
-            "publish",
-            json!({"room": "mine", "data": "from c"}),
-        )
-        .await?;
-        ack(
-            &agent,
-            "b2",
-            "publish",
-            json!({"room": "shared", "data": "from b2"}),
-        )
-        .await?;
+        for (from, room, data) in [
+            ("a", "shared", "from a"),
+            ("c", "mine", "from c"),
+            ("b2", "shared", "from b2"),
+        ] {
+            let publish = json!({"room": room, "data": data});
+            ack_ok(&agent, from, "publish", publish).await?;
+        }
         for (client, n) in [("a", 2), ("c", 2), ("b1", 3), ("b2", 2)] {
             agent.wait_count(client, "msg", n, EVENT_TIMEOUT).await?;
         }
@@ -205,7 +175,7 @@ async fn a_restarted_redis_gets_every_room_channel_back() -> Result<()> {
         for (i, room) in rooms.iter().enumerate() {
             let members = 1 + i % 3;
             for name in &names[..members] {
-                ack(&agent, name, "join", json!(room)).await?;
+                ack_ok(&agent, name, "join", json!(room)).await?;
             }
             want.insert(channel(NS, room), i64::try_from(members)?);
         }
@@ -236,7 +206,7 @@ async fn a_restarted_redis_gets_every_room_channel_back() -> Result<()> {
 
         // A broadcast to each room, from C: exactly its members get it.
         for room in &rooms {
-            ack(&agent, "c", "publish", json!({"room": room, "data": room})).await?;
+            ack_ok(&agent, "c", "publish", json!({"room": room, "data": room})).await?;
         }
         for (name, n) in [("a", 50), ("b", 33), ("c", 16)] {
             checks.ok(agent.wait_count(name, "msg", n, EVENT_TIMEOUT).await.map(|_| ()), &format!("{name} gets the broadcasts to its rooms"));

@@ -15,7 +15,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, Weak},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, Weak},
     time::{Duration, Instant},
 };
 
@@ -42,8 +42,8 @@ struct Entry {
 #[derive(Default)]
 pub(super) struct RoomChannels {
     state: Mutex<State>,
-    /// The namespace, as the broker routes its messages; set once it joined the cluster.
-    handler: Mutex<Option<Weak<dyn Inbound>>>,
+    /// The namespace, as the broker routes its messages; set once, when it joins the cluster.
+    handler: OnceLock<Weak<dyn Inbound>>,
 }
 
 #[derive(Default)]
@@ -61,14 +61,8 @@ impl RoomChannels {
     }
 
     pub(super) fn set_handler(&self, handler: Weak<dyn Inbound>) {
-        *self.handler.lock().unwrap_or_else(|e| e.into_inner()) = Some(handler);
-    }
-
-    fn handler(&self) -> Option<Weak<dyn Inbound>> {
-        self.handler
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        // A namespace joins the cluster once; a second call would route to the same adapter.
+        let _ = self.handler.set(handler);
     }
 }
 
@@ -95,7 +89,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         if !self.rooms_on() {
             return;
         }
-        let Some(handler) = self.room_channels.handler() else {
+        let Some(handler) = self.room_channels.handler.get() else {
             return;
         };
         let metrics = &self.cluster.driver.metrics;
@@ -129,7 +123,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 metrics.room_channels.add(fresh.len() as i64);
                 let ops = metrics.room_channel_ops.with_label_values(&["subscribe"]);
                 ops.inc_by(fresh.len() as u64);
-                (done, self.cluster.driver.subscribe(channels, &handler))
+                (done, self.cluster.driver.subscribe(channels, handler))
             })
         };
         if let Some((done, subscribed)) = subscribing {
