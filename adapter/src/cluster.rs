@@ -7,7 +7,6 @@ use std::{
         Arc, RwLock, Weak,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use futures_util::future::BoxFuture;
@@ -78,19 +77,26 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to Redis. Waits up to `connect_wait` for the first connection; past that the
-    /// cluster is returned not ready and keeps retrying in the background.
+    /// Connects to Redis at the configured URL. Waits up to the configured connect wait
+    /// (5 s by default) for the first connection; past that the cluster is returned not ready
+    /// ([`is_ready`](Self::is_ready)) and keeps retrying in the background, so a node can
+    /// start before its Redis.
+    ///
+    /// ```no_run
+    /// # async fn run() -> ioscale_adapter::Result<()> {
+    /// use ioscale_adapter::{AdapterConfig, Cluster};
+    ///
+    /// let cluster = Cluster::connect(AdapterConfig::new("redis://127.0.0.1:6379")).await?;
+    /// assert!(cluster.is_ready());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// An invalid configuration or Redis URL.
-    pub async fn connect(
-        config: AdapterConfig,
-        metrics: Metrics,
-        connect_wait: Duration,
-    ) -> Result<Self> {
+    pub async fn connect(config: AdapterConfig) -> Result<Self> {
         config.validate()?;
-        let hub = Hub::new(metrics);
-        let broker = RedisBroker::connect(&config, hub.clone(), connect_wait).await?;
+        let hub = Hub::new(config.metrics_or_default());
+        let broker = RedisBroker::connect(&config, hub.clone(), config.connect_wait).await?;
         let driver = Driver::new(Box::new(broker), hub, config.max_message_bytes);
         Ok(Self::with_driver(config, driver))
     }
@@ -100,9 +106,9 @@ impl Cluster {
     ///
     /// # Errors
     /// An invalid configuration.
-    pub fn in_memory(config: AdapterConfig, metrics: Metrics, bus: &MemoryBus) -> Result<Self> {
+    pub fn in_memory(config: AdapterConfig, bus: &MemoryBus) -> Result<Self> {
         config.validate()?;
-        let hub = Hub::new(metrics);
+        let hub = Hub::new(config.metrics_or_default());
         let broker = bus.attach(&config.node_id, hub.clone());
         let driver = Driver::new(Box::new(broker), hub, config.max_message_bytes);
         Ok(Self::with_driver(config, driver))
@@ -112,9 +118,9 @@ impl Cluster {
     ///
     /// # Errors
     /// An invalid configuration.
-    pub fn standalone(config: AdapterConfig, metrics: Metrics) -> Result<Self> {
+    pub fn standalone(config: AdapterConfig) -> Result<Self> {
         config.validate()?;
-        let driver = Driver::alone(metrics, config.max_message_bytes);
+        let driver = Driver::alone(config.metrics_or_default(), config.max_message_bytes);
         Ok(Self::with_driver(config, driver))
     }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::metrics::Metrics;
+
 /// Default prefix of every Redis channel the adapter uses.
 pub const DEFAULT_PREFIX: &str = "ioscale";
 /// Default time a request (fetchSockets, rooms, serverSideEmit) waits for the other nodes.
@@ -49,45 +51,70 @@ pub const REDIS_SCHEMES: [&str; 7] = [
     "redis+unix",
 ];
 
-/// Configuration of the Redis adapter. Build it with [`AdapterConfig::new`] and the `with_*` methods.
+/// Default time [`Cluster::connect`](crate::Cluster::connect) waits for the first Redis
+/// connection before it returns a cluster that is not ready yet (and keeps retrying).
+pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// Configuration of the adapter: the Redis URL and every tunable, with documented defaults.
+///
+/// Build it with [`AdapterConfig::new`] and the `with_*` methods, then hand it to
+/// [`Cluster::connect`](crate::Cluster::connect):
+///
+/// ```
+/// use std::time::Duration;
+/// use ioscale_adapter::AdapterConfig;
+///
+/// let config = AdapterConfig::new("redis://127.0.0.1:6379")
+///     .with_node_id("web-1")
+///     .with_request_timeout(Duration::from_secs(2));
+/// assert_eq!(config.node_id(), "web-1");
+/// # config.validate().unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct AdapterConfig {
     /// Redis URL: `redis://`, `rediss://`, `redis-cluster://` (sharded pub/sub) or `redis-sentinel://`.
-    pub redis_url: String,
+    pub(crate) redis_url: String,
     /// This node's id, unique in the cluster. Appears in logs, metrics and the API.
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// Prefix of every channel name.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// How long a request waits for the other nodes before answering with what it has.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Interval between heartbeats. A node not heard from for `heartbeat_timeout` is dead.
-    pub heartbeat_interval: Duration,
+    pub(crate) heartbeat_interval: Duration,
     /// Time after which a silent node is considered dead. Defaults to two intervals.
-    pub heartbeat_timeout: Duration,
+    pub(crate) heartbeat_timeout: Duration,
     /// Most messages published and not yet answered by Redis; `publish` waits beyond it.
-    pub publish_queue: usize,
+    pub(crate) publish_queue: usize,
     /// Capacity of the Redis client's subscriber broadcast channel.
-    pub subscriber_buffer: usize,
+    pub(crate) subscriber_buffer: usize,
     /// Largest message published; larger ones fail with [`crate::Error::TooLarge`].
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
     /// Most commands the Redis client writes with one flush.
-    pub publish_batch: usize,
+    pub(crate) publish_batch: usize,
     /// Whether broadcasts to rooms travel on per-room channels, which only the nodes with a
     /// member of the room subscribe to. Every node of a cluster must use the same setting.
-    pub room_channels: bool,
+    pub(crate) room_channels: bool,
     /// How long a room channel stays subscribed after the room's last local socket left.
-    pub room_unsubscribe_delay: Duration,
+    pub(crate) room_unsubscribe_delay: Duration,
     /// Most rooms a broadcast is published to on their own channels (beyond it: once, on the
     /// namespace channel).
-    pub max_room_channels_per_broadcast: usize,
+    pub(crate) max_room_channels_per_broadcast: usize,
+    /// How long `Cluster::connect` waits for the first connection.
+    pub(crate) connect_wait: Duration,
+    /// Where the adapter counts; `None`: counters nobody exports.
+    pub(crate) metrics: Option<Metrics>,
 }
 
 impl AdapterConfig {
-    /// A configuration with the defaults for the given Redis URL and node id.
-    pub fn new(redis_url: impl Into<String>, node_id: impl Into<String>) -> Self {
+    /// The defaults for `redis_url`, with a generated node id (`{HOSTNAME}-{8 hex digits}`).
+    ///
+    /// An empty URL is accepted by [`Cluster::standalone`](crate::Cluster::standalone) and
+    /// [`Cluster::in_memory`](crate::Cluster::in_memory), which use no Redis.
+    pub fn new(redis_url: impl Into<String>) -> Self {
         Self {
             redis_url: redis_url.into(),
-            node_id: node_id.into(),
+            node_id: generated_node_id(),
             prefix: DEFAULT_PREFIX.to_owned(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -96,10 +123,46 @@ impl AdapterConfig {
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             publish_batch: DEFAULT_PUBLISH_BATCH,
-            room_channels: true,
+            // Off by default: socketioxide's `socket.join` does not tell the adapter, so room
+            // channels need the application to call `Cluster::rooms_joined` (the node does).
+            room_channels: false,
             room_unsubscribe_delay: DEFAULT_ROOM_UNSUBSCRIBE_DELAY,
             max_room_channels_per_broadcast: DEFAULT_MAX_ROOM_CHANNELS_PER_BROADCAST,
+            connect_wait: DEFAULT_CONNECT_WAIT,
+            metrics: None,
         }
+    }
+
+    /// The Redis URL.
+    pub fn redis_url(&self) -> &str {
+        &self.redis_url
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Sets this node's id, unique in the cluster (no `#`). Requests name the nodes that did
+    /// not answer by it; a fixed id (the pod name) makes logs and reports easier to read.
+    pub fn with_node_id(mut self, node_id: impl Into<String>) -> Self {
+        self.node_id = node_id.into();
+        self
+    }
+
+    /// Counts into `metrics` (see [`Metrics::new`] to register them in your Prometheus
+    /// registry). Without it the adapter counts into metrics nobody exports.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Sets how long [`Cluster::connect`](crate::Cluster::connect) waits for the first Redis
+    /// connection (default [`DEFAULT_CONNECT_WAIT`]); past it the cluster starts not ready
+    /// and connects in the background.
+    pub fn with_connect_wait(mut self, wait: Duration) -> Self {
+        self.connect_wait = wait;
+        self
     }
 
     /// Sets the channel prefix.
@@ -121,14 +184,53 @@ impl AdapterConfig {
         self
     }
 
-    /// Sets the bound on messages in flight to Redis.
+    /// Sets the time after which a silent node is considered dead (after
+    /// [`with_heartbeat_interval`](Self::with_heartbeat_interval), which resets it to two
+    /// intervals); it must be longer than the interval.
+    pub fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Sets the bound on messages in flight to Redis (default [`DEFAULT_PUBLISH_QUEUE`]).
     pub fn with_publish_queue(mut self, capacity: usize) -> Self {
         self.publish_queue = capacity;
         self
     }
 
-    /// Turns per-room channels on (the default) or off (every broadcast on the namespace
+    /// Sets the capacity of the Redis client's subscriber channel (default
+    /// [`DEFAULT_SUBSCRIBER_BUFFER`]).
+    pub fn with_subscriber_buffer(mut self, capacity: usize) -> Self {
+        self.subscriber_buffer = capacity;
+        self
+    }
+
+    /// Sets the largest message published (default [`DEFAULT_MAX_MESSAGE_BYTES`]); larger
+    /// broadcasts fail with [`crate::Error::TooLarge`] instead of reaching Redis.
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// Sets the most commands the Redis client writes with one flush (default
+    /// [`DEFAULT_PUBLISH_BATCH`]).
+    pub fn with_publish_batch(mut self, commands: usize) -> Self {
+        self.publish_batch = commands;
+        self
+    }
+
+    /// Turns per-room channels on, or off (the default: every broadcast on the namespace
     /// channel, received by every node).
+    ///
+    /// On, a broadcast to a room reaches only the nodes with a member, which subscribe the
+    /// room's channel when their first socket joins it. socketioxide's `socket.join` and
+    /// `socket.leave` do not tell the adapter: call [`Cluster::rooms_joined`] after every
+    /// `join` and [`Cluster::rooms_left`] after every `leave` (`socketsJoin`, `socketsLeave`
+    /// and disconnects need nothing), or a room joined without it misses the broadcasts of
+    /// other nodes. Every node of a cluster must use the same setting.
+    ///
+    /// [`Cluster::rooms_joined`]: crate::Cluster::rooms_joined
+    /// [`Cluster::rooms_left`]: crate::Cluster::rooms_left
     pub fn with_room_channels(mut self, on: bool) -> Self {
         self.room_channels = on;
         self
@@ -174,8 +276,32 @@ impl AdapterConfig {
         if self.publish_queue == 0 || self.publish_batch == 0 || self.subscriber_buffer == 0 {
             return bad("queue, batch and buffer sizes must be non-zero");
         }
+        if self.max_message_bytes == 0 {
+            return bad("max message bytes must be non-zero");
+        }
         Ok(())
     }
+
+    /// The metrics to count into: the configured ones, or a fresh unexported set.
+    pub(crate) fn metrics_or_default(&self) -> Metrics {
+        self.metrics.clone().unwrap_or_else(Metrics::unregistered)
+    }
+}
+
+/// `{HOSTNAME}-{8 hex digits}`: readable in logs, and distinct for two processes on one host.
+fn generated_node_id() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".to_owned());
+    let host: String = host.chars().filter(|c| *c != '#').take(40).collect();
+    // RandomState is seeded from the OS per process; mixed with the pid and the time.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{host}-{:08x}", h.finish() as u32)
 }
 
 #[cfg(test)]
@@ -184,7 +310,7 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_timeout_is_two_intervals() {
-        let c = AdapterConfig::new("redis://127.0.0.1", "a")
+        let c = AdapterConfig::new("redis://127.0.0.1")
             .with_heartbeat_interval(Duration::from_millis(300));
         c.validate().unwrap();
         assert_eq!(c.heartbeat_timeout, Duration::from_millis(600));
@@ -199,15 +325,22 @@ mod tests {
             "redis-cluster://h:1?node=h:2",
             "redis-sentinel://h:26379?sentinelServiceName=m",
         ] {
-            AdapterConfig::new(url, "a").validate().unwrap();
+            AdapterConfig::new(url).validate().unwrap();
         }
-        let err = AdapterConfig::new("http://h", "a").validate().unwrap_err();
+        let err = AdapterConfig::new("http://h").validate().unwrap_err();
         assert!(err.to_string().contains("redis url scheme"), "{err}");
     }
 
     #[test]
     fn rejects_hash_in_node_id() {
-        let c = AdapterConfig::new("redis://127.0.0.1", "a#b");
+        let c = AdapterConfig::new("redis://127.0.0.1").with_node_id("a#b");
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn generated_node_ids_differ_and_validate() {
+        let (a, b) = (AdapterConfig::new(""), AdapterConfig::new(""));
+        assert_ne!(a.node_id(), b.node_id());
+        a.validate().unwrap();
     }
 }

@@ -1,5 +1,35 @@
 //! `ioscale-adapter`: a Redis pub/sub cluster adapter for socketioxide, on `fred`.
 //!
+//! Several socketioxide servers on one Redis behave as one: a broadcast, a room join, a
+//! `fetchSockets` or a `serverSideEmit` on one node reaches the sockets of every node.
+//!
+//! # Quick start
+//! ```no_run
+//! use ioscale_adapter::{AdapterConfig, Cluster, RedisAdapter};
+//! use socketioxide::{SocketIo, adapter::Adapter, extract::{Data, SocketRef}};
+//!
+//! async fn on_connect<A: Adapter>(socket: SocketRef<A>) {
+//!     socket.on("chat", async |s: SocketRef<A>, Data::<String>(text)| {
+//!         // Reaches the other sockets of every node.
+//!         let _ = s.broadcast().emit("chat", &text).await;
+//!     });
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = Cluster::connect(AdapterConfig::new("redis://127.0.0.1:6379")).await?;
+//! let (layer, io) = SocketIo::builder()
+//!     .with_adapter::<RedisAdapter<_>>(cluster.clone())
+//!     .build_layer();
+//! io.ns("/", on_connect).await?;
+//! # let _ = layer; Ok(()) }
+//! ```
+//! Serve `layer` with axum or hyper as with any socketioxide adapter; the crate's
+//! `examples/chat.rs` is a whole chat server, and its README the guide from socketioxide-redis.
+//!
+//! # Metrics
+//! Optional: [`AdapterConfig::with_metrics`] with [`Metrics::new`] registers the
+//! `ioscale_adapter_*` series in your Prometheus registry; without it nothing is exported.
+//!
 //! # How it works
 //! Every node keeps its sockets and rooms in memory (socketioxide's local adapter) and talks to
 //! the other nodes through Redis pub/sub: `PUBLISH`/`SUBSCRIBE` on a standalone Redis or
@@ -9,15 +39,15 @@
 //! |---|---|---|
 //! | `{prefix}#{ns}#` | every node serving `ns` | broadcasts, join/leave/disconnect, requests, heartbeats |
 //! | `{prefix}#{ns}#{node}#` | `node` only | responses, requests aimed at that node |
-//! | `{prefix}#{ns}##{room}` | the nodes with a socket in `room` | broadcasts to `room` |
+//! | `{prefix}#{ns}##{room}` | the nodes with a socket in `room` (room channels on) | broadcasts to `room` |
 //!
 //! Life of a broadcast: `io.to("room").emit(..)` on node A publishes one msgpack message on the
-//! room's channel, then delivers to A's own sockets; every node with a socket in the room
-//! receives it on its dispatcher, in order, and delivers to its matching sockets. A node
-//! subscribes a room's channel when its first socket joins the room: call
-//! [`Cluster::rooms_joined`] after `socket.join(..)` (socketioxide does not tell the adapter)
-//! and [`Cluster::rooms_left`] after `socket.leave(..)`; `socketsJoin` and `socketsLeave` need
-//! nothing. Broadcasts to everyone go on the namespace channel.
+//! namespace channel (or, with [`AdapterConfig::with_room_channels`], on the room's channel),
+//! then delivers to A's own sockets; every node subscribed receives it on its dispatcher, in
+//! order, and delivers to its matching sockets. With room channels a node subscribes a room's
+//! channel when its first socket joins the room: call [`Cluster::rooms_joined`] after
+//! `socket.join(..)` (socketioxide does not tell the adapter) and [`Cluster::rooms_left`]
+//! after `socket.leave(..)`; `socketsJoin` and `socketsLeave` need nothing.
 //!
 //! Requests (broadcast with acks, fetchSockets, rooms, serverSideEmit) wait for the nodes
 //! known alive by heartbeats, never for a subscriber count: a stray subscriber changes nothing,
@@ -35,6 +65,7 @@
 // Beyond the workspace lints: nothing public by accident, every public type printable, and
 // no unwrap or expect outside tests (client and Redis input must never panic a node).
 #![warn(unreachable_pub, missing_debug_implementations)]
+#![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -45,11 +76,11 @@ mod cluster;
 mod config;
 mod error;
 mod membership;
-pub mod metrics;
+mod metrics;
 mod namespace;
 mod reports;
 mod request;
-pub mod wire;
+mod wire;
 
 pub use ack::AckFailure;
 pub use broker::memory::MemoryBus;
@@ -58,8 +89,10 @@ pub use cluster::{Cluster, ServerEventHandler, TracePropagator};
 pub use config::*;
 pub use error::{Error, Result};
 pub use membership::NodeInfo;
-pub use metrics::Metrics;
+pub use metrics::{DropReason, Metrics};
 pub use namespace::{InitRes, RedisAdapter, all_sockets};
+/// The Prometheus crate [`Metrics::new`] registers into, so a user's registry has the same type.
+pub use prometheus;
 pub use reports::{
     AckEntry, AckReport, FetchReport, NamespaceHandle, RoomsReport, ServerEmitReport, SocketInfo,
 };

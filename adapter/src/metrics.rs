@@ -43,7 +43,7 @@ impl DropReason {
 
 /// Where a broadcast was made, for the fan-out counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// On this node.
     Local,
     /// On another node, received through Redis.
@@ -52,7 +52,7 @@ pub enum Origin {
 
 impl Origin {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Origin::Local => "local",
             Origin::Remote => "remote",
@@ -61,56 +61,60 @@ impl Origin {
 }
 
 /// The adapter's metrics.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Metrics {
     /// Broadcasts this node published to the cluster.
-    pub broadcasts_published: IntCounter,
+    pub(crate) broadcasts_published: IntCounter,
     /// Broadcasts this node received from other nodes.
-    pub broadcasts_received: IntCounter,
+    pub(crate) broadcasts_received: IntCounter,
     /// Messages published, by kind.
-    pub messages_out: IntCounterVec,
+    pub(crate) messages_out: IntCounterVec,
     /// Messages received from other nodes, by kind.
-    pub messages_in: IntCounterVec,
+    pub(crate) messages_in: IntCounterVec,
     /// Bytes published, by kind.
-    pub bytes_out: IntCounterVec,
+    pub(crate) bytes_out: IntCounterVec,
     /// Bytes received, by kind.
-    pub bytes_in: IntCounterVec,
+    pub(crate) bytes_in: IntCounterVec,
     /// Requests this node made to the cluster, by kind.
-    pub requests: IntCounterVec,
+    pub(crate) requests: IntCounterVec,
     /// Requests that timed out waiting for some node, by kind.
-    pub request_timeouts: IntCounterVec,
+    pub(crate) request_timeouts: IntCounterVec,
     /// Request duration, by kind.
-    pub request_duration: HistogramVec,
+    pub(crate) request_duration: HistogramVec,
     /// Dropped messages, by reason.
-    pub dropped: IntCounterVec,
+    pub(crate) dropped: IntCounterVec,
     /// Reconnections of the Redis clients.
-    pub redis_reconnects: IntCounter,
+    pub(crate) redis_reconnects: IntCounter,
     /// 1 while both Redis connections are up.
-    pub redis_connected: IntGauge,
+    pub(crate) redis_connected: IntGauge,
     /// Other nodes currently alive (summed over namespaces).
-    pub nodes_alive: IntGauge,
+    pub(crate) nodes_alive: IntGauge,
     /// Messages waiting in the publish queue.
-    pub publish_queue_depth: IntGauge,
+    pub(crate) publish_queue_depth: IntGauge,
     /// Broadcasts from other nodes handed to the local sockets.
-    pub remote_deliveries: IntCounter,
+    pub(crate) remote_deliveries: IntCounter,
     /// Packets handed to sockets by broadcasts (the fan-out), by where the broadcast came
     /// from: `local` (made on this node) or `remote` (received from another node).
-    pub packets_delivered: IntCounterVec,
+    pub(crate) packets_delivered: IntCounterVec,
     /// Publish-to-receive latency of broadcasts from other nodes.
-    pub broadcast_latency: Histogram,
+    pub(crate) broadcast_latency: Histogram,
     /// Room channels this node is subscribed to (or subscribing), summed over namespaces.
-    pub room_channels: IntGauge,
+    pub(crate) room_channels: IntGauge,
     /// Room channels subscribed and unsubscribed, by `op` (`subscribe`, `unsubscribe`).
-    pub room_channel_ops: IntCounterVec,
+    pub(crate) room_channel_ops: IntCounterVec,
     /// Subscribe and unsubscribe commands sent to Redis, by `op`: against `room_channel_ops`,
     /// how well they are batched.
-    pub subscription_commands: IntCounterVec,
+    pub(crate) subscription_commands: IntCounterVec,
     /// Broadcasts received from other nodes that matched no local socket: the traffic room
     /// channels exist to avoid (near zero with them on).
-    pub broadcasts_untargeted: IntCounter,
+    pub(crate) broadcasts_untargeted: IntCounter,
     /// Time spent in each stage of a broadcast's path through this node, by [`Stage`]: where
     /// a latency tail comes from.
-    pub stage_duration: HistogramVec,
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the registry exports it; tests read it")
+    )]
+    pub(crate) stage_duration: HistogramVec,
     /// Its series, resolved once: [`Metrics::stage`] runs per message on the broadcast path,
     /// and a labelled lookup hashes and locks each time.
     stages: [Histogram; 3],
@@ -118,7 +122,7 @@ pub struct Metrics {
 
 /// A stage of a broadcast's path through a node (the `stage` label; a bounded set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// From `publish` to the message being handed to the Redis client (the wait for room under
     /// the in-flight bound).
     PublishQueue,
@@ -135,7 +139,7 @@ impl Stage {
         Stage::LocalDelivery,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Stage::PublishQueue => "publish_queue",
             Stage::RedisPipeline => "redis_pipeline",
@@ -340,6 +344,13 @@ fn latency_buckets() -> Vec<f64> {
     ]
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The collectors' own Debug prints every series; the name is what a log needs.
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     ///
@@ -399,7 +410,7 @@ impl Metrics {
     }
 
     /// Counts `n` packets handed to sockets by a broadcast from `origin`.
-    pub fn delivered(&self, origin: Origin, n: u64) {
+    pub(crate) fn delivered(&self, origin: Origin, n: u64) {
         if n > 0 {
             self.packets_delivered
                 .with_label_values(&[origin.as_str()])
@@ -408,7 +419,7 @@ impl Metrics {
     }
 
     /// Records `d` spent in `stage`.
-    pub fn stage(&self, stage: Stage, d: std::time::Duration) {
+    pub(crate) fn stage(&self, stage: Stage, d: std::time::Duration) {
         self.stages[stage as usize].observe(d.as_secs_f64());
     }
 

@@ -20,26 +20,26 @@ use socketioxide_core::{
 use crate::error::Result;
 
 /// Version of this wire format. A node ignores (and counts) messages of a newer major version.
-pub const WIRE_VERSION: u8 = 1;
+pub(crate) const WIRE_VERSION: u8 = 1;
 
 /// Every message published on a channel.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     /// Wire format version ([`WIRE_VERSION`]).
-    pub v: u8,
+    pub(crate) v: u8,
     /// Id of the node that sent the message.
-    pub origin: String,
+    pub(crate) origin: String,
     /// What the message says.
-    pub body: Body,
+    pub(crate) body: Body,
 }
 
 /// Identifier of a request, unique per origin node.
-pub type RequestId = u64;
+pub(crate) type RequestId = u64;
 
 /// The kinds of message. `#[non_exhaustive]` so adding one is not a breaking change for users.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[non_exhaustive]
-pub enum Body {
+pub(crate) enum Body {
     /// Deliver a packet to the matching local sockets.
     Broadcast {
         /// The packet to deliver.
@@ -178,7 +178,7 @@ pub enum Body {
 
 impl Body {
     /// A short, bounded label for metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Body::Broadcast { .. } => "broadcast",
             Body::BroadcastWithAck { .. } => "broadcast_with_ack",
@@ -201,7 +201,7 @@ impl Body {
     }
 
     /// The request id a response answers, if it is a response.
-    pub fn response_to(&self) -> Option<RequestId> {
+    pub(crate) fn response_to(&self) -> Option<RequestId> {
         match self {
             Body::AckCount { req, .. }
             | Body::Ack { req, .. }
@@ -216,23 +216,23 @@ impl Body {
 
 /// A socket as another node sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct WireSocket {
+pub(crate) struct WireSocket {
     /// Socket id.
-    pub id: String,
+    pub(crate) id: String,
     /// Node id holding the socket.
-    pub node: String,
+    pub(crate) node: String,
     /// socketioxide server id of that node.
-    pub uid: String,
+    pub(crate) uid: String,
     /// Rooms the socket is in.
-    pub rooms: Vec<String>,
+    pub(crate) rooms: Vec<String>,
     /// JSON-encoded socket data.
     #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
 }
 
 /// A parser-encoded payload: text (with binary attachments) or raw bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub enum WireValue {
+pub(crate) enum WireValue {
     /// Text payload and its binary attachments.
     Str(String, Vec<ByteBuf>),
     /// Binary payload (msgpack parser).
@@ -274,18 +274,18 @@ impl From<WireValue> for Value {
 
 /// A Socket.IO packet on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct WirePacket {
+pub(crate) struct WirePacket {
     /// Namespace.
-    pub ns: String,
+    pub(crate) ns: String,
     /// Socket.IO packet type (0 connect … 6 binary ack).
-    pub kind: u8,
+    pub(crate) kind: u8,
     /// Payload, if the packet type has one.
-    pub data: Option<WireValue>,
+    pub(crate) data: Option<WireValue>,
     /// Ack id or connect-error message, if any.
-    pub ack: Option<i64>,
+    pub(crate) ack: Option<i64>,
     /// Connect error message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 impl From<&Packet> for WirePacket {
@@ -314,7 +314,7 @@ impl From<&Packet> for WirePacket {
 /// Why a [`WirePacket`] could not become a [`Packet`].
 #[derive(Debug, thiserror::Error)]
 #[error("invalid packet on the wire: {0}")]
-pub struct InvalidPacket(&'static str);
+pub(crate) struct InvalidPacket(&'static str);
 
 impl TryFrom<WirePacket> for Packet {
     type Error = InvalidPacket;
@@ -349,7 +349,7 @@ pub(crate) type RemoteAck = (String, std::result::Result<WireValue, ByteBuf>);
 /// Encodes a socket layer's ack error for [`Body::Ack`] (msgpack, as the receiving node's
 /// socket layer decodes it). An error that cannot be encoded travels as no bytes, which the
 /// receiver reports as `failed`.
-pub fn encode_ack_error<T: Serialize>(error: &T) -> ByteBuf {
+pub(crate) fn encode_ack_error<T: Serialize>(error: &T) -> ByteBuf {
     match rmp_serde::to_vec(error) {
         Ok(bytes) => ByteBuf::from(bytes),
         Err(e) => {
@@ -363,12 +363,12 @@ pub fn encode_ack_error<T: Serialize>(error: &T) -> ByteBuf {
 ///
 /// # Errors
 /// [`crate::Error::Decode`] on malformed input.
-pub fn decode_ack_error<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode_ack_error<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(rmp_serde::from_slice(bytes)?)
 }
 
 /// Encodes a JSON value carried as bytes (socket data, server-event arguments and responses).
-pub fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
+pub(crate) fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
     // Serializing a `Value` cannot fail: its map keys are strings. The fallback is unreachable.
     serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec())
 }
@@ -377,7 +377,7 @@ pub fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
 ///
 /// # Errors
 /// [`crate::Error::Json`] when the bytes are not JSON.
-pub fn json_value(bytes: &[u8]) -> Result<serde_json::Value> {
+pub(crate) fn json_value(bytes: &[u8]) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
@@ -385,7 +385,7 @@ pub fn json_value(bytes: &[u8]) -> Result<serde_json::Value> {
 ///
 /// # Errors
 /// [`crate::Error::Encode`] if serialization fails.
-pub fn encode(env: &Envelope) -> Result<Vec<u8>> {
+pub(crate) fn encode(env: &Envelope) -> Result<Vec<u8>> {
     Ok(rmp_serde::to_vec_named(env)?)
 }
 
@@ -393,7 +393,7 @@ pub fn encode(env: &Envelope) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// [`crate::Error::Decode`] on malformed input; never panics.
-pub fn decode(bytes: &[u8]) -> Result<Envelope> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope> {
     Ok(rmp_serde::from_slice(bytes)?)
 }
 

@@ -22,26 +22,32 @@ async fn nodes_with_delay(ids: &[&str]) -> (MemoryBus, Vec<Node>) {
     let bus = MemoryBus::new();
     let mut nodes = Vec::new();
     for id in ids {
-        let config = AdapterConfig::new("", *id).with_room_unsubscribe_delay(DELAY);
+        let config = AdapterConfig::new("")
+            .with_node_id(*id)
+            .with_room_channels(true)
+            .with_room_unsubscribe_delay(DELAY);
         nodes.push(Node::start_with(&bus, config).await);
     }
     (bus, nodes)
 }
 
 fn broadcasts_in(n: &Node) -> u64 {
-    n.cluster
-        .metrics()
-        .messages_in
-        .with_label_values(&["broadcast"])
-        .get()
+    n.metric("ioscale_adapter_messages_in_total", r#"kind="broadcast""#)
 }
 
 fn unsubscribes(n: &Node) -> u64 {
-    n.cluster
-        .metrics()
-        .room_channel_ops
-        .with_label_values(&["unsubscribe"])
-        .get()
+    n.metric(
+        "ioscale_adapter_room_channel_ops_total",
+        r#"op="unsubscribe""#,
+    )
+}
+
+fn untargeted(n: &Node) -> u64 {
+    n.metric("ioscale_adapter_broadcasts_untargeted_total", "")
+}
+
+fn room_channels(n: &Node) -> u64 {
+    n.metric("ioscale_adapter_room_channels", "")
 }
 
 /// Waits until `channel`'s subscribers are `want`, or fails after `limit`.
@@ -82,7 +88,7 @@ async fn a_node_without_a_member_receives_none_of_a_rooms_broadcasts() {
     assert_eq!(broadcasts_in(c), before, "C has no member of r");
     assert_eq!(broadcasts_in(b), 20);
     for n in [a, b, c] {
-        assert_eq!(n.cluster.metrics().broadcasts_untargeted.get(), 0);
+        assert_eq!(untargeted(n), 0);
     }
     // A broadcast to everyone still reaches every node.
     a.io.emit("all", &1).await.unwrap();
@@ -96,7 +102,7 @@ async fn the_last_leave_unsubscribes_after_the_delay_and_a_quick_rejoin_does_not
     let b1 = b.client(&["r"]).await;
     let socket = b.io.get_socket(b1.sid).unwrap();
     assert_eq!(bus.subscribers(&chan("r")), ["b"]);
-    assert_eq!(b.cluster.metrics().room_channels.get(), 1);
+    assert_eq!(room_channels(b), 1);
 
     // Leave and join again within the delay: the channel stays, nothing is unsubscribed.
     socket.leave("r");
@@ -115,7 +121,7 @@ async fn the_last_leave_unsubscribes_after_the_delay_and_a_quick_rejoin_does_not
     assert_eq!(bus.subscribers(&chan("r")), ["b"], "unsubscribed too early");
     wait_subscribers(&bus, &chan("r"), &[], DELAY * 2).await;
     assert_eq!(unsubscribes(b), 1);
-    assert_eq!(b.cluster.metrics().room_channels.get(), 0);
+    assert_eq!(room_channels(b), 0);
 }
 
 #[tokio::test]
@@ -176,7 +182,9 @@ async fn with_room_channels_off_every_node_receives_every_broadcast() {
     let bus = MemoryBus::new();
     let mut nodes = Vec::new();
     for id in ["a", "b"] {
-        let config = AdapterConfig::new("", id).with_room_channels(false);
+        let config = AdapterConfig::new("")
+            .with_node_id(id)
+            .with_room_channels(false);
         nodes.push(Node::start_with(&bus, config).await);
     }
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -187,5 +195,5 @@ async fn with_room_channels_off_every_node_receives_every_broadcast() {
     assert_eq!(b1.next().await, r#"2["ev",1]"#);
     a.io.to("nobody-here").emit("ev", &2).await.unwrap();
     sleep(QUIET).await;
-    assert_eq!(b.cluster.metrics().broadcasts_untargeted.get(), 1);
+    assert_eq!(untargeted(b), 1);
 }

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ioscale_adapter::{AdapterConfig, Cluster, Metrics};
+use ioscale_adapter::{AdapterConfig, Cluster};
 
 struct Proc(Child);
 
@@ -72,8 +72,10 @@ fn redis(args: &[&str]) -> (Proc, u16) {
 }
 
 async fn connect(url: String, wait: Duration) -> ioscale_adapter::Result<Cluster> {
-    let config = AdapterConfig::new(url, "url-test");
-    Cluster::connect(config, Metrics::unregistered(), wait).await
+    let config = AdapterConfig::new(url)
+        .with_node_id("url-test")
+        .with_connect_wait(wait);
+    Cluster::connect(config).await
 }
 
 #[tokio::test]

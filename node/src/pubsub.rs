@@ -26,7 +26,7 @@ use std::{
 };
 
 use futures_util::{FutureExt as _, future::BoxFuture};
-use ioscale_adapter::metrics::DropReason;
+use ioscale_adapter::DropReason;
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -50,33 +50,26 @@ impl ServerEventHandler for EchoServerEvents {
     }
 }
 
-fn generate_node_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".to_owned());
-    let host: String = host.chars().filter(|c| *c != '#').take(40).collect();
-    format!("{host}-{:08x}", rand::random::<u32>())
-}
-
 /// The cluster: Redis when a URL is configured, the node alone otherwise.
-async fn connect_cluster(
-    config: &Config,
-    node_id: &str,
-    metrics: Metrics,
-) -> anyhow::Result<Cluster> {
-    let adapter_config = AdapterConfig::new(config.redis_url.clone().unwrap_or_default(), node_id)
+async fn connect_cluster(config: &Config, metrics: Metrics) -> anyhow::Result<Cluster> {
+    let mut adapter_config = AdapterConfig::new(config.redis_url.clone().unwrap_or_default());
+    // Without --node-id the adapter's generated `{HOSTNAME}-{8 hex}` id is used.
+    if let Some(id) = &config.node_id {
+        adapter_config = adapter_config.with_node_id(id);
+    }
+    let adapter_config = adapter_config
+        .with_metrics(metrics)
+        .with_connect_wait(Config::ms(config.redis_connect_wait_ms))
         .with_prefix(&config.redis_prefix)
         .with_request_timeout(Config::ms(config.request_timeout_ms))
         .with_heartbeat_interval(Config::ms(config.heartbeat_interval_ms))
         .with_room_channels(config.room_channels)
         .with_room_unsubscribe_delay(Config::ms(config.room_unsubscribe_delay_ms));
     match &config.redis_url {
-        Some(_) => Cluster::connect(
-            adapter_config,
-            metrics,
-            Config::ms(config.redis_connect_wait_ms),
-        )
-        .await
-        .context("connecting to redis"),
-        None => Cluster::standalone(adapter_config, metrics).context("starting without redis"),
+        Some(_) => Cluster::connect(adapter_config)
+            .await
+            .context("connecting to redis"),
+        None => Cluster::standalone(adapter_config).context("starting without redis"),
     }
 }
 
@@ -86,11 +79,11 @@ async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
     let admission = Admission::new(&config.auth, config.max_connections)
         .context("invalid auth configuration")?;
     let api_keys = ApiKeys::load(config).context("invalid server API keys")?;
-    let node_id = config.node_id.clone().unwrap_or_else(generate_node_id);
     let registry = Registry::new();
     let adapter_metrics = Metrics::new(&registry).context("registering adapter metrics")?;
     let node_metrics = NodeMetrics::new(&registry).context("registering node metrics")?;
-    let cluster = connect_cluster(config, &node_id, adapter_metrics).await?;
+    let cluster = connect_cluster(config, adapter_metrics).await?;
+    let node_id = cluster.node_id().to_owned();
     if telemetry::otlp_requested() {
         cluster.set_trace_propagator(telemetry::OtelPropagator);
     }

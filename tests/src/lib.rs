@@ -23,6 +23,7 @@ pub mod browser;
 pub mod cluster;
 pub mod compose;
 pub mod dialects;
+pub mod example;
 pub mod extra;
 pub mod fixture;
 pub mod helm;

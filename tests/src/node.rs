@@ -101,18 +101,30 @@ fn locate_or_build() -> Result<PathBuf> {
     if bin.exists() && !force {
         return Ok(bin);
     }
-    // Several test processes may get here at once: one builds, the others wait
-    // on the lock and then find the binary.
-    let lock_path = target_dir().join(".ioscale-node-build.lock");
+    let args = ["-p", "ioscale-node", "--bin", NODE_BIN];
+    build_once(&args, &bin, "ioscale-node", force)?;
+    Ok(bin)
+}
+
+/// Runs `cargo build ARGS` (in the test's profile) unless `artifact` exists (always with
+/// `force`: cargo is a no-op when it is fresh), under a file lock: several test processes may
+/// get here at once, one builds and the others wait on the lock and then find the artifact.
+///
+/// # Errors
+/// If the build fails or does not produce `artifact`.
+pub(crate) fn build_once(args: &[&str], artifact: &Path, what: &str, force: bool) -> Result<()> {
+    let lock_path = target_dir().join(format!(".{what}-build.lock"));
     let lock =
         File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().context("locking the node build")?;
-    if bin.exists() && !force {
-        return Ok(bin);
+    lock.lock()
+        .with_context(|| format!("locking the {what} build"))?;
+    if artifact.exists() && !force {
+        return Ok(());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "ioscale-node", "--bin", NODE_BIN])
+    cmd.arg("build")
+        .args(args)
         .current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", target_dir())
         .stdin(Stdio::null());
@@ -121,18 +133,22 @@ fn locate_or_build() -> Result<PathBuf> {
     }
     let out = cmd
         .output()
-        .context("running cargo build for ioscale-node")?;
+        .with_context(|| format!("running cargo build for {what}"))?;
     if !out.status.success() {
         bail!(
-            "cargo build -p ioscale-node failed ({}):\n{}",
+            "cargo build {} failed ({}):\n{}",
+            args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    if !bin.exists() {
-        bail!("cargo build succeeded but {} does not exist", bin.display());
+    if !artifact.exists() {
+        bail!(
+            "cargo build succeeded but {} does not exist",
+            artifact.display()
+        );
     }
-    Ok(bin)
+    Ok(())
 }
 
 /// How to start one node.

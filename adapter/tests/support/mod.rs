@@ -8,7 +8,9 @@ use std::{
 };
 
 use engineioxide::Packet as EioPacket;
-use ioscale_adapter::{AdapterConfig, Cluster, MemoryBus, Metrics, NamespaceHandle, RedisAdapter};
+use ioscale_adapter::{
+    AdapterConfig, Cluster, MemoryBus, Metrics, NamespaceHandle, RedisAdapter, prometheus,
+};
 use socketioxide::{SocketIo, adapter::Emitter, extract::SocketRef, socket::Sid};
 use tokio::{
     sync::mpsc::{Receiver, Sender},
@@ -27,19 +29,23 @@ pub const HEARTBEAT: Duration = Duration::from_millis(100);
 pub struct Node {
     pub io: SocketIo<Adapter>,
     pub cluster: Cluster,
+    /// Where this node's adapter metrics are registered, read as a scrape would.
+    pub registry: prometheus::Registry,
 }
 
 impl Node {
     pub async fn start(bus: &MemoryBus, id: &str) -> Self {
-        Self::start_with(bus, AdapterConfig::new("", id)).await
+        Self::start_with(bus, AdapterConfig::new("").with_node_id(id)).await
     }
 
     /// A node with `config`, its heartbeat and request timeout set for tests.
     pub async fn start_with(bus: &MemoryBus, config: AdapterConfig) -> Self {
+        let registry = prometheus::Registry::new();
         let config = config
             .with_heartbeat_interval(HEARTBEAT)
-            .with_request_timeout(REQUEST_TIMEOUT);
-        let cluster = Cluster::in_memory(config, Metrics::unregistered(), bus).expect("cluster");
+            .with_request_timeout(REQUEST_TIMEOUT)
+            .with_metrics(Metrics::new(&registry).expect("metrics register"));
+        let cluster = Cluster::in_memory(config, bus).expect("cluster");
         let (_svc, io) = SocketIo::builder()
             .with_adapter::<Adapter>(cluster.clone())
             .build_svc();
@@ -47,7 +53,27 @@ impl Node {
             .await
             .expect("namespace init timed out")
             .expect("namespace init");
-        Self { io, cluster }
+        Self {
+            io,
+            cluster,
+            registry,
+        }
+    }
+
+    /// The value of the series `name{labels}` in this node's scrape (labels as the text
+    /// format prints them, e.g. `kind="broadcast"`; empty for none); 0 when it is absent.
+    pub fn metric(&self, name: &str, labels: &str) -> u64 {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("metrics encode");
+        let series = if labels.is_empty() {
+            format!("{name} ")
+        } else {
+            format!("{name}{{{labels}}} ")
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0, |v| v.trim().parse::<f64>().expect("metric value") as u64)
     }
 
     pub fn handle(&self) -> std::sync::Arc<dyn NamespaceHandle> {
