@@ -173,7 +173,22 @@ impl Cluster {
         &self.inner.driver.metrics
     }
 
-    /// The adapter of namespace `ns`, once it is initialised.
+    /// The adapter of namespace `ns`, once it is initialised: the cluster-wide requests with
+    /// reports that say whether every live node answered.
+    ///
+    /// ```no_run
+    /// # async fn run(cluster: ioscale_adapter::Cluster) -> ioscale_adapter::Result<()> {
+    /// use ioscale_adapter::all_sockets;
+    ///
+    /// if let Some(ns) = cluster.namespace("/") {
+    ///     let report = ns.fetch_sockets_report(all_sockets()).await?;
+    ///     if !report.missing_nodes.is_empty() {
+    ///         eprintln!("no answer from {:?}", report.missing_nodes);
+    ///     }
+    ///     println!("{} sockets in the cluster", report.sockets.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn namespace(&self, ns: &str) -> Option<Arc<dyn NamespaceHandle>> {
         self.inner
             .namespaces
