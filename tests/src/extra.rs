@@ -491,3 +491,25 @@ impl Checks {
         )
     }
 }
+
+/// Adds `n` nodes to a cluster on a Redis Cluster, where a node can fail to start while the
+/// cluster settles: a failure is recorded in `checks` (the test fails) and the node is tried
+/// once more, so the remaining checks still run. Then waits until all `n` see each other.
+///
+/// # Errors
+/// A second failure to start, or nodes that do not see each other.
+pub async fn add_nodes_retrying_once(
+    cluster: &mut Cluster,
+    checks: &mut Checks,
+    n: usize,
+) -> Result<()> {
+    for i in 0..n {
+        if let Err(e) = cluster.add_node().await {
+            checks.check(false, || {
+                format!("node {i} failed to start on the Redis Cluster (retried once): {e:#}")
+            });
+            cluster.add_node().await?;
+        }
+    }
+    cluster.wait_nodes_visible(n).await
+}

@@ -10,7 +10,7 @@ use anyhow::{Result, bail, ensure};
 use serde_json::{Value, json};
 
 use crate::EVENT_TIMEOUT;
-use crate::agent::Agent;
+use crate::agent::{Agent, ConnectOpts};
 use crate::cluster::Cluster;
 use crate::extra::{Checks, PublishWindowReport, metric};
 use crate::redis::{Resp, command};
@@ -395,4 +395,21 @@ pub fn check_isolated(checks: &mut Checks, what: &str, d: &[RoomCounters], b_in:
             d[1].broadcasts_in
         )
     });
+}
+
+/// Connects each `(client, node)` with `opts`, in order; returns their socket ids.
+///
+/// # Errors
+/// The first connection that fails.
+pub async fn connect_at(
+    agent: &Agent,
+    cluster: &Cluster,
+    opts: &ConnectOpts,
+    clients: &[(&str, usize)],
+) -> Result<Vec<String>> {
+    let mut sids = Vec::with_capacity(clients.len());
+    for &(name, node) in clients {
+        sids.push(agent.connect(name, &cluster.node(node).url(), opts).await?);
+    }
+    Ok(sids)
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use ioscale_cluster_tests::extra::{Checks, log_lines_with, numsub, readyz_full, wait_until};
+use ioscale_cluster_tests::extra::{
+    Checks, add_nodes_retrying_once, log_lines_with, numsub, readyz_full, wait_until,
+};
 use ioscale_cluster_tests::http::SocketInfo;
 use ioscale_cluster_tests::{
     AckReply, Agent, Client, Cluster, EVENT_TIMEOUT, Emit, RedisKind, Selector, Transport,
@@ -27,15 +29,7 @@ async fn cluster_works_over_a_sharded_redis_cluster() -> Result<()> {
         // recorded (the test fails) but the remaining checks still run with a
         // second attempt, instead of the whole scenario stopping at startup.
         let mut cluster = Cluster::builder().redis(RedisKind::Cluster).nodes(0).start().await?;
-        for i in 0..3 {
-            if let Err(e) = cluster.add_node().await {
-                checks.check(false, || {
-                    format!("node {i} failed to start on the Redis Cluster (retried once): {e:#}")
-                });
-                cluster.add_node().await?;
-            }
-        }
-        cluster.wait_nodes_visible(3).await?;
+        add_nodes_retrying_once(&mut cluster, &mut checks, 3).await?;
 
         // Ready, and really sharded.
         for (i, node) in cluster.nodes().iter().enumerate() {

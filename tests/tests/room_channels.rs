@@ -15,8 +15,8 @@ use anyhow::{Result, ensure};
 use ioscale_cluster_tests::extra::{AgentBulk as _, Checks, with_timeout_of};
 use ioscale_cluster_tests::rooms::{
     Monitor, RoomCounters, TEST_DELAY, UNSUBSCRIBED_WITHIN, ack_ok, all_acked, channel,
-    check_isolated, delay_args, deltas, expect_unsubscribed_in_time, numsub_many, numsub1,
-    redis_port, wait_numsub,
+    check_isolated, connect_at, delay_args, deltas, expect_unsubscribed_in_time, numsub_many,
+    numsub1, redis_port, wait_numsub,
 };
 use ioscale_cluster_tests::{
     Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, Emit, SETTLE, TestLogs, Transport,
@@ -124,10 +124,8 @@ async fn pubsub_last_leave_unsubscribes_after_the_delay_and_a_quick_rejoin_does_
         let cluster = Cluster::builder().nodes(2).node_args(delay_args()).start().await?;
         let port = redis_port(&cluster)?;
         let agent = Agent::spawn().await?;
-        let a_sid = agent.connect("a", &cluster.node(0).url(), &pubsub()).await?;
-        agent.connect("a2", &cluster.node(0).url(), &pubsub()).await?;
-        agent.connect("b", &cluster.node(1).url(), &pubsub()).await?;
-        agent.connect("b2", &cluster.node(1).url(), &pubsub()).await?;
+        let clients = [("a", 0), ("a2", 0), ("b", 1), ("b2", 1)];
+        let a_sid = connect_at(&agent, &cluster, &pubsub(), &clients).await?[0].clone();
         let mut checks = Checks::new();
         let lobby = channel(NS, "lobby");
         for c in ["a", "b", "b2"] {
@@ -333,15 +331,13 @@ async fn with_room_channels_off_rooms_still_work() -> Result<()> {
             .await?;
         let port = redis_port(&cluster)?;
         let agent = Agent::spawn().await?;
-        agent
-            .connect("a", &cluster.node(0).url(), &pubsub())
-            .await?;
-        agent
-            .connect("b", &cluster.node(1).url(), &pubsub())
-            .await?;
-        agent
-            .connect("b2", &cluster.node(1).url(), &pubsub())
-            .await?;
+        connect_at(
+            &agent,
+            &cluster,
+            &pubsub(),
+            &[("a", 0), ("b", 1), ("b2", 1)],
+        )
+        .await?;
         let mut checks = Checks::new();
         for c in ["a", "b"] {
             ack_ok(&agent, c, "join", json!("lobby")).await?;
@@ -403,12 +399,7 @@ async fn a_publish_right_after_a_join_ack_reaches_the_new_member() -> Result<()>
         let cluster = Cluster::builder().nodes(2).start().await?;
         let port = redis_port(&cluster)?;
         let agent = Agent::spawn().await?;
-        agent
-            .connect("a", &cluster.node(0).url(), &pubsub())
-            .await?;
-        agent
-            .connect("b", &cluster.node(1).url(), &pubsub())
-            .await?;
+        connect_at(&agent, &cluster, &pubsub(), &[("a", 0), ("b", 1)]).await?;
         let monitor = Monitor::start(cluster.logs(), port)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (mut early, mut early_rooms) = (Vec::new(), Vec::new());

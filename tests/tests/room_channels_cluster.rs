@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use ioscale_cluster_tests::extra::{Checks, with_timeout_of};
+use ioscale_cluster_tests::extra::{Checks, add_nodes_retrying_once, with_timeout_of};
 use ioscale_cluster_tests::rooms::{
     RoomCounters, UNSUBSCRIBED_WITHIN, ack_ok, channel, delay_args, numsub_many, shard_channels,
 };
@@ -54,16 +54,7 @@ async fn room_channels_spread_over_the_masters_of_a_redis_cluster() -> Result<()
             .nodes(0)
             .start()
             .await?;
-        // As in redis_cluster.rs: a node that fails to start is recorded, and tried again.
-        for i in 0..3 {
-            if let Err(e) = cluster.add_node().await {
-                checks.check(false, || {
-                    format!("node {i} failed to start on the Redis Cluster (retried once): {e:#}")
-                });
-                cluster.add_node().await?;
-            }
-        }
-        cluster.wait_nodes_visible(3).await?;
+        add_nodes_retrying_once(&mut cluster, &mut checks, 3).await?;
         let ports = cluster.redis_mut().cluster().ports();
         let agent = Agent::spawn().await?;
         let ps = ConnectOpts::new(Transport::Websocket).namespace(NS);

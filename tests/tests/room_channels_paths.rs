@@ -13,8 +13,8 @@ use anyhow::{Result, ensure};
 use ioscale_cluster_tests::dialects::{DialectAgent as _, call, changes, wait_changes};
 use ioscale_cluster_tests::extra::{AgentBulk as _, Checks, with_timeout_of};
 use ioscale_cluster_tests::rooms::{
-    RoomCounters, TEST_DELAY, ack_ok, all_acked, channel, check_isolated, delay_args, deltas,
-    expect_unsubscribed_in_time, numsub1, publish_window_event, redis_port,
+    RoomCounters, TEST_DELAY, ack_ok, all_acked, channel, check_isolated, connect_at, delay_args,
+    deltas, expect_unsubscribed_in_time, numsub1, publish_window_event, redis_port,
 };
 use ioscale_cluster_tests::{
     Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, Emit, SETTLE, Selector, Transport, connect_spread,
@@ -243,9 +243,8 @@ async fn crud_dialect_rooms_are_room_channels() -> Result<()> {
         let port = redis_port(&cluster)?;
         let agent = Agent::spawn().await?;
         let ws = ConnectOpts::new(Transport::Websocket);
-        for (name, node) in [("bb", 0), ("w", 0), ("sa", 0), ("ko", 1), ("sb", 1), ("cc", 2)] {
-            agent.connect(name, &cluster.node(node).url(), &ws).await?;
-        }
+        let clients = [("bb", 0), ("w", 0), ("sa", 0), ("ko", 1), ("sb", 1), ("cc", 2)];
+        connect_at(&agent, &cluster, &ws, &clients).await?;
         let mut checks = Checks::new();
         let todos = channel("/", "model:todos");
         agent.backbone("bb", "fetch", "todos", None, json!({}), None).await?;

@@ -10,8 +10,8 @@ use anyhow::Result;
 use ioscale_cluster_tests::extra::{Checks, with_timeout_of};
 use ioscale_cluster_tests::fixture::wait_ready;
 use ioscale_cluster_tests::rooms::{
-    RoomCounters, ack_ok, channel, delay_args, numsub_many, numsub1, redis_port, wait_numsub,
-    wait_numsub_all,
+    RoomCounters, ack_ok, channel, connect_at, delay_args, numsub_many, numsub1, redis_port,
+    wait_numsub, wait_numsub_all,
 };
 use ioscale_cluster_tests::{Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, SETTLE, Transport};
 use serde_json::{Value, json};
@@ -21,6 +21,22 @@ const LIMIT: Duration = Duration::from_secs(100);
 /// How long subscriber counts may take to settle after the joins' acks (whether an ack already
 /// means subscribed is `room_channels.rs`'s `a_publish_right_after_a_join_ack_...`).
 const SETTLED: Duration = Duration::from_secs(2);
+
+/// Three nodes with a fast heartbeat and the test unsubscribe delay, their Redis port, and
+/// the client driver.
+async fn start() -> Result<(Cluster, u16, Agent)> {
+    let cluster = Cluster::builder()
+        .heartbeat_ms(500)
+        .node_args(delay_args())
+        .start()
+        .await?;
+    let port = redis_port(&cluster)?;
+    Ok((cluster, port, Agent::spawn().await?))
+}
+
+fn pubsub() -> ConnectOpts {
+    ConnectOpts::new(Transport::Websocket).namespace(NS)
+}
 
 /// Waits until every node in `from` answers `/readyz` 200.
 async fn wait_all_ready(cluster: &Cluster, from: &[usize], limit: Duration) -> Result<()> {
@@ -35,16 +51,9 @@ async fn wait_all_ready(cluster: &Cluster, from: &[usize], limit: Duration) -> R
 #[tokio::test]
 async fn a_restarted_node_resubscribes_the_rooms_its_clients_join_again() -> Result<()> {
     with_timeout_of(LIMIT, async {
-        let mut cluster = Cluster::builder()
-            .heartbeat_ms(500)
-            .node_args(delay_args())
-            .start()
-            .await?;
-        let port = redis_port(&cluster)?;
-        let agent = Agent::spawn().await?;
-        let ps = ConnectOpts::new(Transport::Websocket).namespace(NS);
-        agent.connect("a", &cluster.node(0).url(), &ps).await?;
-        agent.connect("c", &cluster.node(2).url(), &ps).await?;
+        let (mut cluster, port, agent) = start().await?;
+        let ps = pubsub();
+        connect_at(&agent, &cluster, &ps, &[("a", 0), ("c", 2)]).await?;
         for b in ["b1", "b2"] {
             agent
                 .connect(b, &cluster.node(1).url(), &ps.clone().reconnect())
@@ -158,18 +167,10 @@ async fn a_restarted_node_resubscribes_the_rooms_its_clients_join_again() -> Res
 #[tokio::test]
 async fn a_restarted_redis_gets_every_room_channel_back() -> Result<()> {
     with_timeout_of(LIMIT, async {
-        let mut cluster = Cluster::builder()
-            .heartbeat_ms(500)
-            .node_args(delay_args())
-            .start()
-            .await?;
-        let port = redis_port(&cluster)?;
-        let agent = Agent::spawn().await?;
-        let ps = ConnectOpts::new(Transport::Websocket).namespace(NS);
+        let (mut cluster, port, agent) = start().await?;
+        let ps = pubsub();
         let names = ["a", "b", "c"];
-        for (i, name) in names.iter().enumerate() {
-            agent.connect(name, &cluster.node(i).url(), &ps).await?;
-        }
+        connect_at(&agent, &cluster, &ps, &[("a", 0), ("b", 1), ("c", 2)]).await?;
         let rooms: Vec<String> = (0..50).map(|i| format!("room-{i}")).collect();
         let mut want = BTreeMap::new();
         for (i, room) in rooms.iter().enumerate() {

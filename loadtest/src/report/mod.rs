@@ -237,6 +237,32 @@ pub struct TimePoint {
     pub rss_mb: Vec<f64>,
 }
 
+impl TimePoint {
+    /// The point at `t_s`: the offered rate, the second's sends and receipts, its latency
+    /// percentiles, and each watched process' `(cores, rss_mb)` sample.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn of_second(
+        t_s: f64,
+        rate_per_s: f64,
+        (sent, received): (u64, u64),
+        p: &Percentiles,
+        sampled: &[(f64, f64)],
+    ) -> Self {
+        Self {
+            t_s,
+            rate_per_s,
+            sent_per_s: sent as f64,
+            received_per_s: received as f64,
+            p50_ms: p.p50_ms,
+            p99_ms: p.p99_ms,
+            p999_ms: p.p999_ms,
+            max_ms: p.max_ms,
+            cpu_cores: sampled.iter().map(|s| s.0).collect(),
+            rss_mb: sampled.iter().map(|s| s.1).collect(),
+        }
+    }
+}
+
 impl Report {
     /// A report skeleton for `scenario`.
     pub fn new(scenario: &str, label: &str, protocol: &str, urls: &[String]) -> Self {

@@ -221,18 +221,9 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
             let (h, received, sent) = sh.recorder.take_interval();
             let p = Percentiles::of(&h);
             let sampled = watch.sample(secs(now));
-            report.timeline.push(TimePoint {
-                t_s: secs(now),
-                rate_per_s: if all_done_us.is_none() { rate } else { 0.0 },
-                sent_per_s: sent as f64,
-                received_per_s: received as f64,
-                p50_ms: p.p50_ms,
-                p99_ms: p.p99_ms,
-                p999_ms: p.p999_ms,
-                max_ms: p.max_ms,
-                cpu_cores: sampled.iter().map(|s| s.0).collect(),
-                rss_mb: sampled.iter().map(|s| s.1).collect(),
-            });
+            let rate = if all_done_us.is_none() { rate } else { 0.0 };
+            let point = TimePoint::of_second(secs(now), rate, (sent, received), &p, &sampled);
+            report.timeline.push(point);
             next_point_us += 1_000_000;
         }
         let resolved = sh.resolved.load(Ordering::Relaxed);

@@ -18,16 +18,6 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         "room_size": args.room_size,
         "rooms": args.subscribers.div_ceil(args.room_size.max(1)),
         "publishers": args.publishers,
-        "rate_per_s": args.rate.rate_per_s,
-        "duration_s": args.rate.duration_s,
-        "payload_bytes": args.rate.payload_bytes,
-        "polling_share": args.common.polling_share,
-        "ramp": args.rate.ramp,
-        "ramp_factor": args.rate.ramp_factor,
-        "ramp_step_s": args.rate.ramp_step_s,
-        "ramp_p99_ms": args.rate.ramp_p99_ms,
-        "ramp_grace_ms": args.rate.ramp_grace_ms,
-        "drain_ms": args.rate.drain_ms,
     });
     load::run(Plan {
         scenario: "fanout",

@@ -17,14 +17,6 @@ pub async fn run(args: RpcArgs) -> Result<Report> {
     let params = serde_json::json!({
         "clients": args.clients,
         "event": args.event,
-        "rate_per_s": args.rate.rate_per_s,
-        "duration_s": args.rate.duration_s,
-        "payload_bytes": args.rate.payload_bytes,
-        "polling_share": args.common.polling_share,
-        "ramp": args.rate.ramp,
-        "ramp_step_s": args.rate.ramp_step_s,
-        "ramp_p99_ms": args.rate.ramp_p99_ms,
-        "drain_ms": args.rate.drain_ms,
     });
     load::run(Plan {
         scenario: "rpc",

@@ -90,7 +90,8 @@ pub struct Plan {
     /// The servers' own figures to read around the sending window; `Some` adds the report's
     /// `cluster` section.
     pub probes: Option<Probes>,
-    /// The scenario's own arguments, for the report.
+    /// The scenario's own arguments, for the report (the send schedule and the polling share
+    /// are added to them).
     pub params: serde_json::Value,
 }
 
@@ -177,8 +178,24 @@ fn new_report(plan: &Plan) -> Report {
         Protocol::Raw => "raw",
     };
     let mut report = Report::new(plan.scenario, &common.label, protocol_name, &common.urls);
-    report.params = plan.params.clone();
+    report.params = params(plan);
     report
+}
+
+/// The report's `params`: every schedule argument, the polling share, then the scenario's own.
+fn params(plan: &Plan) -> serde_json::Value {
+    let mut all = match serde_json::to_value(&plan.rate) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    all.insert(
+        "polling_share".to_owned(),
+        serde_json::json!(plan.common.polling_share),
+    );
+    if let serde_json::Value::Object(own) = &plan.params {
+        all.extend(own.clone());
+    }
+    serde_json::Value::Object(all)
 }
 
 /// Connects every client (the report's `clients` section); fails when a sender is missing.

@@ -100,22 +100,12 @@ impl Monitor<'_> {
         let (h, received, sent) = ctx.recorder.take_interval();
         let p = Percentiles::of(&h);
         let sampled = watch.sample(ctx.secs(now));
-        self.last = TimePoint {
-            t_s: ctx.secs(now),
-            rate_per_s: if self.send_end_us.is_none() {
-                ctx.rate(ctx.step_of(now))
-            } else {
-                0.0
-            },
-            sent_per_s: sent as f64,
-            received_per_s: received as f64,
-            p50_ms: p.p50_ms,
-            p99_ms: p.p99_ms,
-            p999_ms: p.p999_ms,
-            max_ms: p.max_ms,
-            cpu_cores: sampled.iter().map(|s| s.0).collect(),
-            rss_mb: sampled.iter().map(|s| s.1).collect(),
+        let rate = if self.send_end_us.is_none() {
+            ctx.rate(ctx.step_of(now))
+        } else {
+            0.0
         };
+        self.last = TimePoint::of_second(ctx.secs(now), rate, (sent, received), &p, &sampled);
         self.last.clone()
     }
 
