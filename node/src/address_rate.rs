@@ -83,18 +83,24 @@ impl AddressRate {
     /// The client's address: the peer's, or with `--trust-proxy` the last `X-Forwarded-For`
     /// entry when it parses.
     fn client_addr(&self, req: &Request, peer: IpAddr) -> IpAddr {
-        if !self.trust_proxy {
-            return peer;
-        }
-        req.headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|last| parse_forwarded(last.trim()))
-            .unwrap_or(peer)
+        client_addr(req, peer, self.trust_proxy)
     }
+}
+
+/// A request's client address: the TCP peer's, or with `trust_proxy` the last
+/// `X-Forwarded-For` entry when it parses (the one the proxy in front appended).
+pub fn client_addr(req: &Request, peer: IpAddr, trust_proxy: bool) -> IpAddr {
+    if !trust_proxy {
+        return peer;
+    }
+    req.headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|last| parse_forwarded(last.trim()))
+        .unwrap_or(peer)
 }
 
 /// An address as proxies write it: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]:443`, `1.2.3.4:80`.

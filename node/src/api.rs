@@ -29,6 +29,7 @@ use socketioxide_parser_common::CommonParser;
 
 use crate::{
     app::{Adapter, HttpState},
+    session::public_id,
     value::{ApiValue, Args},
 };
 
@@ -302,6 +303,7 @@ async fn emit_with_acks(
     })?;
     let packet = Packet::event(ns.to_owned(), value);
     let mut opts = all_sockets();
+    let rooms = b.rooms.clone();
     opts.rooms = b.rooms.into_iter().map(Into::into).collect();
     opts.except = b.except.into_iter().map(Into::into).collect();
     if b.volatile {
@@ -314,18 +316,24 @@ async fn emit_with_acks(
         .broadcast_with_ack_report(packet, opts, timeout)
         .await
         .map_err(cluster_error("emit"))?;
+    // The report names sockets by session id; answers name them by public id (`null` for a
+    // socket gone since it answered).
+    let ids = public_id::by_session(h.as_ref(), rooms)
+        .await
+        .map_err(cluster_error("emit"))?;
     let mut acks: Vec<Json> = Vec::new();
     let mut errors: Vec<Json> = Vec::new();
     for a in report.acks {
+        let socket = ids.get(&a.socket);
         match a.response {
             Ok(mut v) => {
                 let response = parser
                     .decode_value::<ApiValue>(&mut v, false)
                     .map(ApiValue::into_json)
                     .unwrap_or(Json::Null);
-                acks.push(json!({"socket": a.socket, "node": a.node, "response": response}));
+                acks.push(json!({"socket": socket, "node": a.node, "response": response}));
             }
-            Err(e) => errors.push(json!({"socket": a.socket, "node": a.node, "error": e.as_str()})),
+            Err(e) => errors.push(json!({"socket": socket, "node": a.node, "error": e.as_str()})),
         }
     }
     Ok(axum::Json(json!({
@@ -368,7 +376,12 @@ async fn sockets(
     let sockets: Vec<Json> = report
         .sockets
         .into_iter()
-        .map(|s| json!({"id": s.id, "node": s.node, "rooms": s.rooms, "data": s.data}))
+        .map(|s| {
+            // Operators see the public id, like the applications' clients: the session id is
+            // a key to the session, and API answers end up in logs.
+            let (id, data) = public_id::split_data(s.data);
+            json!({"id": id, "node": s.node, "rooms": s.rooms, "data": data})
+        })
         .collect();
     Ok(axum::Json(
         json!({"sockets": sockets, "missing_nodes": report.missing_nodes}),

@@ -15,6 +15,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// What a request naming an Engine.IO session must share with the one that opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionBinding {
+    /// The client address (`--trust-proxy` says which): a session id learned elsewhere opens
+    /// nothing from another address.
+    Address,
+    /// Nothing: the session id alone is the key (socketioxide's behaviour).
+    Off,
+}
+
 /// A Socket.IO transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Transport {
@@ -101,6 +111,11 @@ pub struct Config {
     /// Largest client message accepted.
     #[arg(long, env = "IOSCALE_MAX_PAYLOAD_BYTES", default_value_t = 1_000_000)]
     pub max_payload_bytes: u64,
+    /// How long a new Engine.IO session may go without connecting to a namespace (its first
+    /// CONNECT answered) before the node closes it: a client that opens sessions and never
+    /// uses them does not hold them for long.
+    #[arg(long, env = "IOSCALE_CONNECT_TIMEOUT_MS", default_value_t = 45_000)]
+    pub connect_timeout_ms: u64,
     /// Transports offered to clients.
     #[arg(
         long,
@@ -154,6 +169,15 @@ pub struct Config {
     /// proxy in front, leave it off: clients could then name any address.
     #[arg(long, env = "IOSCALE_TRUST_PROXY")]
     pub trust_proxy: bool,
+    /// A polling request or WebSocket upgrade naming a session must come from the address that
+    /// opened it (README, Security); `off` lets the session id alone act as the client.
+    #[arg(
+        long,
+        env = "IOSCALE_SESSION_BINDING",
+        value_enum,
+        default_value = "address"
+    )]
+    pub session_binding: SessionBinding,
     /// Events a client may send at once on one socket (a burst of 20,000 publishes passes).
     #[arg(long, env = "IOSCALE_EVENT_BURST", default_value_t = 25_000)]
     pub event_burst: u32,
@@ -233,6 +257,9 @@ impl Config {
         if self.max_connections == 0 {
             return bad("--max-connections must be positive");
         }
+        if self.connect_timeout_ms == 0 {
+            return bad("--connect-timeout-ms must be positive");
+        }
         // Empty API keys are refused where the keys are read (`ApiKeys::load`).
         if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
             return bad("--admin-listen must differ from --listen");
@@ -284,6 +311,7 @@ impl std::fmt::Debug for Config {
             .field("ping_interval_ms", &self.ping_interval_ms)
             .field("ping_timeout_ms", &self.ping_timeout_ms)
             .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("transports", &self.transports)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("shutdown_drain_delay_ms", &self.shutdown_drain_delay_ms)
@@ -296,6 +324,7 @@ impl std::fmt::Debug for Config {
                 &self.handshake_burst_per_address,
             )
             .field("trust_proxy", &self.trust_proxy)
+            .field("session_binding", &self.session_binding)
             .field("worker_threads", &self.worker_threads)
             .field("max_connections", &self.max_connections)
             .field("event_rate_per_s", &self.event_rate_per_s)
@@ -349,6 +378,12 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config::parse_from(["ioscale-node", "--worker-threads", "1"]);
         c.validate().unwrap();
+        assert_eq!(
+            Config::parse_from(["ioscale-node"]).connect_timeout_ms,
+            45_000
+        );
+        let c = Config::parse_from(["ioscale-node", "--connect-timeout-ms", "0"]);
+        assert!(c.validate().is_err());
         assert_eq!(
             Config::parse_from(["ioscale-node"]).publish_buffer_bytes,
             8_388_608

@@ -33,6 +33,11 @@ impl<F> std::fmt::Debug for Eager<F> {
     }
 }
 
+/// The payload of the client's CONNECT packet (socket.io-client's `auth` option), kept in the
+/// socket's extensions when there was one: connect hooks get no extractor for it.
+#[derive(Debug, Clone)]
+pub struct ConnectAuth(pub Value);
+
 /// Marker type of [`Eager`]'s `ConnectHandler` implementation.
 #[derive(Debug)]
 pub struct EagerMarker;
@@ -52,6 +57,9 @@ where
                 return;
             }
         };
+        if let Some(auth) = &auth {
+            s.extensions.insert(ConnectAuth(auth.clone()));
+        }
         let mut fut = Box::pin((self.0)(socket, io, app));
         // A no-op waker is enough for this first poll: whatever the future waits on is polled
         // again, with the task's real waker, once it is spawned.

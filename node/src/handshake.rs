@@ -9,6 +9,7 @@ use crate::{
     admission::{AuthPayload, Refusal},
     app::{Adapter, App},
     joins, rooms,
+    session::public_id,
 };
 
 /// The connect middleware of every namespace: admits the handshake or refuses it.
@@ -26,8 +27,9 @@ pub(crate) async fn middleware(
             // Like Node's socket.io: every socket is in a room named by its id, so a server
             // can target it on any node; a user's sockets share a room on every node. Joined
             // here, before the client hears it is connected, so that a broadcast to either
-            // made after that reaches it.
-            let mut own = vec![s.id.to_string()];
+            // made after that reaches it. The id is the public one: the session id is a key
+            // to the session (see `session`).
+            let mut own = vec![public_id::assign(&s)];
             own.extend(identity.user.as_deref().map(rooms::user_room));
             s.extensions.insert(identity);
             joins::join(&s, &app.cluster, own).await;

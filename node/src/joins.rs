@@ -35,7 +35,7 @@ pub fn leave(s: &SocketRef<Adapter>, cluster: &Cluster, rooms: impl RoomParam) {
 /// recorded, besides those socketioxide still lists.
 pub fn left_all(s: &SocketRef<Adapter>, cluster: &Cluster) {
     let mut rooms = joined(s).take();
-    rooms.push(s.id.to_string());
+    rooms.push(crate::session::public_id::of(s));
     rooms.extend(crate::admission::identity(s).user.as_deref().map(user_room));
     rooms.extend(s.rooms().into_iter().map(|r| r.into_owned()));
     rooms.sort_unstable();

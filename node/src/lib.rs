@@ -37,6 +37,7 @@ pub mod rate;
 pub mod refusal;
 pub mod rooms;
 pub mod server;
+pub mod session;
 pub mod shutdown;
 pub mod sockets;
 pub mod telemetry;

@@ -21,6 +21,9 @@ pub struct NodeMetrics {
     pub events_refused: IntCounterVec,
     /// Requests from pages `--allowed-origins` does not list.
     pub origin_refused: IntCounter,
+    /// Requests naming an Engine.IO session from another address than the one that opened it
+    /// (or a session this node never bound).
+    pub session_binding_refused: IntCounter,
     /// Events received from clients, by namespace.
     pub events: IntCounterVec,
     /// Server API requests, by route and status code.
@@ -107,6 +110,11 @@ impl NodeMetrics {
                 r,
                 "ioscale_http_origin_refused_total",
                 "Socket.IO requests refused because their page's origin is not allowed",
+            )?,
+            session_binding_refused: counter(
+                r,
+                "ioscale_http_session_binding_refused_total",
+                "Socket.IO requests naming a session they are not bound to",
             )?,
             events: counters(
                 r,

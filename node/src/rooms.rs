@@ -2,13 +2,16 @@
 //! which names are valid at all, which are reserved for the server, and which a given client
 //! may join or publish to.
 //!
-//! Reserved, whatever a token grants: a socket's own room (its id, so a client can neither
-//! join another socket's room nor publish into it) and every `user:` room (a user's sockets on
+//! Reserved, whatever a token grants: a socket's own room (its public id, so a client can
+//! neither join another socket's room nor publish into it), names shaped like session ids, and
+//! every `user:` room (a user's sockets on
 //! every node). Only the server puts sockets there; the server API is not limited by this.
 
 use std::str::FromStr as _;
 
 use socketioxide::socket::Sid;
+
+use crate::session::public_id;
 
 /// Longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 256;
@@ -26,7 +29,8 @@ pub enum RoomError {
     /// Empty or longer than [`MAX_ROOM_CHARS`].
     #[error("room must be 1-256 characters")]
     Length,
-    /// Shaped like a socket id, or a `user:` room: only the server puts sockets there.
+    /// Shaped like a socket id (public or session), or a `user:` room: only the server puts
+    /// sockets there.
     #[error("room names shaped like socket ids, and user: rooms, are reserved")]
     Reserved,
     /// Valid, but not among the rooms this client may use.
@@ -51,10 +55,16 @@ pub fn check(room: &str) -> Result<(), RoomError> {
 /// [`RoomError::Length`], or [`RoomError::Reserved`].
 pub fn check_client(room: &str) -> Result<(), RoomError> {
     check(room)?;
-    if Sid::from_str(room).is_ok() || room.starts_with(USER_ROOM_PREFIX) {
+    if is_socket_id(room) || room.starts_with(USER_ROOM_PREFIX) {
         return Err(RoomError::Reserved);
     }
     Ok(())
+}
+
+/// Whether `room` is shaped like a socket's id: a public id (a socket's own room) or an
+/// Engine.IO session id.
+pub fn is_socket_id(room: &str) -> bool {
+    public_id::is_shaped(room) || Sid::from_str(room).is_ok()
 }
 
 /// Room patterns: exact names, `prefix*` for every name starting with `prefix`, `*` for all.
@@ -149,6 +159,10 @@ mod tests {
             "the server may address a socket's room"
         );
         assert_eq!(check_client(&sid), Err(RoomError::Reserved));
+        assert_eq!(
+            check_client(&public_id::generate()),
+            Err(RoomError::Reserved)
+        );
         assert_eq!(check_client("user:alice"), Err(RoomError::Reserved));
         assert_eq!(check_client("chat:general"), Ok(()));
     }

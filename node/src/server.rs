@@ -21,11 +21,13 @@ use crate::{
     application::{Application, Setup},
     auth::AuthMode,
     client_script,
-    config::{Config, Transport},
+    config::{Config, SessionBinding, Transport},
     detach, health,
     metrics::NodeMetrics,
     origin::{self, OriginCheck, Origins},
-    pubsub, telemetry,
+    pubsub,
+    session::binding::{self, Bindings},
+    telemetry,
 };
 
 /// Answers server-to-server events with `{node, event, args}`: lets operators and tests check
@@ -116,6 +118,7 @@ fn socket_io(
         .ws_read_buffer_size(config.ws_read_buffer_bytes)
         .ping_interval(Config::ms(config.ping_interval_ms))
         .ping_timeout(Config::ms(config.ping_timeout_ms))
+        .connect_timeout(Config::ms(config.connect_timeout_ms))
         .ack_timeout(Config::ms(config.ack_timeout_ms))
         .max_payload(config.max_payload_bytes)
         // engineioxide applies `max_payload` to polling only; a WebSocket message has limits
@@ -190,8 +193,24 @@ fn public_router(
             .connects_refused
             .with_label_values(&["address_rate"]),
     ));
+    let mut routes = routes.layer(layer);
+    if config.session_binding == SessionBinding::Address {
+        // A polling client requests at least every ping interval; twice the interval and
+        // timeout is well past the moment engineioxide closes a silent session.
+        let idle = 2 * Config::ms(config.ping_interval_ms + config.ping_timeout_ms);
+        let bindings = Bindings::new(
+            config.trust_proxy,
+            idle,
+            app.metrics.session_binding_refused.clone(),
+        );
+        // Outside the socket.io layer: a request naming a session it is not bound to never
+        // reaches it.
+        routes = routes.layer(axum::middleware::from_fn_with_state(
+            Arc::new(bindings),
+            binding::check,
+        ));
+    }
     routes
-        .layer(layer)
         // Outside the socket.io layer: a refused handshake never makes a session.
         .layer(axum::middleware::from_fn_with_state(
             address_rate,

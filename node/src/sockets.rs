@@ -16,6 +16,7 @@ use crate::{
     joins,
     rate::{EventBudget, Verdict},
     refusal::{Code, Refused},
+    session::public_id,
 };
 
 /// The socket data key holding the token's user (`sub`).
@@ -42,18 +43,20 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
     app.admission.opened();
     s.extensions
         .insert(Arc::new(EventBudget::new(app.config.event_limits())));
-    // A user's sockets share a room on every node, and its id is visible to fetchSockets
-    // (`data.user`, which `set-data` cannot change).
+    // The public id rides in the socket's data, where every node reads it back from
+    // fetchSockets answers; a user's id too (`data.user`). `set-data` can change neither.
+    let mut data = serde_json::json!({ public_id::DATA_KEY: public_id::of(s) });
     if let Some(user) = &admission::identity(s).user {
-        let data = serde_json::json!({ USER_KEY: user });
-        app.cluster.set_socket_data(s.ns(), s.id, data);
+        data[USER_KEY] = user.as_str().into();
     }
+    app.cluster.set_socket_data(s.ns(), s.id, data);
     let ns = s.ns().to_owned();
     let t = transport(s);
     app.metrics.connects.with_label_values(&[&ns]).inc();
     app.metrics.connections.with_label_values(&[&ns, t]).inc();
     tracing::debug!(sid = %s.id, ns = %ns, transport = t, "connected");
     s.on("set-data", set_data);
+    s.on("whoami", whoami);
     s.on_disconnect(
         async move |s: SocketRef<Adapter>,
                     reason: DisconnectReason,
@@ -72,6 +75,13 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
             }
         },
     );
+}
+
+/// `whoami` (ack): `{ok: true, id}`, the socket's public id: what other clients see of it
+/// (`from` fields, member lists) and what they can address it by. Its own `socket.id` is the
+/// session id, which it must not show anyone.
+async fn whoami(s: SocketRef<Adapter>, ack: AckSender<Adapter>) {
+    let _ = ack.send(&serde_json::json!({"ok": true, "id": public_id::of(&s)}));
 }
 
 fn reason_label(r: DisconnectReason) -> &'static str {
@@ -104,6 +114,11 @@ async fn set_data(
         let _ = ack.send(&Refused::new(Code::BadRequest, "set-data expects an object").to_json());
         return;
     };
+    if patch.contains_key(public_id::DATA_KEY) {
+        let error = format!("{} is set by the node", public_id::DATA_KEY);
+        let _ = ack.send(&Refused::new(Code::Forbidden, error).to_json());
+        return;
+    }
     // Only the node writes the token's user; without auth the key is the client's.
     if app.admission.verifies_tokens() && patch.contains_key(USER_KEY) {
         let error = format!("{USER_KEY} is set by the node, from the connection's token");

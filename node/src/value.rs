@@ -186,8 +186,9 @@ impl<'de> Deserialize<'de> for ApiValue {
     }
 }
 
-/// Event arguments: serialised as a tuple so that each one becomes its own Socket.IO argument.
-#[derive(Debug, Clone)]
+/// Event arguments: serialised as a tuple so that each one becomes its own Socket.IO argument,
+/// and read back whatever their number.
+#[derive(Debug, Clone, Default)]
 pub struct Args(pub Vec<ApiValue>);
 
 impl Serialize for Args {
@@ -197,6 +198,28 @@ impl Serialize for Args {
             t.serialize_element(v)?;
         }
         t.end()
+    }
+}
+
+/// Reads every argument of an event, whatever their number: socketioxide hands a handler all
+/// the arguments only when the target type deserialises as a tuple.
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Args;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("event arguments")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Args, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(Args(out))
+            }
+        }
+        d.deserialize_tuple(usize::MAX, V)
     }
 }
 
@@ -216,6 +239,14 @@ mod tests {
             _ => panic!("not an object"),
         }
         assert_eq!(v.into_json(), j);
+    }
+
+    #[test]
+    fn args_read_any_number_of_arguments() {
+        let a: Args = serde_json::from_str(r#"[1, "two", {"three": 3}]"#).unwrap();
+        assert_eq!(a.0.len(), 3);
+        let a: Args = serde_json::from_str("[]").unwrap();
+        assert!(a.0.is_empty());
     }
 
     #[test]

@@ -108,7 +108,7 @@ const commands = {
    * resolves with its id once connected. With `reconnection: false` (the
    * default) a connect_error fails the command at once.
    */
-  async connect({ client, url, namespace = "/", transports = ["websocket"], auth, reconnection = false, timeout_ms = 10000, share_with }) {
+  async connect({ client, url, namespace = "/", transports = ["websocket"], auth, reconnection = false, timeout_ms = 10000, share_with, whoami = true }) {
     if (clients.has(client)) throw new Error(`client ${client} already exists`);
     // `share_with`: open `namespace` on that client's Manager, multiplexed on its one
     // Engine.IO connection (what io.connect('…/chat') and io.connect('…/news') do in a browser).
@@ -190,7 +190,17 @@ const commands = {
       clients.delete(client);
       throw new Error(`connect_error: ${err}`);
     }
-    return { id: socket.id, transport: socket.io.engine.transport.name };
+    // The id other clients and the server API know this socket by: `ioscale-node` answers
+    // `whoami` with its public id (socket.id is the session id, a key to the session).
+    let id = socket.id;
+    if (whoami) {
+      const answer = await socket.timeout(timeout_ms).emitWithAck("whoami");
+      if (!answer || answer.ok !== true || typeof answer.id !== "string") {
+        throw new Error(`client ${client}: whoami answered ${JSON.stringify(answer)}`);
+      }
+      id = answer.id;
+    }
+    return { id, sid: socket.id, transport: socket.io.engine.transport.name };
   },
 
   /** Emits an event; with `ack_timeout_ms`, resolves with the ack arguments. */

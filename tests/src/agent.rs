@@ -61,6 +61,9 @@ pub struct ConnectOpts {
     /// Open the namespace on this other client's connection (multiplexing)
     /// instead of a new one; `transport` and `reconnection` are then that client's.
     pub share_with: Option<String>,
+    /// Whether the server answers `whoami` with the socket's public id (every namespace of
+    /// `ioscale-node` does); without it the socket is known by its `socket.id`.
+    pub whoami: bool,
 }
 
 impl ConnectOpts {
@@ -73,7 +76,15 @@ impl ConnectOpts {
             reconnection: false,
             timeout: Duration::from_secs(10),
             share_with: None,
+            whoami: true,
         }
+    }
+
+    /// For a server that is not `ioscale-node` (no `whoami`): the socket is known by its
+    /// `socket.id`.
+    pub fn without_whoami(mut self) -> Self {
+        self.whoami = false;
+        self
     }
 
     /// Multiplexes the namespace on `client`'s Engine.IO connection, as a
@@ -314,7 +325,8 @@ impl Agent {
     }
 
     /// Connects a new client named `client` to `url` (a node's `http://IP:PORT`)
-    /// and returns its socket id.
+    /// and returns its public id (the node's `whoami` answer; its `socket.id` without
+    /// [`ConnectOpts::whoami`]).
     ///
     /// # Errors
     /// If the connection fails or times out.
@@ -327,6 +339,7 @@ impl Agent {
             "transports": opts.transport.names(),
             "reconnection": opts.reconnection,
             "timeout_ms": timeout_ms,
+            "whoami": opts.whoami,
         });
         if let Some(auth) = &opts.auth {
             params["auth"] = auth.clone();

@@ -24,8 +24,9 @@ pub const SETTLE: Duration = Duration::from_millis(300);
 pub struct Client {
     /// The agent's name for it.
     pub name: String,
-    /// Its socket id.
-    pub sid: String,
+    /// Its public id (what the node's `whoami` answers, and what other clients and the
+    /// server API see); its `socket.id` is the session id, which only it knows.
+    pub id: String,
     /// Index of the node it is connected to.
     pub node: usize,
     /// Its namespace.
@@ -50,12 +51,12 @@ pub async fn connect_spread(
         let node = i % cluster.nodes().len();
         let name = format!("{prefix}{i}");
         let opts = ConnectOpts::new(transport).namespace(namespace);
-        let sid = agent
+        let id = agent
             .connect(&name, &cluster.node(node).url(), &opts)
             .await?;
         clients.push(Client {
             name,
-            sid,
+            id,
             node,
             namespace: namespace.to_owned(),
         });
@@ -126,9 +127,9 @@ pub async fn expect_none(agent: &Agent, clients: &[Client], event: &str) -> Resu
     Ok(())
 }
 
-/// Socket ids of `clients`, sorted.
+/// Public ids of `clients`, sorted.
 pub fn sids(clients: &[&Client]) -> BTreeSet<String> {
-    clients.iter().map(|c| c.sid.clone()).collect()
+    clients.iter().map(|c| c.id.clone()).collect()
 }
 
 /// `/pubsub` across two nodes: a client on `from` and one on `to` join room `r`, the first

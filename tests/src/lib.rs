@@ -31,6 +31,7 @@ pub mod http;
 pub mod lb;
 pub mod logs;
 pub mod node;
+pub mod protocol;
 pub mod py;
 pub mod redis;
 pub mod rooms;

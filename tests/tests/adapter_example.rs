@@ -45,7 +45,7 @@ async fn a_message_sent_through_one_process_reaches_the_client_of_the_other() ->
         let two = ExampleProc::start(&logs, "chat", "chat-2", free_port()?, &env).await?;
         let agent = Agent::spawn_in(&logs).await?;
 
-        let ws = ConnectOpts::new(Transport::Websocket);
+        let ws = ConnectOpts::new(Transport::Websocket).without_whoami();
         agent.connect("alice", &one.url(), &ws).await?;
         agent.connect("bob", &two.url(), &ws).await?;
         name(&agent, "alice", "alice", "bob").await?;

@@ -22,7 +22,7 @@ async fn named_rooms(
     ns: &str,
     clients: &[Client],
 ) -> Result<BTreeSet<String>> {
-    let sids: BTreeSet<&str> = clients.iter().map(|c| c.sid.as_str()).collect();
+    let sids: BTreeSet<&str> = clients.iter().map(|c| c.id.as_str()).collect();
     Ok(cluster
         .api(via)
         .rooms(ns)
@@ -65,11 +65,11 @@ async fn returns_all_rooms_across_several_nodes() -> Result<()> {
         let agent = Agent::spawn().await?;
         let clients = connect_spread(&cluster, &agent, Transport::Websocket, "/", "c", 3).await?;
         let api = cluster.api(0);
-        api.join(&Selector::sockets([&clients[0].sid]), &["room-a", "shared"])
+        api.join(&Selector::sockets([&clients[0].id]), &["room-a", "shared"])
             .await?;
-        api.join(&Selector::sockets([&clients[1].sid]), &["room-b", "shared"])
+        api.join(&Selector::sockets([&clients[1].id]), &["room-b", "shared"])
             .await?;
-        api.join(&Selector::sockets([&clients[2].sid]), &["room-c"])
+        api.join(&Selector::sockets([&clients[2].id]), &["room-c"])
             .await?;
 
         expect_rooms(
@@ -80,7 +80,7 @@ async fn returns_all_rooms_across_several_nodes() -> Result<()> {
         )
         .await?;
 
-        api.leave(&Selector::sockets([&clients[1].sid]), &["room-b"])
+        api.leave(&Selector::sockets([&clients[1].id]), &["room-b"])
             .await?;
         expect_rooms(&cluster, "/", &clients, &["room-a", "room-c", "shared"]).await?;
 
@@ -112,7 +112,7 @@ async fn returns_rooms_of_the_requested_namespace_only() -> Result<()> {
         api.join(&Selector::all().namespace("/custom"), &["custom-room"])
             .await?;
         api.join(
-            &Selector::sockets([&custom[2].sid]).namespace("/custom"),
+            &Selector::sockets([&custom[2].id]).namespace("/custom"),
             &["custom-only-c"],
         )
         .await?;

@@ -32,7 +32,7 @@ fn mixed_payload() -> Vec<Value> {
 /// Makes `members` join `room` through node 0, so a following emit through
 /// node 0 is guaranteed to see the membership.
 async fn join(cluster: &Cluster, members: &[&Client], room: &str) -> Result<()> {
-    let ids: Vec<&str> = members.iter().map(|c| c.sid.as_str()).collect();
+    let ids: Vec<&str> = members.iter().map(|c| c.id.as_str()).collect();
     cluster.api(0).join(&Selector::sockets(ids), &[room]).await
 }
 
@@ -145,7 +145,7 @@ async fn broadcasts_to_a_single_client(transport: Transport) -> Result<()> {
 
     cluster
         .api(0)
-        .emit(&Emit::new("test", vec![json!("just you")]).to([target.sid.as_str()]))
+        .emit(&Emit::new("test", vec![json!("just you")]).to([target.id.as_str()]))
         .await?;
 
     expect_delivery(

@@ -68,7 +68,7 @@ async fn broadcasts_with_multiple_acknowledgements(transport: Transport) -> Resu
     answer_with_names(&agent, &clients, "test").await?;
     let expected: BTreeMap<String, Value> = clients
         .iter()
-        .map(|c| (c.sid.clone(), json!(c.name)))
+        .map(|c| (c.id.clone(), json!(c.name)))
         .collect();
 
     for round in 0..2 {
@@ -123,7 +123,7 @@ async fn broadcasts_with_multiple_acknowledgements_binary_content(
     ensure!(resp.complete, "{resp:?}");
     let expected: BTreeMap<String, Value> = clients
         .iter()
-        .map(|c| (c.sid.clone(), binary(&[1, 2, 3])))
+        .map(|c| (c.id.clone(), binary(&[1, 2, 3])))
         .collect();
     ensure!(acks_by_socket(&resp)? == expected, "{resp:?}");
 
@@ -135,7 +135,7 @@ async fn broadcasts_with_multiple_acknowledgements_binary_content(
     ensure!(resp.complete, "{resp:?}");
     let expected: BTreeMap<String, Value> = clients
         .iter()
-        .map(|c| (c.sid.clone(), payload.clone()))
+        .map(|c| (c.id.clone(), payload.clone()))
         .collect();
     ensure!(acks_by_socket(&resp)? == expected, "{resp:?}");
     Ok(())
@@ -197,7 +197,7 @@ async fn broadcasts_with_multiple_acknowledgements_timeout(transport: Transport)
     ensure!(!resp.complete, "a client did not ack: {resp:?}");
     let expected: BTreeMap<String, Value> = clients[..2]
         .iter()
-        .map(|c| (c.sid.clone(), json!(c.name)))
+        .map(|c| (c.id.clone(), json!(c.name)))
         .collect();
     ensure!(acks_by_socket(&resp)? == expected, "partial acks: {resp:?}");
     // The silent one is listed with a stable code, not the transport's error text.
@@ -207,7 +207,7 @@ async fn broadcasts_with_multiple_acknowledgements_timeout(transport: Transport)
         .map(|e| (e.socket.as_str(), e.error.as_deref()))
         .collect();
     ensure!(
-        errors == [(clients[2].sid.as_str(), Some("timeout"))],
+        errors == [(clients[2].id.as_str(), Some("timeout"))],
         "the silent client's error: {resp:?}"
     );
     ensure!(
@@ -229,7 +229,7 @@ async fn broadcasts_with_acknowledgements_to_a_room(transport: Transport) -> Res
     let clients = connect_spread(&cluster, &agent, transport, "/", "c", 6).await?;
     answer_with_names(&agent, &clients, "test").await?;
     let members = [&clients[1], &clients[5]];
-    let ids: Vec<&str> = members.iter().map(|c| c.sid.as_str()).collect();
+    let ids: Vec<&str> = members.iter().map(|c| c.id.as_str()).collect();
     cluster
         .api(0)
         .join(&ioscale_cluster_tests::Selector::sockets(ids), &["room1"])
@@ -243,7 +243,7 @@ async fn broadcasts_with_acknowledgements_to_a_room(transport: Transport) -> Res
     ensure!(resp.complete, "{resp:?}");
     let expected: BTreeMap<String, Value> = members
         .iter()
-        .map(|c| (c.sid.clone(), json!(c.name)))
+        .map(|c| (c.id.clone(), json!(c.name)))
         .collect();
     ensure!(acks_by_socket(&resp)? == expected, "{resp:?}");
     ensure!(

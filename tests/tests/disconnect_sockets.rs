@@ -106,7 +106,7 @@ async fn makes_the_matching_socket_instances_disconnect(transport: Transport) ->
     cluster
         .api(0)
         .join(
-            &Selector::sockets([&clients[0].sid, &clients[4].sid]),
+            &Selector::sockets([&clients[0].id, &clients[4].id]),
             &["room1"],
         )
         .await?;
@@ -125,7 +125,7 @@ async fn makes_the_given_socket_instance_disconnect(transport: Transport) -> Res
     ensure!(target.node == 2);
     cluster
         .api(0)
-        .disconnect(&Selector::sockets([&target.sid]))
+        .disconnect(&Selector::sockets([&target.id]))
         .await?;
     let kept: Vec<&Client> = clients.iter().filter(|c| c.name != target.name).collect();
     expect_disconnected(&agent, &[target], &kept).await?;

@@ -52,7 +52,7 @@ async fn returns_all_socket_instances(transport: Transport) -> Result<()> {
     let ids = cluster.node_ids();
     let want: BTreeMap<String, String> = clients
         .iter()
-        .map(|c| (c.sid.clone(), ids[c.node].clone()))
+        .map(|c| (c.id.clone(), ids[c.node].clone()))
         .collect();
 
     for via in 0..3 {
@@ -121,18 +121,18 @@ async fn returns_a_single_socket_instance(transport: Transport) -> Result<()> {
     );
     cluster
         .api(1)
-        .join(&Selector::sockets([&target.sid]), &["room1", "room2"])
+        .join(&Selector::sockets([&target.id]), &["room1", "room2"])
         .await?;
 
-    let want_rooms: BTreeSet<String> = [target.sid.clone(), "room1".into(), "room2".into()].into();
+    let want_rooms: BTreeSet<String> = [target.id.clone(), "room1".into(), "room2".into()].into();
     let rooms_of = |s: &SocketInfo| s.rooms.iter().cloned().collect::<BTreeSet<_>>();
-    let got = sockets_until(&cluster, 2, "/", &[&target.sid], |got| {
+    let got = sockets_until(&cluster, 2, "/", &[&target.id], |got| {
         got.len() == 1 && rooms_of(&got[0]) == want_rooms && got[0].data.get("n") == Some(&json!(2))
     })
     .await?;
     let s = &got[0];
     ensure!(
-        s.id == target.sid && s.node == cluster.node(0).node_id(),
+        s.id == target.id && s.node == cluster.node(0).node_id(),
         "{s:?}"
     );
     let data = s
@@ -146,7 +146,7 @@ async fn returns_a_single_socket_instance(transport: Transport) -> Result<()> {
     ensure!(data.get("bin") == Some(&json!([1, 2])), "{s:?}");
 
     // The other sockets' data is untouched.
-    let others = cluster.api(2).sockets("/", &[&clients[1].sid]).await?;
+    let others = cluster.api(2).sockets("/", &[&clients[1].id]).await?;
     ensure!(others.len() == 1, "{others:?}");
     ensure!(
         others[0].data.get("user").is_none() && others[0].data.get("n").is_none(),
@@ -155,7 +155,7 @@ async fn returns_a_single_socket_instance(transport: Transport) -> Result<()> {
     // Filtering by a room returns exactly its one member.
     let in_room = cluster.api(1).sockets("/", &["room2"]).await?;
     ensure!(
-        in_room.len() == 1 && in_room[0].id == target.sid,
+        in_room.len() == 1 && in_room[0].id == target.id,
         "{in_room:?}"
     );
     Ok(())
@@ -168,8 +168,8 @@ async fn returns_sockets_of_the_requested_namespace_only(transport: Transport) -
     let root = connect_spread(&cluster, &agent, transport, "/", "root", 3).await?;
     let custom = connect_spread(&cluster, &agent, transport, "/custom", "custom", 3).await?;
     let ids = |v: &[SocketInfo]| v.iter().map(|s| s.id.clone()).collect::<BTreeSet<_>>();
-    let want_root: BTreeSet<String> = root.iter().map(|c| c.sid.clone()).collect();
-    let want_custom: BTreeSet<String> = custom.iter().map(|c| c.sid.clone()).collect();
+    let want_root: BTreeSet<String> = root.iter().map(|c| c.id.clone()).collect();
+    let want_custom: BTreeSet<String> = custom.iter().map(|c| c.id.clone()).collect();
     for via in 0..3 {
         let got_root = cluster.api(via).sockets("/", &[]).await?;
         let got_custom = cluster.api(via).sockets("/custom", &[]).await?;
@@ -191,7 +191,7 @@ async fn returns_sockets_of_the_requested_namespace_only(transport: Transport) -
             Duration::from_secs(5),
         )
         .await?;
-    let got = sockets_until(&cluster, 0, "/custom", &[&custom[1].sid], |g| {
+    let got = sockets_until(&cluster, 0, "/custom", &[&custom[1].id], |g| {
         g.len() == 1 && g[0].data.get("k") == Some(&Value::from("v"))
     })
     .await?;

@@ -57,7 +57,7 @@ async fn wait_node_gone(
 }
 
 fn sid_set<'a>(clients: impl IntoIterator<Item = &'a Client>) -> BTreeSet<String> {
-    clients.into_iter().map(|c| c.sid.clone()).collect()
+    clients.into_iter().map(|c| c.id.clone()).collect()
 }
 
 fn sid_set_from(sockets: &[SocketInfo]) -> BTreeSet<String> {
@@ -67,7 +67,7 @@ fn sid_set_from(sockets: &[SocketInfo]) -> BTreeSet<String> {
 /// Makes every client join [`EVERYONE`] through node 0 and waits until every
 /// node sees all of them in it.
 async fn join_everyone(cluster: &Cluster, clients: &[Client]) -> Result<()> {
-    let ids: Vec<&str> = clients.iter().map(|c| c.sid.as_str()).collect();
+    let ids: Vec<&str> = clients.iter().map(|c| c.id.as_str()).collect();
     cluster
         .api(0)
         .join(&Selector::sockets(ids), &[EVERYONE])
@@ -314,7 +314,7 @@ async fn sigterm_leaves_the_cluster_gracefully() -> Result<()> {
                 .await?;
             survivors.push(Client {
                 name: name.into(),
-                sid,
+                id: sid,
                 node,
                 namespace: "/".into(),
             });
@@ -331,7 +331,7 @@ async fn sigterm_leaves_the_cluster_gracefully() -> Result<()> {
             let sid = agent.connect(name, &cluster.node(2).url(), &opts).await?;
             everyone.push(Client {
                 name: name.into(),
-                sid,
+                id: sid,
                 node: 2,
                 namespace: "/".into(),
             });

@@ -64,7 +64,7 @@ async fn connect_one(
     tokio::time::sleep(SETTLE).await;
     Ok(Client {
         name: name.to_owned(),
-        sid,
+        id: sid,
         node,
         namespace: NS.into(),
     })
@@ -221,13 +221,13 @@ async fn nickname_is_visible_on_every_node(t: Transport) -> Result<()> {
     let a = ack(&agent, &c[2], "nicknames", vec![]).await?;
     ensure!(
         a == [
-            json!({"nicknames": [{"id": c[0].sid, "node": "node-a", "nickname": "tobi"}],
+            json!({"nicknames": [{"id": c[0].id, "node": "node-a", "nickname": "tobi"}],
                      "missing_nodes": []})
         ],
         "nicknames from node C: {a:?}"
     );
     let sockets = cluster.api(1).sockets(NS, &[]).await?;
-    let tobi = sockets.iter().find(|s| s.id == c[0].sid);
+    let tobi = sockets.iter().find(|s| s.id == c[0].id);
     ensure!(
         tobi.is_some_and(|s| s.data == json!({"nickname": "tobi"}) && s.node == "node-a"),
         "GET /api/v1/sockets on node B: {sockets:?}"
@@ -252,8 +252,8 @@ async fn nickname_is_visible_on_every_node(t: Transport) -> Result<()> {
     }
     let a = ack(&agent, &c[2], "nicknames", vec![]).await?;
     let mut want = vec![
-        json!({"id": c[0].sid, "node": "node-a", "nickname": "tobi"}),
-        json!({"id": c[1].sid, "node": "node-b", "nickname": "ferret"}),
+        json!({"id": c[0].id, "node": "node-a", "nickname": "tobi"}),
+        json!({"id": c[1].id, "node": "node-b", "nickname": "ferret"}),
     ];
     want.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     ensure!(
@@ -268,7 +268,7 @@ async fn nickname_is_visible_on_every_node(t: Transport) -> Result<()> {
         .await?;
     let a = ack(&agent, &c[2], "nicknames", vec![]).await?;
     ensure!(
-        a[0]["nicknames"] == json!([{"id": c[1].sid, "node": "node-b", "nickname": "ferret"}]),
+        a[0]["nicknames"] == json!([{"id": c[1].id, "node": "node-b", "nickname": "ferret"}]),
         "nicknames after tobi left: {a:?}"
     );
     Ok(())
@@ -286,7 +286,7 @@ async fn chat_and_news_share_one_connection(t: Transport) -> Result<()> {
         let url = cluster.node(i).url();
         let c_name = format!("{name}-chat");
         let n_name = format!("{name}-news");
-        let c_sid = agent
+        let c_id = agent
             .connect(&c_name, &url, &ConnectOpts::new(t).namespace("/chat"))
             .await?;
         // Its own broadcast and its greeting (sent after the broadcast), then
@@ -295,7 +295,7 @@ async fn chat_and_news_share_one_connection(t: Transport) -> Result<()> {
             .wait_count(&c_name, "a message", 2, EVENT_TIMEOUT)
             .await?;
         tokio::time::sleep(SETTLE).await;
-        let n_sid = agent
+        let n_id = agent
             .connect(
                 &n_name,
                 &url,
@@ -303,21 +303,21 @@ async fn chat_and_news_share_one_connection(t: Transport) -> Result<()> {
             )
             .await?;
         let (cs, ns) = (agent.state(&c_name).await?, agent.state(&n_name).await?);
-        // (socketioxide gives a client's sockets the Engine.IO session id in
-        // every namespace, so the socket ids are equal too.)
+        // (Each namespace's socket has a public id of its own: only the session is
+        // shared.)
         ensure!(
             cs.engine_id.is_some() && cs.engine_id == ns.engine_id,
             "/chat and /news must share one Engine.IO connection: {cs:?} {ns:?}"
         );
         chat.push(Client {
             name: c_name,
-            sid: c_sid,
+            id: c_id,
             node: i,
             namespace: "/chat".into(),
         });
         news.push(Client {
             name: n_name,
-            sid: n_sid,
+            id: n_id,
             node: i,
             namespace: "/news".into(),
         });
@@ -366,7 +366,7 @@ async fn chat_and_news_share_one_connection(t: Transport) -> Result<()> {
         &chat,
         &[&chat[1], &chat[2]],
         "hi!",
-        Some(&[json!({"from": chat[0].sid})]),
+        Some(&[json!({"from": chat[0].id})]),
     )
     .await?;
     expect_none(&agent, &news, "hi!").await?;
@@ -424,12 +424,12 @@ async fn acknowledgements_carry_data_both_ways(t: Transport) -> Result<()> {
         &agent,
         &c[0],
         "ask",
-        vec![json!({"to": c[2].sid, "question": "what?"})],
+        vec![json!({"to": c[2].id, "question": "what?"})],
     )
     .await?;
     ensure!(
         a == [
-            json!({"answers": [{"socket": c[2].sid, "node": "node-c", "answer": {"answer": 42}}],
+            json!({"answers": [{"socket": c[2].id, "node": "node-c", "answer": {"answer": 42}}],
                      "unanswered": [], "complete": true, "missing_nodes": []})
         ],
         "ask c2: {a:?}"
@@ -457,9 +457,9 @@ async fn acknowledgements_carry_data_both_ways(t: Transport) -> Result<()> {
     let from = |sid: &str| answers.iter().find(|x| x["socket"] == sid).cloned();
     ensure!(
         answers.len() == 2
-            && from(&c[1].sid)
+            && from(&c[1].id)
                 .is_some_and(|x| x["answer"] == binary(&[1, 2, 3]) && x["node"] == "node-b")
-            && from(&c[2].sid).is_some_and(|x| x["answer"] == json!({"answer": 42}))
+            && from(&c[2].id).is_some_and(|x| x["answer"] == json!({"answer": 42}))
             && a[0]["complete"] == true,
         "ask panel: {a:?}"
     );
@@ -472,13 +472,13 @@ async fn acknowledgements_carry_data_both_ways(t: Transport) -> Result<()> {
         &agent,
         &c[0],
         "ask",
-        vec![json!({"to": c[1].sid, "question": 1})],
+        vec![json!({"to": c[1].id, "question": 1})],
     )
     .await?;
     ensure!(
         a[0]["answers"] == json!([])
             && a[0]["complete"] == false
-            && a[0]["unanswered"][0]["socket"] == c[1].sid.as_str()
+            && a[0]["unanswered"][0]["socket"] == c[1].id.as_str()
             // A code, not the transport's error text.
             && a[0]["unanswered"][0]["error"] == "timeout",
         "ask a silent socket: {a:?}"
@@ -525,7 +525,7 @@ async fn broadcast_reaches_everyone_but_the_sender(t: Transport) -> Result<()> {
         &c,
         &[&c[0], &c[2]],
         "shout",
-        Some(&[json!({"from": c[1].sid, "data": {"x": 1}})]),
+        Some(&[json!({"from": c[1].id, "data": {"x": 1}})]),
     )
     .await
 }
@@ -567,7 +567,7 @@ async fn rooms_join_to_and_in(t: Transport) -> Result<()> {
         &all,
         &[&c[2]],
         "room message",
-        Some(&[json!({"from": c[0].sid, "room": "room1", "data": "x"})]),
+        Some(&[json!({"from": c[0].id, "room": "room1", "data": "x"})]),
     )
     .await?;
     // `in`: every member, the sender included; a non-member may send to it.
@@ -611,7 +611,7 @@ async fn rooms_join_to_and_in(t: Transport) -> Result<()> {
     expect_counts(&agent, "room message", &[(&c[0], 3), (&c[2], 3)]).await?;
 
     // Bad rooms, including another socket's own room.
-    for bad in [json!(""), json!(5), json!(c[1].sid), json!("r".repeat(257))] {
+    for bad in [json!(""), json!(5), json!(c[1].id), json!("r".repeat(257))] {
         let a = ack(&agent, &c[0], "join", vec![bad.clone()]).await?;
         ensure!(is_error_ack(&a), "join {bad}: {a:?}");
     }
@@ -651,7 +651,7 @@ async fn volatile_bieber_tweets(t: Transport) -> Result<()> {
     // until c0 and c2 (on another node) have each heard one.
     let ours = |got: &[Vec<Value>]| -> Vec<String> {
         got.iter()
-            .filter(|a| a.first().is_some_and(|t| t["from"] == c[0].sid.as_str()))
+            .filter(|a| a.first().is_some_and(|t| t["from"] == c[0].id.as_str()))
             .filter_map(|a| a[0]["text"].as_str().map(str::to_owned))
             .collect()
     };

@@ -75,7 +75,7 @@ async fn cluster_works_over_a_sharded_redis_cluster() -> Result<()> {
 
         // Join through C's API, wait until A sees the room, broadcast from A.
         let members = [&clients[0], &clients[4], &clients[5]];
-        let member_ids: Vec<&str> = members.iter().map(|c| c.sid.as_str()).collect();
+        let member_ids: Vec<&str> = members.iter().map(|c| c.id.as_str()).collect();
         cluster.api(2).join(&Selector::sockets(member_ids.clone()), &["room1"]).await?;
         let want: BTreeSet<String> = member_ids.iter().map(|s| (*s).to_owned()).collect();
         let api_a = cluster.api(0);
@@ -98,20 +98,20 @@ async fn cluster_works_over_a_sharded_redis_cluster() -> Result<()> {
         );
 
         // Everyone joins a room through A.
-        let ids: Vec<&str> = clients.iter().map(|c| c.sid.as_str()).collect();
+        let ids: Vec<&str> = clients.iter().map(|c| c.id.as_str()).collect();
         cluster.api(0).join(&Selector::sockets(ids), &[EVERYONE]).await?;
 
         // Fetch sockets with data, from B: node, rooms and data of each.
         let expected: BTreeMap<String, (String, Vec<String>, serde_json::Value)> = clients
             .iter()
             .map(|c| {
-                let mut rooms = vec![c.sid.clone(), EVERYONE.to_owned()];
-                if members.iter().any(|m| m.sid == c.sid) {
+                let mut rooms = vec![c.id.clone(), EVERYONE.to_owned()];
+                if members.iter().any(|m| m.id == c.id) {
                     rooms.push("room1".to_owned());
                 }
                 rooms.sort();
                 let node = cluster.node(c.node).node_id().to_owned();
-                (c.sid.clone(), (node, rooms, json!({"name": c.name})))
+                (c.id.clone(), (node, rooms, json!({"name": c.name})))
             })
             .collect();
         for (label, rooms) in [("fetch sockets (all)", &[][..]), ("fetch sockets (room everyone)", &[EVERYONE][..])] {
@@ -136,7 +136,7 @@ async fn cluster_works_over_a_sharded_redis_cluster() -> Result<()> {
         ] {
             let Some(r) = checks.ok(cluster.api(2).emit_with_ack(&emit, 4000).await, label) else { continue };
             let acked: BTreeSet<String> = r.acks.iter().map(|a| a.socket.clone()).collect();
-            let want: BTreeSet<String> = clients.iter().map(|c| c.sid.clone()).collect();
+            let want: BTreeSet<String> = clients.iter().map(|c| c.id.clone()).collect();
             checks.check(
                 acked == want
                     && r.acks.len() == 6

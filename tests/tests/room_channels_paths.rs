@@ -154,7 +154,7 @@ async fn api_joins_are_room_channels_and_multi_room_broadcasts_deliver_once() ->
         let room = channel("/", "api-room");
 
         // Joined through C, for sockets of A and B: confirmed once they are subscribed.
-        cluster.api(2).join(&Selector::sockets([&x[0].sid, &x[1].sid]), &["api-room"]).await?;
+        cluster.api(2).join(&Selector::sockets([&x[0].id, &x[1].id]), &["api-room"]).await?;
         let n = numsub1(port, &room).await?;
         checks.check(n == 2, || format!("NUMSUB {room} right after the join: {n}"));
 
@@ -176,9 +176,9 @@ async fn api_joins_are_room_channels_and_multi_room_broadcasts_deliver_once() ->
 
         // Several rooms. A: x0 {r1}. B: x1 {r1, r2}, x4 {r2}. C: x2 {r2, r3}, x5 {}.
         let api_b = cluster.api(1);
-        api_b.join(&Selector::sockets([&x[0].sid, &x[1].sid]), &["r1"]).await?;
-        api_b.join(&Selector::sockets([&x[1].sid, &x[4].sid, &x[2].sid]), &["r2"]).await?;
-        api_b.join(&Selector::sockets([&x[2].sid]), &["r3"]).await?;
+        api_b.join(&Selector::sockets([&x[0].id, &x[1].id]), &["r1"]).await?;
+        api_b.join(&Selector::sockets([&x[1].id, &x[4].id, &x[2].id]), &["r2"]).await?;
+        api_b.join(&Selector::sockets([&x[2].id]), &["r3"]).await?;
         let before = RoomCounters::of_nodes(&cluster, &[0, 1, 2]).await?;
         cluster.api(0).emit(&Emit::new("multi", vec![json!("m")]).to(["r1", "r2", "r3"])).await?;
         for i in [0, 1, 2, 4] {
@@ -208,16 +208,16 @@ async fn api_joins_are_room_channels_and_multi_room_broadcasts_deliver_once() ->
 
         // socketsLeave through C of B's member: B unsubscribes after the delay.
         let before_b = RoomCounters::of(&cluster, 1).await?;
-        cluster.api(2).leave(&Selector::sockets([&x[1].sid]), &["api-room"]).await?;
+        cluster.api(2).leave(&Selector::sockets([&x[1].id]), &["api-room"]).await?;
         let left = Instant::now();
         checks.ok(expect_unsubscribed_in_time(port, &room, 1, left).await, "B unsubscribes api-room after socketsLeave");
         let d = RoomCounters::of(&cluster, 1).await?.since(&before_b);
         checks.check(d.unsubscribes == 1.0, || format!("B's counters after socketsLeave: {d:?}"));
         // Leave and join again within the delay, through two other nodes: A keeps the channel.
         let before_a = RoomCounters::of(&cluster, 0).await?;
-        cluster.api(1).leave(&Selector::sockets([&x[0].sid]), &["api-room"]).await?;
+        cluster.api(1).leave(&Selector::sockets([&x[0].id]), &["api-room"]).await?;
         tokio::time::sleep(TEST_DELAY / 2).await;
-        cluster.api(2).join(&Selector::sockets([&x[0].sid]), &["api-room"]).await?;
+        cluster.api(2).join(&Selector::sockets([&x[0].id]), &["api-room"]).await?;
         tokio::time::sleep(TEST_DELAY * 3).await;
         let d = RoomCounters::of(&cluster, 0).await?.since(&before_a);
         let n = numsub1(port, &room).await?;

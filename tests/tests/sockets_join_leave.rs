@@ -93,7 +93,7 @@ async fn makes_the_matching_socket_instances_join_the_specified_room(
     let (cluster, agent, clients) = setup(transport).await?;
     let api = cluster.api(0);
     api.join(
-        &Selector::sockets([&clients[0].sid, &clients[2].sid]),
+        &Selector::sockets([&clients[0].id, &clients[2].id]),
         &["room1"],
     )
     .await?;
@@ -111,19 +111,19 @@ async fn makes_the_given_socket_instance_join_the_specified_room(
     // Requested through node A for a socket living on node B.
     cluster
         .api(0)
-        .join(&Selector::sockets([&clients[1].sid]), &["room3"])
+        .join(&Selector::sockets([&clients[1].id]), &["room3"])
         .await?;
     expect_room_broadcast(&cluster, &agent, &clients, 0, "room3", &[&clients[1]]).await?;
     expect_room_members(&cluster, "room3", &[&clients[1]]).await?;
     // Its room list now holds its own-id room and room3, and nothing else.
-    let info = cluster.api(2).sockets("/", &[&clients[1].sid]).await?;
+    let info = cluster.api(2).sockets("/", &[&clients[1].id]).await?;
     let rooms: BTreeSet<&str> = info
         .iter()
         .flat_map(|s| s.rooms.iter().map(String::as_str))
         .collect();
-    let want: BTreeSet<&str> = [clients[1].sid.as_str(), "room3"].into();
+    let want: BTreeSet<&str> = [clients[1].id.as_str(), "room3"].into();
     if info.len() != 1 || rooms != want {
-        bail!("socket info for {}: {info:?}", clients[1].sid);
+        bail!("socket info for {}: {info:?}", clients[1].id);
     }
     Ok(())
 }
@@ -152,7 +152,7 @@ async fn makes_the_matching_socket_instances_leave_the_specified_room(
     let api = cluster.api(0);
     api.join(&Selector::all(), &["room1"]).await?;
     api.join(
-        &Selector::sockets([&clients[0].sid, &clients[2].sid]),
+        &Selector::sockets([&clients[0].id, &clients[2].id]),
         &["room2"],
     )
     .await?;
@@ -170,7 +170,7 @@ async fn makes_the_given_socket_instance_leave_the_specified_room(
     let (cluster, agent, clients) = setup(transport).await?;
     let api = cluster.api(2);
     api.join(&Selector::all(), &["room1"]).await?;
-    api.leave(&Selector::sockets([&clients[1].sid]), &["room1"])
+    api.leave(&Selector::sockets([&clients[1].id]), &["room1"])
         .await?;
     let members = [&clients[0], &clients[2]];
     expect_room_broadcast(&cluster, &agent, &clients, 2, "room1", &members).await?;

@@ -46,9 +46,9 @@ async fn stray_subscriber_neither_delays_requests_nor_breaks_nodes() -> Result<(
         for c in &clients {
             agent.set_ack_reply(&c.name, "ask", AckReply::Echo).await?;
         }
-        let ids: Vec<&str> = clients.iter().map(|c| c.sid.as_str()).collect();
+        let ids: Vec<&str> = clients.iter().map(|c| c.id.as_str()).collect();
         cluster.api(0).join(&Selector::sockets(ids), &[EVERYONE]).await?;
-        let all_sids: BTreeSet<String> = clients.iter().map(|c| c.sid.clone()).collect();
+        let all_sids: BTreeSet<String> = clients.iter().map(|c| c.id.clone()).collect();
         let mut checks = Checks::new();
 
         // --- Requests complete promptly, from every node.

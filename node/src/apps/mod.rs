@@ -3,6 +3,7 @@
 //! recipes on `/readme`, `/chat` and `/news`. The core imports none of them.
 
 pub mod chat;
+pub mod conformance;
 pub mod models;
 pub mod readme_features;
 
@@ -17,6 +18,10 @@ pub struct AppsConfig {
     /// The CRUD dialects'.
     #[command(flatten)]
     pub models: models::ModelConfig,
+    /// Serve the Socket.IO protocol test contract on `/` and `/custom` (see `conformance`)
+    /// instead of the seed applications.
+    #[arg(long, env = "IOSCALE_CONFORMANCE")]
+    pub conformance: bool,
 }
 
 /// The seed applications, configured.
@@ -24,6 +29,9 @@ pub struct AppsConfig {
 /// # Errors
 /// The first flag an application cannot work with.
 pub fn seeds(config: &AppsConfig) -> Result<Vec<Box<dyn Application>>, ConfigError> {
+    if config.conformance {
+        return Ok(vec![Box::new(conformance::Conformance)]);
+    }
     config.chat.validate()?;
     let crud = models::Crud::new(&config.models).map_err(|e| ConfigError::new(e.to_string()))?;
     Ok(vec![

@@ -191,13 +191,13 @@ async fn run(
             let id = target_id(r, op)?;
             let item = item_object(r.item.as_ref(), op)?;
             models
-                .update(io, s.id, c, id, item, UpdateMode::Replace)
+                .update(io, s, c, id, item, UpdateMode::Replace)
                 .await?;
             Ok(json!({"success": true}))
         }
         Op::Delete => {
             let id = target_id(r, op)?;
-            models.remove(io, s.id, c, id).await?;
+            models.remove(io, s, c, id).await?;
             Ok(json!({"success": true}))
         }
     }

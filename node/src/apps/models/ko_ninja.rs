@@ -216,13 +216,13 @@ async fn run(
             let d = object_arg(&data, "data", "update")?;
             Ok(Value::Object(
                 models
-                    .update(io, s.id, collection, id, d, UpdateMode::Merge)
+                    .update(io, s, collection, id, d, UpdateMode::Merge)
                     .await?,
             ))
         }
         KoOp::Remove => {
             let id = id_arg(&data, "remove")?;
-            models.remove(io, s.id, collection, id).await?;
+            models.remove(io, s, collection, id).await?;
             Ok(json!({"success": true}))
         }
     }

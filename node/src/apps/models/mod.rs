@@ -36,7 +36,6 @@ use serde_json::{Value, json};
 use socketioxide::{
     SocketIo,
     extract::{Event, SocketRef, State, TryData},
-    socket::Sid,
 };
 
 pub use record::{Collections, Limits, ModelError, Record, UpdateMode};
@@ -46,6 +45,7 @@ use crate::{
     app::Adapter,
     application::{Application, Setup},
     refusal::Refused,
+    session::public_id,
     sockets::Reply,
 };
 
@@ -321,7 +321,7 @@ impl Models {
             }
         };
         let id = record_id(&r);
-        publish(io, origin.id, collection, Verb::Create, id, Some(&r)).await;
+        publish(io, origin, collection, Verb::Create, id, Some(&r)).await;
         Ok(r)
     }
 
@@ -332,7 +332,7 @@ impl Models {
     pub async fn update(
         &self,
         io: &SocketIo<Adapter>,
-        origin: Sid,
+        origin: &SocketRef<Adapter>,
         collection: &str,
         id: u64,
         data: Record,
@@ -350,7 +350,7 @@ impl Models {
     pub async fn remove(
         &self,
         io: &SocketIo<Adapter>,
-        origin: Sid,
+        origin: &SocketRef<Adapter>,
         collection: &str,
         id: u64,
     ) -> Result<Record, ModelError> {
@@ -404,14 +404,15 @@ impl Verb {
 /// the write itself is done and the requester gets its answer either way.
 async fn publish(
     io: &SocketIo<Adapter>,
-    origin: Sid,
+    origin: &SocketRef<Adapter>,
     collection: &str,
     verb: Verb,
     id: u64,
     data: Option<&Record>,
 ) {
     let Some(ns) = io.of(NAMESPACE) else { return };
-    let origin = origin.to_string();
+    // The writer's own room, named by its public id.
+    let origin = public_id::of(origin);
     let mut msg = json!({"model": collection, "verb": verb.as_str(), "id": id});
     if let Some(d) = data {
         msg["data"] = Value::Object(d.clone());

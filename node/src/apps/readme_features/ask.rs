@@ -1,9 +1,7 @@
 //! The README's acknowledgement recipes: `ferret` answers through the ack, `ask` asks sockets
 //! on every node and gathers their answers.
 
-use std::str::FromStr as _;
-
-use socketioxide::socket::Sid;
+use std::collections::HashMap;
 
 use super::*;
 
@@ -48,8 +46,8 @@ pub(super) async fn ask(
         let e = format!("to must be a socket id or room of 1-{MAX_ROOM_CHARS} characters");
         return reply_error(&s, reply, "ask", e);
     }
-    // The README's recipe asks one socket by its id; any other room needs the grant.
-    if Sid::from_str(&a.to).is_err()
+    // The README's recipe asks one socket by its (public) id; any other room needs the grant.
+    if !public_id::is_shaped(&a.to)
         && let Err(e) = admission::identity(&s).grants.may_publish(&a.to)
     {
         return reply_error(&s, reply, "ask", e);
@@ -66,7 +64,7 @@ pub(super) async fn ask(
         }
     };
     let mut opts = ioscale_adapter::all_sockets();
-    opts.rooms = std::iter::once(a.to.into()).collect();
+    opts.rooms = std::iter::once(a.to.clone().into()).collect();
     let timeout = Duration::from_millis(app.config.ack_timeout_ms);
     let report = match h
         .broadcast_with_ack_report(Packet::event(NAMESPACE, value), opts, timeout)
@@ -78,7 +76,13 @@ pub(super) async fn ask(
             return reply_error(&s, reply, "ask", msg);
         }
     };
-    let (answers, unanswered) = sort_answers(report.acks, &parser);
+    // The report names sockets by session id; the asker sees public ids only. A socket that
+    // left the room since it answered is named `null`.
+    let ids = match public_id::by_session(h.as_ref(), [a.to]).await {
+        Ok(ids) => ids,
+        Err(e) => return reply_error(&s, reply, "ask", cluster_unavailable("ask", &e)),
+    };
+    let (answers, unanswered) = sort_answers(report.acks, &ids, &parser);
     reply.ack_with(&AskOut {
         answers,
         unanswered,
@@ -89,7 +93,7 @@ pub(super) async fn ask(
 
 #[derive(Serialize)]
 pub(super) struct AnswerOut {
-    socket: String,
+    socket: Option<String>,
     node: String,
     answer: ApiValue,
 }
@@ -106,11 +110,13 @@ pub(super) struct AskOut {
 /// with its own code, never a silent `null`.
 fn sort_answers(
     acks: Vec<ioscale_adapter::AckEntry>,
+    ids: &HashMap<String, String>,
     parser: &CommonParser,
 ) -> (Vec<AnswerOut>, Vec<Json>) {
     let mut answers = Vec::new();
     let mut unanswered = Vec::new();
     for entry in acks {
+        let socket = ids.get(&entry.socket).cloned();
         let answer = match entry.response {
             // The answer keeps its binary parts: it goes back as ApiValue, not JSON.
             Ok(mut v) => parser
@@ -121,12 +127,12 @@ fn sort_answers(
         };
         match answer {
             Ok(answer) => answers.push(AnswerOut {
-                socket: entry.socket,
+                socket,
                 node: entry.node,
                 answer,
             }),
             Err(code) => {
-                unanswered.push(json!({"socket": entry.socket, "node": entry.node, "error": code}))
+                unanswered.push(json!({"socket": socket, "node": entry.node, "error": code}))
             }
         }
     }

@@ -23,7 +23,7 @@ pub(super) async fn on_connect_chat(s: SocketRef<Adapter>, io: SocketIo<Adapter>
 pub(super) async fn hi(s: SocketRef<Adapter>, reply: Reply) {
     if let Err(e) = s
         .broadcast()
-        .emit("hi!", &json!({"from": s.id.to_string()}))
+        .emit("hi!", &json!({"from": public_id::of(&s)}))
         .await
     {
         tracing::debug!(error = %e, "readme: hi! partially delivered");

@@ -15,7 +15,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Deserializer, Serialize, de::SeqAccess};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use socketioxide::{
     SocketIo,
@@ -32,6 +32,7 @@ use crate::{
     joins,
     refusal::{Code, Refused},
     rooms::{self, Grants, MAX_ROOM_CHARS},
+    session::public_id,
     sockets::Reply,
     value::{ApiValue, Args},
 };
@@ -66,31 +67,6 @@ pub const MAX_MSG_CHARS: usize = 10_000;
 pub const MAX_TWEET_CHARS: usize = 280;
 
 // --- input ----------------------------------------------------------------------------------
-
-/// Every argument of an event, whatever their number (socketioxide hands a handler all the
-/// arguments only when the target type deserialises as a tuple, hence `deserialize_tuple`).
-#[derive(Debug, Clone, Default)]
-struct AllArgs(Vec<ApiValue>);
-
-impl<'de> Deserialize<'de> for AllArgs {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = AllArgs;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("event arguments")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AllArgs, A::Error> {
-                let mut out = Vec::new();
-                while let Some(v) = seq.next_element()? {
-                    out.push(v);
-                }
-                Ok(AllArgs(out))
-            }
-        }
-        d.deserialize_tuple(usize::MAX, V)
-    }
-}
 
 /// `{room, data}` of `to` and `in`.
 #[derive(Debug, Deserialize)]
@@ -380,7 +356,11 @@ async fn nicknames(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<Ap
                 .sockets
                 .into_iter()
                 .filter(|i| i.data["nickname"].is_string())
-                .map(|i| json!({"id": i.id, "node": i.node, "nickname": i.data["nickname"]}))
+                // The public id: the session id is a key to the other client's session.
+                .map(|i| {
+                    let id = public_id::in_data(&i.data);
+                    json!({"id": id, "node": i.node, "nickname": i.data["nickname"]})
+                })
                 .collect();
             list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
             reply.ack(&json!({"nicknames": list, "missing_nodes": report.missing_nodes}));
@@ -421,8 +401,9 @@ mod tests {
         assert!(room(Ok("rammstein fans".to_owned())).is_ok());
         assert!(room(Ok(String::new())).is_err());
         assert!(room(Ok("x".repeat(MAX_ROOM_CHARS + 1))).is_err());
-        // A socket id is 16 url-safe base64 characters.
+        // A session id is 16 url-safe base64 characters, a public id 22.
         assert!(room(Ok("AAAAAAAAAAAAAAAA".to_owned())).is_err());
+        assert!(room(Ok(public_id::generate())).is_err());
         assert!(room(Ok("user:bob".to_owned())).is_err());
         assert!(room(Err("invalid type".to_owned())).is_err());
         let some = Grants::new(&["fans"], &[]);
@@ -436,13 +417,5 @@ mod tests {
         assert!(text("nickname", Ok("tobi".to_owned()), 5).is_ok());
         assert!(text("nickname", Ok("   ".to_owned()), 5).is_err());
         assert!(text("nickname", Ok("toolong".to_owned()), 5).is_err());
-    }
-
-    #[test]
-    fn all_args_reads_any_number_of_arguments() {
-        let a: AllArgs = serde_json::from_str(r#"[1, "two", {"three": 3}]"#).unwrap();
-        assert_eq!(a.0.len(), 3);
-        let a: AllArgs = serde_json::from_str("[]").unwrap();
-        assert!(a.0.is_empty());
     }
 }

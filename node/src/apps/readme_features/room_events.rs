@@ -8,7 +8,7 @@ use super::*;
 pub(super) async fn shout(s: SocketRef<Adapter>, data: TryData<ApiValue>, reply: Reply) {
     let data = parsed(data).unwrap_or(ApiValue::Null);
     let out = Out {
-        from: s.id.to_string(),
+        from: public_id::of(&s),
         room: None,
         data,
     };
@@ -94,7 +94,7 @@ pub(super) async fn room_emit(
         Err(err) => return reply_error(&s, reply, event, err),
     };
     let out = Out {
-        from: s.id.to_string(),
+        from: public_id::of(&s),
         room: Some(r.clone()),
         data: e.data,
     };
@@ -126,7 +126,7 @@ pub(super) async fn tweet(
             .to(FANS_ROOM)
             .emit(
                 "bieber tweet",
-                &json!({"from": s.id.to_string(), "text": t}),
+                &json!({"from": public_id::of(&s), "text": t}),
             )
             .await
     {
@@ -138,7 +138,7 @@ pub(super) async fn tweet(
 /// `message` (…args), what `socket.send(…)` emits: echoed to the sender with the same
 /// arguments, binary included ("Using it just as a cross-browser WebSocket").
 // `_reply`: unused, but its extraction takes the event from the socket's budget.
-pub(super) async fn message(s: SocketRef<Adapter>, args: TryData<AllArgs>, _reply: Reply) {
-    let AllArgs(args) = parsed(args).unwrap_or_default();
+pub(super) async fn message(s: SocketRef<Adapter>, args: TryData<Args>, _reply: Reply) {
+    let Args(args) = parsed(args).unwrap_or_default();
     let _ = s.emit("message", &Args(args));
 }

@@ -183,12 +183,12 @@ async fn run(
             values,
         } => Ok(Value::Object(
             models
-                .update(io, s.id, &collection, id, values, UpdateMode::Merge)
+                .update(io, s, &collection, id, values, UpdateMode::Merge)
                 .await?,
         )),
-        Route::Destroy { collection, id } => Ok(Value::Object(
-            models.remove(io, s.id, &collection, id).await?,
-        )),
+        Route::Destroy { collection, id } => {
+            Ok(Value::Object(models.remove(io, s, &collection, id).await?))
+        }
     }
 }
 
