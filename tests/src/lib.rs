@@ -29,6 +29,7 @@ pub mod fixture;
 pub mod helm;
 pub mod http;
 pub mod lb;
+pub mod leaks;
 pub mod logs;
 pub mod node;
 pub mod protocol;

@@ -4,14 +4,18 @@
 //! id, not its Engine.IO session id. Then B is handed A's real session id, as a leaked log
 //! line or URL would, and tries to send as A and read A's packets, over polling and through a
 //! WebSocket upgrade, on A's node and on the other: every attempt gets Engine.IO's answer for
-//! an unknown session, nothing reaches anyone, and A goes on working. The same attempt on a
-//! node started with `--session-binding off` succeeds, which shows what the binding closes.
+//! an unknown session, nothing reaches anyone, and A goes on working; the same holds behind
+//! nginx with `--trust-proxy`. The same attempt on a node started with
+//! `--session-binding off` succeeds, which shows what the binding closes.
 
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
 use ioscale_cluster_tests::{
-    Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, SETTLE, Transport, extra::metric, with_timeout,
+    Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, SETTLE, TestLogs, Transport,
+    extra::metric,
+    lb::{LbKind, LoadBalancer},
+    with_timeout,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -227,6 +231,65 @@ async fn without_the_binding_a_leaked_session_id_sends_as_its_client() -> Result
         if seen[0] != [json!({"from": a_public, "data": SPOOF})] {
             bail!("the witness got {seen:?}");
         }
+        Ok(())
+    })
+    .await
+}
+
+/// Behind nginx (`deploy/lb`) with `--trust-proxy`, every client reaches the nodes from the
+/// balancer's address: the binding holds on the address nginx appends to `X-Forwarded-For`.
+/// B sends as A with 60 different affinity cookies, so its requests reach every node, A's
+/// included (nginx hashes the cookie), and every one of them is refused.
+#[tokio::test]
+async fn behind_a_trusted_load_balancer_the_binding_holds_on_the_forwarded_address() -> Result<()> {
+    with_timeout(async {
+        let logs = TestLogs::for_current_test()?;
+        let cluster = Cluster::builder()
+            .nodes(3)
+            .node_args(["--trust-proxy"])
+            .start()
+            .await?;
+        let addrs: Vec<_> = cluster.nodes().iter().map(|n| n.addr()).collect();
+        let lb = LoadBalancer::start(&logs, LbKind::Nginx, &addrs).await?;
+        let agent = Agent::spawn_in(&logs).await?;
+        let opts = ConnectOpts::new(Transport::Polling).namespace(NS);
+        agent.connect("a", &lb.url(), &opts).await?;
+        let a_sid = agent
+            .state("a")
+            .await?
+            .engine_id
+            .context("A's session id")?;
+
+        let mut before = Vec::new();
+        for n in cluster.nodes() {
+            before.push(metric(&n.api(), REFUSED, &[]).await?);
+        }
+        let http = http_from("127.0.0.2")?;
+        let url = polling_url(&lb.url(), Some(&a_sid));
+        for key in 0..60 {
+            let r = http
+                .post(&url)
+                .header("cookie", format!("ioscale_affinity=probe-{key}"))
+                .body(format!("42{NS},[\"shout\",\"{SPOOF}\"]"))
+                .send()
+                .await?;
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            ensure!(
+                status == 400 && body.contains("Session ID unknown"),
+                "affinity {key}: {status} {body}"
+            );
+        }
+        for (i, n) in cluster.nodes().iter().enumerate() {
+            let refused = metric(&n.api(), REFUSED, &[]).await? - before[i];
+            ensure!(refused >= 1.0, "node {i} refused {refused} of B's requests");
+        }
+        // A, through the same balancer from its own address, goes on working.
+        agent.emit("a", "shout", vec![json!("after")]).await?;
+        let ack = agent
+            .emit_with_ack("a", "nicknames", vec![], EVENT_TIMEOUT)
+            .await?;
+        ensure!(ack[0]["nicknames"].is_array(), "A's ack: {ack:?}");
         Ok(())
     })
     .await
