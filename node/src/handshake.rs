@@ -10,6 +10,7 @@ use crate::{
     app::{Adapter, App},
     joins, rooms,
     session::public_id,
+    sockets,
 };
 
 /// The connect middleware of every namespace: admits the handshake or refuses it.
@@ -30,6 +31,7 @@ pub(crate) async fn middleware(
             // made after that reaches it. The id is the public one: the session id is a key
             // to the session (see `session`).
             let mut own = vec![public_id::assign(&s)];
+            s.on("whoami", sockets::whoami);
             own.extend(identity.user.as_deref().map(rooms::user_room));
             s.extensions.insert(identity);
             joins::join(&s, &app.cluster, own).await;

@@ -56,7 +56,6 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
     app.metrics.connections.with_label_values(&[&ns, t]).inc();
     tracing::debug!(sid = %s.id, ns = %ns, transport = t, "connected");
     s.on("set-data", set_data);
-    s.on("whoami", whoami);
     s.on_disconnect(
         async move |s: SocketRef<Adapter>,
                     reason: DisconnectReason,
@@ -79,8 +78,11 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
 
 /// `whoami` (ack): `{ok: true, id}`, the socket's public id: what other clients see of it
 /// (`from` fields, member lists) and what they can address it by. Its own `socket.id` is the
-/// session id, which it must not show anyone.
-async fn whoami(s: SocketRef<Adapter>, ack: AckSender<Adapter>) {
+/// session id, which it must not show anyone. Registered by the connect middleware, before
+/// socketioxide sends CONNECT: a client asks it first thing, and socketioxide calls the connect
+/// handler only after it has queued CONNECT, so a stalled thread could let the question arrive
+/// before a handler registered there.
+pub(crate) async fn whoami(s: SocketRef<Adapter>, ack: AckSender<Adapter>) {
     let _ = ack.send(&serde_json::json!({"ok": true, "id": public_id::of(&s)}));
 }
 
