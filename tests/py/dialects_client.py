@@ -1,7 +1,9 @@
 """python-socketio as a second, independent client of the CRUD dialects (ko.ninja and Sails
 0.9) of an ioscale cluster: three clients on three nodes, a write through one node read back
 through another, and change events checked at subscribers on other nodes and not at the
-requester.
+requester. The three clients use the three ways to connect: WebSocket only (a), long-polling
+only (b), and long-polling upgraded to WebSocket (c), so every request a polling session makes
+also passes the node's session binding.
 
 Usage: dialects_client.py {ko_ninja|sails} COLLECTION URL_A URL_B URL_C
 
@@ -27,13 +29,13 @@ SETTLE = 0.3
 class Client:
     """One python-socketio client that records every event it receives."""
 
-    def __init__(self, name, url):
+    def __init__(self, name, url, transports):
         self.name = name
         self.events = []
         self.cond = threading.Condition()
         self.sio = socketio.Client(reconnection=False)
         self.sio.on("*", self._record)
-        self.sio.connect(url, transports=["websocket"], wait_timeout=10)
+        self.sio.connect(url, transports=transports, wait_timeout=10)
 
     def _record(self, event, *args):
         with self.cond:
@@ -207,7 +209,8 @@ def main():
     checks = Checks()
     clients = []
     try:
-        a, b, cc = (Client(n, u) for n, u in zip(("a", "b", "c"), urls))
+        ways = (["websocket"], ["polling"], ["polling", "websocket"])
+        a, b, cc = (Client(n, u, t) for n, u, t in zip(("a", "b", "c"), urls, ways))
         clients = [a, b, cc]
         {"ko_ninja": ko_ninja, "sails": sails}[scenario](checks, coll, a, b, cc)
     except Exception as e:  # noqa: BLE001 - any error is a failed run, reported in full

@@ -4,6 +4,10 @@
 //! shows up on the others, the history greets a late page, and refused input
 //! says why. Screenshots go to the test's log directory.
 //!
+//! The same pages also chat through each load balancer of `deploy/lb` in front of the nodes
+//! (`--trust-proxy`): long-polling, then the upgrade, every request passing the session
+//! binding, none refused.
+//!
 //! Also checks what the page is made of over plain HTTP: `GET /`, its script,
 //! and the socket.io client at `/socket.io/socket.io.js` (404 with a log line
 //! on a node that does not have it).
@@ -12,7 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use ioscale_cluster_tests::browser::{Browser, ensure_client_script};
-use ioscale_cluster_tests::{Agent, Cluster, with_timeout};
+use ioscale_cluster_tests::extra::metric;
+use ioscale_cluster_tests::lb::{LbKind, LoadBalancer};
+use ioscale_cluster_tests::{Agent, Cluster, TestLogs, with_timeout};
 
 /// Page loads, clicks and waits on a busy 2-core machine.
 const UI: Duration = Duration::from_secs(15);
@@ -106,6 +112,67 @@ async fn two_browsers_on_two_nodes_chat() -> Result<()> {
         closed
     })
     .await
+}
+
+/// Two pages opened on a load balancer's address (each lands on a node of its own choosing,
+/// pinned by the balancer's cookie) chat; no node refused any of their requests.
+#[tokio::test]
+async fn two_browsers_chat_through_each_load_balancer() -> Result<()> {
+    with_timeout(async {
+        ensure_client_script().await?;
+        let logs = TestLogs::for_current_test()?;
+        let cluster = Cluster::builder()
+            .nodes(3)
+            .node_args(["--trust-proxy"])
+            .start()
+            .await?;
+        let addrs: Vec<_> = cluster.nodes().iter().map(|n| n.addr()).collect();
+        let agent = Agent::spawn_in(&logs).await?;
+        let browser = Browser::launch(&agent).await?;
+        let mut result = Ok(());
+        for kind in [LbKind::Nginx, LbKind::Haproxy] {
+            result = match LoadBalancer::start(&logs, kind, &addrs).await {
+                Ok(lb) => chat_through(&browser, &lb, kind.name()).await,
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        let closed = browser.close().await;
+        result?;
+        closed?;
+        for (i, n) in cluster.nodes().iter().enumerate() {
+            let refused =
+                metric(&n.api(), "ioscale_http_session_binding_refused_total", &[]).await?;
+            ensure!(
+                refused == 0.0,
+                "node {i} refused {refused} of the pages' requests"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Pages `{lb}-a` and `{lb}-b` on `lb`: one writes, both show it.
+async fn chat_through(b: &Browser<'_>, lb: &LoadBalancer, name: &str) -> Result<()> {
+    let (pa, pb) = (format!("{name}-a"), format!("{name}-b"));
+    for page in [&pa, &pb] {
+        let status = b.open(page, &format!("{}/", lb.url()), UI).await?;
+        ensure!(status == 200, "page {page}: HTTP {status}");
+        b.wait_text(page, "#status", "connected", UI).await?;
+    }
+    let text = format!("hello through {name}");
+    b.fill(&pa, "#name", "alice", UI).await?;
+    b.fill(&pa, "#message", &text, UI).await?;
+    b.click(&pa, "#create", UI).await?;
+    for page in [&pa, &pb] {
+        b.wait_text(page, "#messages li", &text, UI).await?;
+        let errors = b.errors(page).await?;
+        ensure!(errors.is_empty(), "page {page} logged errors: {errors:?}");
+    }
+    Ok(())
 }
 
 /// Waits (bounded) until the form field `selector` of `page` holds `want`.
