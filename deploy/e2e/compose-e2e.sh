@@ -2,7 +2,8 @@
 # End to end: compose.yaml on a real Docker engine. Starts a private dockerd, builds the
 # images, `docker compose up --wait` of every service but grafana (see section 4), drives
 # socket.io clients through the load balancer on 127.0.0.1:8080 (check.cjs), checks that
-# Prometheus scrapes all three nodes, drains a node, and tears everything down. Prints the time
+# Prometheus scrapes all three nodes, drains a node, restarts Redis and reads back what was
+# stored before (durability.cjs), and tears everything down. Prints the time
 # of each phase. The stack runs as shipped, secure by default: the API key and the JWT secret
 # are the ones the secrets service generated, read back from node1; /pubsub is tried with a
 # token minted by `ioscale-node token` and without one; the API is called on node1's admin
@@ -198,4 +199,25 @@ E2E_BASE=http://127.0.0.1:8080 E2E_API_BASE=$admin E2E_API_KEY=$api_key E2E_TOKE
   E2E_DRAINED_NODE=node2 E2E_DRAIN_CMD="docker compose stop -t 15 node2" \
   E2E_CLIENT_MODULES=$REPO/tests/js/node_modules node deploy/e2e/check.cjs
 phase "clients through the load balancer, /pubsub with and without a token, drain of node2"
+
+# Redis's append-only file on the redis-data volume: a record, its id counter and a chat
+# message written through the load balancer are there after `docker compose restart redis`.
+durable() {
+  E2E_BASE=http://127.0.0.1:8080 E2E_CLIENT_MODULES=$REPO/tests/js/node_modules \
+    node deploy/e2e/durability.cjs "$1" "$ROOT/durability.json"
+}
+durable write
+docker compose restart redis
+# Ready again once Redis answers and the serving nodes (node2 was drained) are reconnected.
+for node in node1 node3; do
+  ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' \
+    "$(docker compose ps -q "$node")")
+  for _ in $(seq 1 60); do
+    [ "$(status "http://$ip:9100/readyz")" = 200 ] && break
+    sleep 1
+  done
+  expect 200 "$node's /readyz after the Redis restart" "http://$ip:9100/readyz"
+done
+durable verify
+phase "records, ids and chat history kept across a Redis restart"
 echo "compose e2e passed in $(($(date +%s) - t_start)) s"

@@ -322,6 +322,27 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
             arg("--maxmemory").is_some_and(|m| m.ends_with("mb") && m != "0mb"),
             "redis must be bounded by --maxmemory: {cmd:?}"
         );
+        // Durable: the records, their id counters and the chat history survive a restart.
+        ensure!(
+            arg("--appendonly") == Some("yes")
+                && arg("--appendfsync") == Some("everysec")
+                && arg("--dir") == Some("/data"),
+            "redis must keep an append-only file in /data, fsync every second: {cmd:?}"
+        );
+        let mounts: Vec<&str> = services["redis"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["target"].as_str().or_else(|| v.as_str()))
+            .collect();
+        ensure!(
+            services["redis"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| v["type"] == "volume" && v["target"] == "/data"),
+            "redis's /data must be a named volume: {mounts:?}"
+        );
 
         // No placeholder or default password in any setting of any service.
         for (name, s) in services {

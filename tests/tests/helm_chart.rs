@@ -71,6 +71,7 @@ async fn default_values_render_a_valid_cluster_with_bundled_redis() -> Result<()
             format!("PodDisruptionBudget/{full}"),
             format!("Deployment/{full}-redis"),
             format!("Service/{full}-redis"),
+            format!("PersistentVolumeClaim/{full}-redis"),
         ]
         .into_iter()
         .collect();
@@ -124,6 +125,19 @@ async fn default_values_render_a_valid_cluster_with_bundled_redis() -> Result<()
         ensure!(
             arg("--maxmemory-policy") == Some("noeviction"),
             "Redis must not evict silently: {args:?}"
+        );
+        ensure!(
+            arg("--appendonly") == Some("yes")
+                && arg("--appendfsync") == Some("everysec")
+                && arg("--dir") == Some("/data"),
+            "Redis must keep an append-only file in /data, fsync every second: {args:?}"
+        );
+        let redis_dep = find(&docs, "Deployment", &format!("{full}-redis"))?;
+        let volumes = &redis_dep["spec"]["template"]["spec"]["volumes"];
+        ensure!(
+            volumes[0]["persistentVolumeClaim"]["claimName"] == format!("{full}-redis")
+                && redis_dep["spec"]["strategy"]["type"] == "Recreate",
+            "Redis's /data must be its claim, one pod at a time: {volumes}"
         );
         ensure!(
             arg("--maxmemory").is_some_and(|m| m.ends_with("mb") && m != "0mb"),
@@ -276,7 +290,7 @@ async fn every_option_renders_valid_manifests() -> Result<()> {
 async fn bad_values_are_rejected() -> Result<()> {
     with_install_timeout(async {
         let logs = TestLogs::for_current_test()?;
-        let cases: [(&[&str], &str); 10] = [
+        let cases: [(&[&str], &str); 11] = [
             (&["--set", "replicaCount=0"], "replicaCount"),
             (&["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
             (&["--set", "replicaCout=3"], "replicaCout"),
@@ -290,6 +304,7 @@ async fn bad_values_are_rejected() -> Result<()> {
             (&["--set", "jwtSecret=short"], "jwtSecret"),
             (&["--set", "authNamespaces=pubsub"], "authNamespaces"),
             (&["--set", "redis.maxmemory=0"], "maxmemory"),
+            (&["--set", "redis.persistence.size=lots"], "size"),
             // No Redis at all: a template error, not a schema one.
             (
                 &["--set", "redis.enabled=false"],
@@ -305,6 +320,33 @@ async fn bad_values_are_rejected() -> Result<()> {
                 ),
             }
         }
+        Ok(())
+    })
+    .await
+}
+
+/// `redis.persistence.enabled=false`: no claim, the append-only file on an emptyDir (it
+/// survives a container restart, not the pod's deletion).
+#[tokio::test]
+async fn redis_without_persistence_renders_no_claim() -> Result<()> {
+    with_install_timeout(async {
+        let logs = TestLogs::for_current_test()?;
+        let args = ["--set", "redis.persistence.enabled=false"];
+        let docs = render_and_validate(&logs, "no-persistence", &args).await?;
+        let full = format!("{RELEASE}-ioscale");
+        ensure!(
+            !kinds(&docs)
+                .iter()
+                .any(|k| k.starts_with("PersistentVolumeClaim/")),
+            "no claim without persistence: {:?}",
+            kinds(&docs)
+        );
+        let redis = find(&docs, "Deployment", &format!("{full}-redis"))?;
+        let volumes = &redis["spec"]["template"]["spec"]["volumes"];
+        ensure!(
+            volumes[0]["emptyDir"].is_object(),
+            "Redis's /data must be an emptyDir: {volumes}"
+        );
         Ok(())
     })
     .await
