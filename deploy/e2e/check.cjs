@@ -78,6 +78,13 @@ function connectTo(nsp, opts) {
   });
 }
 
+// The socket's public id (what the API lists): its socket.id is the session id, never shown.
+async function publicId(socket) {
+  const res = await ack(socket, "whoami");
+  if (!res || res.ok !== true || typeof res.id !== "string") fail(`whoami answered ${JSON.stringify(res)}`);
+  return res.id;
+}
+
 function ack(socket, event, arg) {
   return new Promise((resolve) => {
     socket.timeout(5000).emit(event, arg, (err, res) => {
@@ -116,9 +123,9 @@ async function pubsub() {
     if (!c.socket) fail(`/pubsub with the minted token: connect_error ${c.error}`);
     const got = [];
     c.socket.on("msg", (m) => got.push(m));
-    members.push({ socket: c.socket, got });
+    members.push({ socket: c.socket, got, id: await publicId(c.socket) });
     const placed = new Map((await sockets("/pubsub")).map((s) => [s.id, s.node]));
-    nodes = new Set(members.map((m) => placed.get(m.socket.id)));
+    nodes = new Set(members.map((m) => placed.get(m.id)));
     if (nodes.has(undefined)) fail(`a /pubsub socket is missing from the API: ${JSON.stringify([...placed])}`);
   }
   if (nodes.size < 2) fail(`30 /pubsub clients all landed on ${[...nodes]}`);
@@ -186,6 +193,7 @@ async function ackAll(clients, tag) {
     () => clients.filter((c) => c.kind === "upgrade").every((c) => c.socket.io.engine.transport.name === "websocket"),
     15000,
   );
+  await Promise.all(clients.map(async (c) => (c.id = await publicId(c.socket))));
   let list = await sockets();
   let counts = perNode(list);
   log(`connected ${clients.length} clients, per node ${JSON.stringify(counts)}`);
@@ -198,7 +206,7 @@ async function ackAll(clients, tag) {
   log("every client acked through its session");
 
   const onDrained = new Set(list.filter((s) => s.node === DRAINED).map((s) => s.id));
-  const moving = clients.filter((c) => onDrained.has(c.socket.id));
+  const moving = clients.filter((c) => onDrained.has(c.id));
   log(`draining ${DRAINED} (${moving.length} clients): ${process.env.E2E_DRAIN_CMD}`);
   const t0 = Date.now();
   execSync(process.env.E2E_DRAIN_CMD, { stdio: "inherit" });
@@ -213,7 +221,7 @@ async function ackAll(clients, tag) {
   log(`after the drain, per node ${JSON.stringify(counts)}`);
   if (list.length !== clients.length) fail(`cluster lists ${list.length} sockets after the drain`);
   if (counts[DRAINED]) fail(`${DRAINED} still holds sockets`);
-  const moved = clients.filter((c) => c.connects !== 1 && !onDrained.has(c.socket.id) && !moving.includes(c));
+  const moved = clients.filter((c) => c.connects !== 1 && !onDrained.has(c.id) && !moving.includes(c));
   if (moved.length) fail(`clients of other nodes were disturbed: ${moved.map((c) => c.name)}`);
   await ackAll(clients, "after");
   log("every client acked after the drain");
