@@ -10,9 +10,7 @@ use base64::Engine as _;
 use ioscale_adapter::{NamespaceHandle, all_sockets};
 use rand::Rng as _;
 use serde_json::Value as Json;
-use socketioxide::extract::SocketRef;
-
-use crate::app::Adapter;
+use socketioxide::{adapter::Adapter, extract::SocketRef};
 
 /// The socket data key holding the public id; only the node writes it.
 pub const DATA_KEY: &str = "public_id";
@@ -47,7 +45,7 @@ pub fn is_shaped(s: &str) -> bool {
 }
 
 /// Gives `s` a new public id, returned; called once, at the handshake.
-pub fn assign(s: &SocketRef<Adapter>) -> String {
+pub fn assign<A: Adapter>(s: &SocketRef<A>) -> String {
     let id = generate();
     s.extensions.insert(PublicId(id.as_str().into()));
     id
@@ -55,7 +53,7 @@ pub fn assign(s: &SocketRef<Adapter>) -> String {
 
 /// The public id of `s`. A socket that somehow missed the handshake gets one now: never its
 /// session id.
-pub fn of(s: &SocketRef<Adapter>) -> String {
+pub fn of<A: Adapter>(s: &SocketRef<A>) -> String {
     match s.extensions.get::<PublicId>() {
         Some(p) => p.as_str().to_owned(),
         None => assign(s),
