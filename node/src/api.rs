@@ -227,6 +227,19 @@ fn check_rooms(rooms: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Rooms an API call may put sockets in or take them out of: any valid name but a socket's own
+/// room, shaped like a public id. The node alone puts a socket there, so it is the one room of
+/// that shape a socket is in, which is how every node reads a socket's public id back.
+fn check_joinable(rooms: &[String]) -> Result<(), ApiError> {
+    check_rooms(rooms)?;
+    if rooms.iter().any(|r| public_id::is_shaped(r)) {
+        return Err(ApiError::bad(
+            "names shaped like public ids are sockets' own rooms: the node's alone",
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmitBody {
@@ -379,8 +392,8 @@ async fn sockets(
         .map(|s| {
             // Operators see the public id, like the applications' clients: the session id is
             // a key to the session, and API answers end up in logs.
-            let (id, data) = public_id::split_data(s.data);
-            json!({"id": id, "node": s.node, "rooms": s.rooms, "data": data})
+            let id = public_id::in_rooms(&s.rooms);
+            json!({"id": id, "node": s.node, "rooms": s.rooms, "data": s.data})
         })
         .collect();
     Ok(axum::Json(
@@ -443,7 +456,7 @@ async fn join(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>)
             "join needs a non-empty \"join\" list of rooms",
         ));
     }
-    check_rooms(&b.join)?;
+    check_joinable(&b.join)?;
     target(&st, &b)?
         .join(b.join.clone())
         .await
@@ -458,7 +471,7 @@ async fn leave(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>
             "leave needs a non-empty \"leave\" list of rooms",
         ));
     }
-    check_rooms(&b.leave)?;
+    check_joinable(&b.leave)?;
     target(&st, &b)?
         .leave(b.leave.clone())
         .await

@@ -43,13 +43,12 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
     app.admission.opened();
     s.extensions
         .insert(Arc::new(EventBudget::new(app.config.event_limits())));
-    // The public id rides in the socket's data, where every node reads it back from
-    // fetchSockets answers; a user's id too (`data.user`). `set-data` can change neither.
-    let mut data = serde_json::json!({ public_id::DATA_KEY: public_id::of(s) });
+    // A user's sockets share a room on every node, and its id is visible to fetchSockets
+    // (`data.user`, which `set-data` cannot change).
     if let Some(user) = &admission::identity(s).user {
-        data[USER_KEY] = user.as_str().into();
+        let data = serde_json::json!({ USER_KEY: user });
+        app.cluster.set_socket_data(s.ns(), s.id, data);
     }
-    app.cluster.set_socket_data(s.ns(), s.id, data);
     let ns = s.ns().to_owned();
     let t = transport(s);
     app.metrics.connects.with_label_values(&[&ns]).inc();
@@ -116,11 +115,6 @@ async fn set_data(
         let _ = ack.send(&Refused::new(Code::BadRequest, "set-data expects an object").to_json());
         return;
     };
-    if patch.contains_key(public_id::DATA_KEY) {
-        let error = format!("{} is set by the node", public_id::DATA_KEY);
-        let _ = ack.send(&Refused::new(Code::Forbidden, error).to_json());
-        return;
-    }
     // Only the node writes the token's user; without auth the key is the client's.
     if app.admission.verifies_tokens() && patch.contains_key(USER_KEY) {
         let error = format!("{USER_KEY} is set by the node, from the connection's token");

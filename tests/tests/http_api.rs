@@ -269,6 +269,9 @@ async fn malformed_or_mistyped_bodies_are_400_with_an_error() -> Result<()> {
             ("/api/v1/join", r#"{"sockets": "abc", "join": ["r"]}"#),
             ("/api/v1/join", r#"{"join": ["r"], "leave": ["s"]}"#),
             ("/api/v1/join", r#"{"join": [""]}"#),
+            // Shaped like a public id: a socket's own room, the node's alone.
+            ("/api/v1/join", r#"{"join": ["AAAAAAAAAAAAAAAAAAAAAA"]}"#),
+            ("/api/v1/leave", r#"{"leave": ["AAAAAAAAAAAAAAAAAAAAAA"]}"#),
             ("/api/v1/leave", r#"{"leave": 5}"#),
             ("/api/v1/leave", r#"{}"#),
             ("/api/v1/disconnect", r#"{"sockets": [1]}"#),

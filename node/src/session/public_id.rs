@@ -1,19 +1,16 @@
 //! Public socket ids: what other clients, the applications and the server API see of a socket.
 //! A random id drawn when the socket connects, unrelated to its Engine.IO session id, stable
-//! for the socket's life and the same from every node: it is the socket's own room (so
-//! `to(id)` reaches it on any node) and rides in the socket's cluster-visible data, where
-//! other nodes read it back from `fetchSockets` answers.
+//! for the socket's life and the same from every node: it is the socket's own room, so
+//! `to(id)` reaches it on any node and every node reads it back from the rooms a
+//! `fetchSockets` answer lists (the only room of that shape a socket is ever in: clients and
+//! the server API cannot join one). Nothing else is stored per socket.
 
 use std::{collections::HashMap, sync::Arc};
 
 use base64::Engine as _;
 use ioscale_adapter::{NamespaceHandle, all_sockets};
 use rand::Rng as _;
-use serde_json::Value as Json;
 use socketioxide::{adapter::Adapter, extract::SocketRef};
-
-/// The socket data key holding the public id; only the node writes it.
-pub const DATA_KEY: &str = "public_id";
 
 /// Characters of a public id: 16 random bytes, URL-safe base64 without padding.
 pub const LEN: usize = 22;
@@ -60,24 +57,9 @@ pub fn of<A: Adapter>(s: &SocketRef<A>) -> String {
     }
 }
 
-/// The public id a socket's cluster-visible data carries.
-pub fn in_data(data: &Json) -> Option<&str> {
-    data.get(DATA_KEY).and_then(Json::as_str)
-}
-
-/// Splits socket data into the public id and the rest (the data as its socket set it).
-pub fn split_data(mut data: Json) -> (Option<String>, Json) {
-    let id = match &mut data {
-        Json::Object(m) => match m.remove(DATA_KEY) {
-            Some(Json::String(s)) => Some(s),
-            _ => None,
-        },
-        _ => None,
-    };
-    if data.as_object().is_some_and(serde_json::Map::is_empty) {
-        data = Json::Null;
-    }
-    (id, data)
+/// The public id among a socket's rooms (as a `fetchSockets` answer lists them).
+pub fn in_rooms(rooms: &[String]) -> Option<&str> {
+    rooms.iter().map(String::as_str).find(|r| is_shaped(r))
 }
 
 /// The public ids of the sockets in `rooms` of a namespace on every node that answers, by
@@ -95,7 +77,7 @@ pub async fn by_session(
     Ok(report
         .sockets
         .into_iter()
-        .filter_map(|s| in_data(&s.data).map(|p| (s.id, p.to_owned())))
+        .filter_map(|s| in_rooms(&s.rooms).map(|p| (s.id.clone(), p.to_owned())))
         .collect())
 }
 
@@ -115,12 +97,10 @@ mod tests {
     }
 
     #[test]
-    fn data_splits_into_id_and_the_rest() {
-        let (id, rest) = split_data(serde_json::json!({DATA_KEY: "x", "nickname": "tobi"}));
-        assert_eq!(id.as_deref(), Some("x"));
-        assert_eq!(rest, serde_json::json!({"nickname": "tobi"}));
-        let (id, rest) = split_data(serde_json::json!({DATA_KEY: "x"}));
-        assert_eq!((id.as_deref(), rest), (Some("x"), Json::Null));
-        assert_eq!(split_data(Json::Null), (None, Json::Null));
+    fn the_id_is_found_among_the_rooms() {
+        let id = generate();
+        let rooms = vec!["fans".to_owned(), id.clone(), "user:bob".to_owned()];
+        assert_eq!(in_rooms(&rooms), Some(id.as_str()));
+        assert_eq!(in_rooms(&["fans".to_owned()]), None);
     }
 }

@@ -358,7 +358,7 @@ async fn nicknames(s: SocketRef<Adapter>, reply: Reply, State(app): State<Arc<Ap
                 .filter(|i| i.data["nickname"].is_string())
                 // The public id: the session id is a key to the other client's session.
                 .map(|i| {
-                    let id = public_id::in_data(&i.data);
+                    let id = public_id::in_rooms(&i.rooms);
                     json!({"id": id, "node": i.node, "nickname": i.data["nickname"]})
                 })
                 .collect();
