@@ -33,6 +33,9 @@ pub enum Refusal {
     /// `--max-connections` sockets are open on this node.
     #[error("busy: this node has reached its connection limit")]
     Full,
+    /// A CONNECT payload that is not an object (the protocol allows an object or nothing).
+    #[error("bad_request: the CONNECT payload must be an object")]
+    BadPayload,
 }
 
 impl Refusal {
@@ -42,6 +45,7 @@ impl Refusal {
             Refusal::Auth(e) => e.code(),
             Refusal::Draining => "draining",
             Refusal::Full => "connection_limit",
+            Refusal::BadPayload => "bad_payload",
         }
     }
 }

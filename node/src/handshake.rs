@@ -21,7 +21,13 @@ pub(crate) async fn middleware(
     s: SocketRef<Adapter>,
     State(app): State<Arc<App>>,
     TryData(auth): TryData<AuthPayload>,
+    TryData(raw): TryData<serde_json::Value>,
 ) -> Result<(), Refusal> {
+    // Socket.IO v5: the payload is an object or absent. socketioxide's parser lets any JSON
+    // through; the reference server closes the connection, the node tells the client why.
+    if raw.as_ref().is_ok_and(|v| !v.is_object()) {
+        return Err(refused(&s, &app, Refusal::BadPayload));
+    }
     let token = auth.as_ref().ok().map(|a| a.token.as_str());
     match app.admission.admit(s.ns(), !app.is_accepting(), token) {
         Ok(identity) => {
@@ -37,13 +43,16 @@ pub(crate) async fn middleware(
             joins::join(&s, &app.cluster, own).await;
             Ok(())
         }
-        Err(r) => {
-            app.metrics
-                .connects_refused
-                .with_label_values(&[r.code()])
-                .inc();
-            tracing::debug!(ns = s.ns(), reason = r.code(), "handshake refused");
-            Err(r)
-        }
+        Err(r) => Err(refused(&s, &app, r)),
     }
+}
+
+/// Counts a refused handshake and hands the refusal back.
+fn refused(s: &SocketRef<Adapter>, app: &App, r: Refusal) -> Refusal {
+    app.metrics
+        .connects_refused
+        .with_label_values(&[r.code()])
+        .inc();
+    tracing::debug!(ns = s.ns(), reason = r.code(), "handshake refused");
+    r
 }

@@ -70,6 +70,22 @@ async fn unknown_namespace(base: &str, kind: Kind) -> Result<()> {
     Ok(())
 }
 
+/// A CONNECT payload that is not an object is refused with CONNECT_ERROR (the document allows
+/// an object or nothing); the session stays usable.
+async fn non_object_connect_payload(base: &str, kind: Kind) -> Result<()> {
+    for payload in [r#""a string""#, "[1,2]", "true", "null"] {
+        let (mut c, _) = Client::open(base, kind).await?;
+        c.send_text(&format!("40{payload}")).await?;
+        let answer = c.recv_text().await?;
+        ensure!(
+            answer == r#"44{"message":"bad_request: the CONNECT payload must be an object"}"#,
+            "CONNECT with payload {payload} answered {answer}"
+        );
+        c.connect("/", None).await?;
+    }
+    Ok(())
+}
+
 /// EVENT is echoed as EVENT, EVENT with an id is answered by ACK with that id.
 async fn events_and_acks(base: &str, kind: Kind) -> Result<()> {
     let mut c = connected(base, kind).await?;
@@ -210,6 +226,9 @@ async fn all_checks(target: Target) -> Result<()> {
         unknown_namespace(base, kind)
             .await
             .context(ctx("unknown ns"))?;
+        non_object_connect_payload(base, kind)
+            .await
+            .context(ctx("non-object payload"))?;
         events_and_acks(base, kind).await.context(ctx("events"))?;
         binary_events_and_acks(base, kind)
             .await
