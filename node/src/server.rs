@@ -26,7 +26,7 @@ use crate::{
     metrics::NodeMetrics,
     origin::{self, OriginCheck, Origins},
     pubsub,
-    session::binding::{self, Bindings},
+    session::binding::{BindingLayer, Bindings},
     telemetry,
 };
 
@@ -205,10 +205,7 @@ fn public_router(
         );
         // Outside the socket.io layer: a request naming a session it is not bound to never
         // reaches it.
-        routes = routes.layer(axum::middleware::from_fn_with_state(
-            Arc::new(bindings),
-            binding::check,
-        ));
+        routes = routes.layer(BindingLayer::new(bindings));
     }
     routes
         // Outside the socket.io layer: a refused handshake never makes a session.

@@ -18,19 +18,22 @@
 
 use std::{
     collections::HashMap,
+    convert::Infallible,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use axum::{
     body::{Body, to_bytes},
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, Request},
     http::{Method, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures_util::{FutureExt as _, future::BoxFuture};
 use prometheus::IntCounter;
+use tower::{Layer, Service};
 
 use crate::address_rate::client_addr;
 
@@ -171,32 +174,85 @@ fn unknown_session() -> Response {
         .into_response()
 }
 
-/// The middleware, outside the Socket.IO layer (inside the origin and handshake-rate checks).
-pub async fn check(State(b): State<Arc<Bindings>>, req: Request, next: Next) -> Response {
-    // Absent only when the router is driven without a listener (in-process tests).
-    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
-        return next.run(req).await;
-    };
-    let addr = client_addr(&req, peer.ip(), b.trust_proxy);
-    match kind(&req) {
-        Kind::Other => next.run(req).await,
-        Kind::PollingHandshake => bind_answer(&b, addr, next.run(req).await).await,
-        Kind::Session { sid, upgrade } => {
-            let sid = sid.to_owned();
-            if !b.admit(&sid, addr, Instant::now()) {
-                b.refused.inc();
-                tracing::debug!(%addr, upgrade, "request naming a session it is not bound to");
-                return unknown_session();
-            }
-            let resp = next.run(req).await;
+/// The binding as a tower layer, outside the Socket.IO layer (inside the origin and
+/// handshake-rate checks). A hand-written service rather than an axum `from_fn` middleware:
+/// an idle long-polling client always has a poll pending, and `from_fn` keeps a boxed clone of
+/// the whole inner service per request, which measured about 2.6 KB per idle polling client.
+#[derive(Debug, Clone)]
+pub struct BindingLayer(Arc<Bindings>);
+
+impl BindingLayer {
+    /// The layer checking requests against `bindings`.
+    pub fn new(bindings: Bindings) -> Self {
+        Self(Arc::new(bindings))
+    }
+}
+
+impl<S> Layer<S> for BindingLayer {
+    type Service = BindingService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BindingService {
+            bindings: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// [`BindingLayer`]'s service.
+#[derive(Debug, Clone)]
+pub struct BindingService<S> {
+    bindings: Arc<Bindings>,
+    inner: S,
+}
+
+impl<S> Service<Request> for BindingService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // Absent only when the router is driven without a listener (in-process tests).
+        let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
+        else {
+            return self.inner.call(req).boxed();
+        };
+        let b = self.bindings.clone();
+        let addr = client_addr(&req, peer.ip(), b.trust_proxy);
+        let session = match kind(&req) {
+            Kind::Other => return self.inner.call(req).boxed(),
+            Kind::PollingHandshake => None,
+            Kind::Session { sid, upgrade } => Some((sid.to_owned(), upgrade)),
+        };
+        let Some((sid, upgrade)) = session else {
+            let answer = self.inner.call(req);
+            return async move { Ok(bind_answer(&b, addr, answer.await?).await) }.boxed();
+        };
+        if !b.admit(&sid, addr, Instant::now()) {
+            b.refused.inc();
+            tracing::debug!(%addr, upgrade, "request naming a session it is not bound to");
+            return std::future::ready(Ok(unknown_session())).boxed();
+        }
+        let answer = self.inner.call(req);
+        async move {
+            let resp = answer.await?;
             // Gone, or upgraded (engineioxide then refuses polling with a 400): nothing left
             // to protect. Not at the upgrade's 101: the client goes on polling while it probes
             // the WebSocket, and an upgrade that fails leaves it polling.
             if resp.status() == StatusCode::BAD_REQUEST {
                 b.forget(&sid);
             }
-            resp
+            Ok(resp)
         }
+        .boxed()
     }
 }
 
