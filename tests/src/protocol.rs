@@ -414,9 +414,15 @@ impl Client {
     /// The next packet that is not a ping; pings are answered (`3`) on the way.
     ///
     /// # Errors
-    /// If nothing comes within [`WAIT`].
+    /// If nothing but pings comes within [`WAIT`] (pings alone would otherwise keep a missing
+    /// packet waited for until the test's own timeout, with nothing said).
     pub async fn recv(&mut self) -> Result<Frame> {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "only pings for {WAIT:?}: the packet waited for never came"
+            );
             let f = self.recv_raw().await?;
             if f == Frame::Text("2".to_owned()) {
                 // A pong to a session that is closing may fail; the next read tells.

@@ -71,7 +71,8 @@ async fn unknown_namespace(base: &str, kind: Kind) -> Result<()> {
 }
 
 /// A CONNECT payload that is not an object is refused with CONNECT_ERROR (the document allows
-/// an object or nothing); the session stays usable.
+/// an object or nothing); the session stays usable (shown on another namespace: a CONNECT to
+/// the refused one sent at once can race socketioxide's teardown of the refused attempt).
 async fn non_object_connect_payload(base: &str, kind: Kind) -> Result<()> {
     for payload in [r#""a string""#, "[1,2]", "true", "null"] {
         let (mut c, _) = Client::open(base, kind).await?;
@@ -81,7 +82,7 @@ async fn non_object_connect_payload(base: &str, kind: Kind) -> Result<()> {
             answer == r#"44{"message":"bad_request: the CONNECT payload must be an object"}"#,
             "CONNECT with payload {payload} answered {answer}"
         );
-        c.connect("/", None).await?;
+        c.connect("/custom", None).await?;
     }
     Ok(())
 }
