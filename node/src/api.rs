@@ -330,10 +330,8 @@ async fn emit_with_acks(
         .await
         .map_err(cluster_error("emit"))?;
     // The report names sockets by session id; answers name them by public id (`null` for a
-    // socket gone since it answered).
-    let ids = public_id::by_session(h.as_ref(), rooms)
-        .await
-        .map_err(cluster_error("emit"))?;
+    // socket gone since it answered, or when the cluster could not say).
+    let ids = public_id::by_session(h.as_ref(), rooms).await;
     let mut acks: Vec<Json> = Vec::new();
     let mut errors: Vec<Json> = Vec::new();
     for a in report.acks {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use crate::{
-    admission::{AuthPayload, Refusal},
+    admission::Refusal,
     app::{Adapter, App},
     joins, rooms,
     session::public_id,
@@ -20,15 +20,19 @@ use crate::{
 pub(crate) async fn middleware(
     s: SocketRef<Adapter>,
     State(app): State<Arc<App>>,
-    TryData(auth): TryData<AuthPayload>,
-    TryData(raw): TryData<serde_json::Value>,
+    TryData(payload): TryData<serde_json::Value>,
 ) -> Result<(), Refusal> {
     // Socket.IO v5: the payload is an object or absent. socketioxide's parser lets any JSON
     // through; the reference server closes the connection, the node tells the client why.
-    if raw.as_ref().is_ok_and(|v| !v.is_object()) {
+    let payload = payload.ok();
+    if payload.as_ref().is_some_and(|v| !v.is_object()) {
         return Err(refused(&s, &app, Refusal::BadPayload));
     }
-    let token = auth.as_ref().ok().map(|a| a.token.as_str());
+    // `{token}`, as socket.io-client (`auth: {token}`) and python-socketio send it.
+    let token = payload
+        .as_ref()
+        .and_then(|v| v.get("token"))
+        .and_then(serde_json::Value::as_str);
     match app.admission.admit(s.ns(), !app.is_accepting(), token) {
         Ok(identity) => {
             // Like Node's socket.io: every socket is in a room named by its id, so a server

@@ -63,7 +63,7 @@ pub fn check_client(room: &str) -> Result<(), RoomError> {
 
 /// Whether `room` is shaped like a socket's id: a public id (a socket's own room) or an
 /// Engine.IO session id.
-pub fn is_socket_id(room: &str) -> bool {
+fn is_socket_id(room: &str) -> bool {
     public_id::is_shaped(room) || Sid::from_str(room).is_ok()
 }
 

@@ -142,14 +142,9 @@ impl Bindings {
         self.lock().sessions.remove(sid);
     }
 
-    /// Sessions bound now (for tests and the idle-memory accounting).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().sessions.len()
-    }
-
-    /// Whether no session is bound.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -342,7 +337,7 @@ mod tests {
         assert!(b.admit("s1", a, t0 + Duration::from_secs(89)));
         assert!(!b.admit("s1", a, t0 + Duration::from_secs(150)));
         b.forget("s1");
-        assert!(b.is_empty());
+        assert_eq!(b.len(), 0);
     }
 
     #[test]

@@ -77,11 +77,8 @@ pub(super) async fn ask(
         }
     };
     // The report names sockets by session id; the asker sees public ids only. A socket that
-    // left the room since it answered is named `null`.
-    let ids = match public_id::by_session(h.as_ref(), [a.to]).await {
-        Ok(ids) => ids,
-        Err(e) => return reply_error(&s, reply, "ask", cluster_unavailable("ask", &e)),
-    };
+    // left the room since it answered (or when the cluster cannot say) is named `null`.
+    let ids = public_id::by_session(h.as_ref(), [a.to]).await;
     let (answers, unanswered) = sort_answers(report.acks, &ids, &parser);
     reply.ack_with(&AskOut {
         answers,
