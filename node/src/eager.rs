@@ -33,8 +33,10 @@ impl<F> std::fmt::Debug for Eager<F> {
     }
 }
 
-/// The payload of the client's CONNECT packet (socket.io-client's `auth` option), kept in the
-/// socket's extensions when there was one: connect hooks get no extractor for it.
+/// The payload of the client's CONNECT packet (socket.io-client's `auth` option), in the
+/// socket's extensions while the handler runs its synchronous prefix, when there was one:
+/// connect hooks get no extractor for it. Removed after that first poll, so a socket does not
+/// carry a copy of its token for its whole life.
 #[derive(Debug, Clone)]
 pub struct ConnectAuth(pub Value);
 
@@ -64,7 +66,11 @@ where
         // A no-op waker is enough for this first poll: whatever the future waits on is polled
         // again, with the task's real waker, once it is spawned.
         let mut cx = Context::from_waker(Waker::noop());
-        if fut.as_mut().poll(&mut cx).is_pending() {
+        let pending = fut.as_mut().poll(&mut cx).is_pending();
+        if auth.is_some() {
+            s.extensions.remove::<ConnectAuth>();
+        }
+        if pending {
             tokio::spawn(fut);
         }
     }

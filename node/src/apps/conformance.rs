@@ -61,7 +61,9 @@ async fn on_connect(s: SocketRef<Adapter>, _io: SocketIo<Adapter>, _app: Arc<App
 }
 
 /// `auth` with the CONNECT payload as the client sent it; socketioxide's own decoding of a
-/// missing payload gives `{}`, the reference server's empty `handshake.auth`.
+/// missing payload gives `{}`, the reference server's empty `handshake.auth`. Called in the
+/// hooks' synchronous prefix: the payload is only there until their first wait (see
+/// `eager::ConnectAuth`).
 fn emit_auth(s: &SocketRef<Adapter>) {
     let raw = s.extensions.get::<ConnectAuth>();
     match CommonParser.decode_default::<ApiValue>(raw.as_ref().map(|a| &a.0)) {
