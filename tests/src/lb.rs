@@ -326,6 +326,22 @@ pub struct ProbeReport {
     pub cookies: Vec<String>,
 }
 
+/// `nodes` nodes on one Redis that trust the balancer in front of them (`--trust-proxy`: a
+/// client is known by the address it appends to `X-Forwarded-For`), with the addresses to
+/// give [`LoadBalancer::start`].
+///
+/// # Errors
+/// If the cluster does not start.
+pub async fn trusting_cluster(nodes: usize) -> Result<(crate::Cluster, Vec<SocketAddr>)> {
+    let cluster = crate::Cluster::builder()
+        .nodes(nodes)
+        .node_args(["--trust-proxy"])
+        .start()
+        .await?;
+    let addrs = cluster.nodes().iter().map(|n| n.addr()).collect();
+    Ok((cluster, addrs))
+}
+
 /// Opens a long-polling session through `base` with raw HTTP (sending back
 /// the cookies the handshake set, as a browser would), connects to `/`, then
 /// sends `posts` events, each its own request, and counts which requests

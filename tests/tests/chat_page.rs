@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use ioscale_cluster_tests::browser::{Browser, ensure_client_script};
 use ioscale_cluster_tests::extra::metric;
-use ioscale_cluster_tests::lb::{LbKind, LoadBalancer};
+use ioscale_cluster_tests::lb::{LbKind, LoadBalancer, trusting_cluster};
 use ioscale_cluster_tests::{Agent, Cluster, TestLogs, with_timeout};
 
 /// Page loads, clicks and waits on a busy 2-core machine.
@@ -121,12 +121,7 @@ async fn two_browsers_chat_through_each_load_balancer() -> Result<()> {
     with_timeout(async {
         ensure_client_script().await?;
         let logs = TestLogs::for_current_test()?;
-        let cluster = Cluster::builder()
-            .nodes(3)
-            .node_args(["--trust-proxy"])
-            .start()
-            .await?;
-        let addrs: Vec<_> = cluster.nodes().iter().map(|n| n.addr()).collect();
+        let (cluster, addrs) = trusting_cluster(3).await?;
         let agent = Agent::spawn_in(&logs).await?;
         let browser = Browser::launch(&agent).await?;
         let mut result = Ok(());

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail, ensure};
 use ioscale_cluster_tests::{
     Agent, Cluster, ConnectOpts, EVENT_TIMEOUT, SETTLE, TestLogs, Transport,
     extra::metric,
-    lb::{LbKind, LoadBalancer},
+    lb::{LbKind, LoadBalancer, trusting_cluster},
     with_timeout,
 };
 use reqwest::StatusCode;
@@ -244,12 +244,7 @@ async fn without_the_binding_a_leaked_session_id_sends_as_its_client() -> Result
 async fn behind_a_trusted_load_balancer_the_binding_holds_on_the_forwarded_address() -> Result<()> {
     with_timeout(async {
         let logs = TestLogs::for_current_test()?;
-        let cluster = Cluster::builder()
-            .nodes(3)
-            .node_args(["--trust-proxy"])
-            .start()
-            .await?;
-        let addrs: Vec<_> = cluster.nodes().iter().map(|n| n.addr()).collect();
+        let (cluster, addrs) = trusting_cluster(3).await?;
         let lb = LoadBalancer::start(&logs, LbKind::Nginx, &addrs).await?;
         let agent = Agent::spawn_in(&logs).await?;
         let opts = ConnectOpts::new(Transport::Polling).namespace(NS);
