@@ -28,6 +28,11 @@ pub fn room(prefix: &str, ns: &str, room: &str) -> String {
     format!("{prefix}#{ns}##{room}")
 }
 
+/// The key of the namespace's history stream (a key, not a channel: the two never collide).
+pub(crate) fn history(prefix: &str, ns: &str) -> String {
+    format!("{prefix}#{ns}#history")
+}
+
 /// Rejects namespaces that would make channel names ambiguous.
 ///
 /// # Errors

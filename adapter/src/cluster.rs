@@ -13,9 +13,9 @@ use futures_util::future::BoxFuture;
 use socketioxide_core::Sid;
 
 use crate::{
-    broker::{Driver, Hub, memory::MemoryBus, redis::RedisBroker},
+    broker::{Broker as _, Driver, Hub, memory::MemoryBus, redis::RedisBroker},
     config::AdapterConfig,
-    error::Result,
+    error::{Error, Result},
     metrics::{DropReason, Metrics},
     reports::NamespaceHandle,
 };
@@ -97,6 +97,12 @@ impl Cluster {
         config.validate()?;
         let hub = Hub::new(config.metrics_or_default());
         let broker = RedisBroker::connect(&config, hub.clone(), config.connect_wait).await?;
+        if config.history_max_len > 0 && !broker.keeps_history() {
+            return Err(Error::Config(
+                "a broadcast history needs a standalone or Sentinel Redis, not a Redis Cluster"
+                    .to_owned(),
+            ));
+        }
         let driver = Driver::new(Box::new(broker), hub, config.max_message_bytes);
         Ok(Self::with_driver(config, driver))
     }

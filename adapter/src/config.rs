@@ -100,6 +100,8 @@ pub struct AdapterConfig {
     /// Most rooms a broadcast is published to on their own channels (beyond it: once, on the
     /// namespace channel).
     pub(crate) max_room_channels_per_broadcast: usize,
+    /// Entries kept (about) in each namespace's history stream; 0: no history.
+    pub(crate) history_max_len: usize,
     /// How long `Cluster::connect` waits for the first connection.
     pub(crate) connect_wait: Duration,
     /// Where the adapter counts; `None`: counters nobody exports.
@@ -129,6 +131,7 @@ impl AdapterConfig {
             room_unsubscribe_delay: DEFAULT_ROOM_UNSUBSCRIBE_DELAY,
             max_room_channels_per_broadcast: DEFAULT_MAX_ROOM_CHANNELS_PER_BROADCAST,
             connect_wait: DEFAULT_CONNECT_WAIT,
+            history_max_len: 0,
             metrics: None,
         }
     }
@@ -234,6 +237,23 @@ impl AdapterConfig {
     pub fn with_room_channels(mut self, on: bool) -> Self {
         self.room_channels = on;
         self
+    }
+
+    /// Keeps a history of each namespace's broadcasts in a Redis stream of about `max_len`
+    /// entries (0, the default: none). With it, a node whose subscription was interrupted
+    /// catches up from the stream, and clients that keep offsets can recover what they
+    /// missed (see [`Cluster::namespace`](crate::Cluster::namespace)). Recorded: events
+    /// without an ack, not volatile, to the whole cluster. Needs a standalone or Sentinel
+    /// Redis (a script records and publishes in one step, which a Redis Cluster cannot do
+    /// across slots).
+    pub fn with_history(mut self, max_len: usize) -> Self {
+        self.history_max_len = max_len;
+        self
+    }
+
+    /// Entries kept in each namespace's history (0: none).
+    pub fn history_max_len(&self) -> usize {
+        self.history_max_len
     }
 
     /// Sets how long a room channel stays subscribed after its last local socket left.

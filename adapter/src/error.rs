@@ -42,6 +42,12 @@ pub enum Error {
     /// The namespace is not served by this node.
     #[error("unknown namespace {0:?}")]
     UnknownNamespace(String),
+    /// The broker keeps no history (a node alone, or history off).
+    #[error("no broadcast history on this broker")]
+    NoHistory,
+    /// A history entry or answer Redis gave back is not what the adapter wrote.
+    #[error("malformed history entry")]
+    MalformedHistory,
 }
 
 impl From<Error> for AdapterError {

@@ -24,6 +24,9 @@ pub enum DropReason {
     SocketBufferFull,
     /// A message was larger than the configured maximum.
     TooLarge,
+    /// A node caught up after its subscription was lost, but the history no longer reached
+    /// back to where it was: one count per gap (the entries lost in it are unknown).
+    HistoryGap,
 }
 
 impl DropReason {
@@ -37,6 +40,7 @@ impl DropReason {
             DropReason::Version => "version",
             DropReason::SocketBufferFull => "socket_buffer_full",
             DropReason::TooLarge => "too_large",
+            DropReason::HistoryGap => "history_gap",
         }
     }
 }

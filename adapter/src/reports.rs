@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use socketioxide_core::{Value, adapter::BroadcastOptions, packet::Packet};
+use socketioxide_core::{Sid, Value, adapter::BroadcastOptions, packet::Packet};
 
-use crate::{ack::AckFailure, error::Result, membership::NodeInfo};
+use crate::{
+    ack::AckFailure, error::Result, history::Offset, membership::NodeInfo, namespace::RestoreError,
+};
 
 /// One socket's answer to a broadcast with acks.
 #[derive(Debug, Clone)]
@@ -104,4 +106,24 @@ pub trait NamespaceHandle: Send + Sync + 'static {
     /// Says local sockets left `rooms`: their channels are unsubscribed once they stay empty
     /// for the unsubscribe delay.
     fn rooms_left(&self, rooms: Vec<String>);
+    /// Whether broadcasts are recorded in a history ([`crate::AdapterConfig::with_history`]).
+    fn keeps_history(&self) -> bool;
+    /// The last history offset delivered on this node, if any.
+    fn history_position(&self) -> Option<Offset>;
+    /// Makes local socket `sid` a recovering one: recorded broadcasts reach it from the
+    /// broker in stream order, each with `{"ioscale_offset": ..}` as its last argument, held
+    /// back until [`NamespaceHandle::restore`]. Call it before the socket joins its rooms.
+    fn recovery_begin(&self, sid: Sid);
+    /// Gives recovering socket `sid` the recorded broadcasts after `from` that reach it (in
+    /// its rooms now; not sent by one of its earlier ids `senders`), then what arrived
+    /// meanwhile, and makes it live; returns how many came from the history. Live on an
+    /// error too, which says what it may have missed.
+    fn restore(
+        &self,
+        sid: Sid,
+        from: Option<Offset>,
+        senders: Vec<Sid>,
+    ) -> BoxFuture<'_, std::result::Result<u64, RestoreError>>;
+    /// Forgets recovering socket `sid` (disconnected).
+    fn recovery_end(&self, sid: Sid);
 }

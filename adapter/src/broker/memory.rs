@@ -6,7 +6,7 @@
 //! another.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, RwLock, Weak},
 };
 
@@ -14,8 +14,11 @@ use bytes::Bytes;
 use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::sync::mpsc;
 
-use super::{Broker, Hub};
-use crate::error::Result;
+use super::{Broker, Hub, Recorded};
+use crate::{
+    error::Result,
+    history::{self, Offset},
+};
 
 /// Joins the nodes of one process. Clone it to hand it to each node's
 /// [`crate::Cluster::in_memory`].
@@ -35,11 +38,38 @@ struct BusInner {
     nodes: RwLock<Vec<Weak<Endpoint>>>,
     /// `(from, to)` node ids whose messages are not carried.
     cut: Mutex<HashSet<(String, String)>>,
+    streams: Mutex<HashMap<String, Stream>>,
+}
+
+/// A history stream, as Redis keeps one: ids from the clock, never going back.
+#[derive(Default)]
+struct Stream {
+    last: Option<Offset>,
+    entries: VecDeque<(Offset, Bytes)>,
+}
+
+impl Stream {
+    fn append(&mut self, max_len: usize, payload: Bytes) -> Offset {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let id = match self.last {
+            Some(last) if last >= Offset::new(now, 0) => last.next(),
+            _ => Offset::new(now, 0),
+        };
+        self.last = Some(id);
+        self.entries.push_back((id, payload));
+        while self.entries.len() > max_len.max(1) {
+            self.entries.pop_front();
+        }
+        id
+    }
 }
 
 /// One node on the bus.
 struct Endpoint {
     node: String,
+    hub: Weak<Hub>,
     channels: RwLock<HashSet<String>>,
     inbox: mpsc::UnboundedSender<(String, Bytes)>,
 }
@@ -76,6 +106,53 @@ impl MemoryBus {
         out
     }
 
+    /// Takes `node`'s subscription down, as a lost Redis connection would: nothing reaches
+    /// it until [`MemoryBus::reconnect`].
+    pub fn disconnect(&self, node: &str) {
+        for from in self.node_ids() {
+            self.cut(&from, node);
+        }
+        if let Some(hub) = self.endpoint(node).and_then(|e| e.hub.upgrade()) {
+            hub.subscription_lost();
+        }
+    }
+
+    /// Brings `node`'s subscription back and tells its namespaces, as a reconnection would.
+    pub fn reconnect(&self, node: &str) {
+        for from in self.node_ids() {
+            self.heal(&from, node);
+        }
+        if let Some(hub) = self.endpoint(node).and_then(|e| e.hub.upgrade()) {
+            hub.reconnected();
+        }
+    }
+
+    fn node_ids(&self) -> Vec<String> {
+        let nodes = self.inner.nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|n| n.node.clone())
+            .collect()
+    }
+
+    fn endpoint(&self, node: &str) -> Option<Arc<Endpoint>> {
+        let nodes = self.inner.nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|n| n.node == node)
+    }
+
+    /// Forgets every history stream, as a Redis restarted without persistence would.
+    pub fn lose_history(&self) {
+        self.lock_streams().clear();
+    }
+
+    fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stream>> {
+        self.inner.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_cut(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
         self.inner.cut.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -85,6 +162,7 @@ impl MemoryBus {
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Bytes)>();
         let endpoint = Arc::new(Endpoint {
             node: node.to_owned(),
+            hub: Arc::downgrade(&hub),
             channels: RwLock::new(HashSet::new()),
             inbox: tx,
         });
@@ -167,6 +245,58 @@ impl Broker for MemoryBroker {
             subscribed.remove(channel);
         }
         async { Ok(()) }.boxed()
+    }
+
+    fn record(
+        &self,
+        stream: String,
+        max_len: usize,
+        message: Recorded,
+    ) -> BoxFuture<'_, Result<()>> {
+        let metrics = &self.hub.metrics;
+        metrics
+            .messages_out
+            .with_label_values(&[message.kind])
+            .inc();
+        let bytes = metrics.bytes_out.with_label_values(&[message.kind]);
+        bytes.inc_by(message.payload.len() as u64);
+        // Appended and carried under the streams' lock, as Redis runs the script: every
+        // subscriber sees the ids in stream order.
+        let mut streams = self.bus.lock_streams();
+        let payload = Bytes::from(message.payload);
+        let id = streams
+            .entry(stream)
+            .or_default()
+            .append(max_len, payload.clone());
+        let framed = Bytes::from(history::stamp(id, &payload));
+        self.bus
+            .carry(&self.endpoint.node, &message.channel, &framed);
+        async { Ok(()) }.boxed()
+    }
+
+    fn range(
+        &self,
+        stream: String,
+        start: Offset,
+        count: usize,
+    ) -> BoxFuture<'static, Result<Vec<(Offset, Bytes)>>> {
+        let entries = self
+            .bus
+            .lock_streams()
+            .get(&stream)
+            .map_or_else(Vec::new, |s| {
+                s.entries
+                    .iter()
+                    .filter(|(id, _)| *id >= start)
+                    .take(count)
+                    .cloned()
+                    .collect()
+            });
+        async { Ok(entries) }.boxed()
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
     }
 
     fn is_connected(&self) -> bool {

@@ -17,12 +17,21 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use futures_util::{FutureExt as _, future::BoxFuture};
 
 use crate::{
     error::{Error, Result},
+    history::Offset,
     metrics::{DropReason, Metrics},
 };
+
+/// A broadcast to record: the channel it is published on and its envelope.
+pub(crate) struct Recorded {
+    pub(crate) channel: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) kind: &'static str,
+}
 
 /// Receives the raw messages of the channels it subscribed to, in arrival order.
 pub(crate) trait Inbound: Send + Sync {
@@ -30,6 +39,8 @@ pub(crate) trait Inbound: Send + Sync {
     fn on_message(self: Arc<Self>, payload: &[u8]);
     /// Called after the connection to the broker was re-established.
     fn on_reconnect(self: Arc<Self>);
+    /// Called when the subscription was lost, before it is restored.
+    fn on_subscription_lost(self: Arc<Self>) {}
 }
 
 /// What the adapter needs from a message broker.
@@ -58,6 +69,33 @@ pub(crate) trait Broker: Send + Sync + 'static {
     fn reaches_peers(&self) -> bool;
     /// Whether channels are sharded (Redis Cluster).
     fn sharded(&self) -> bool {
+        false
+    }
+    /// Appends `payload` to the history `stream` (trimmed to about `max_len` entries) and
+    /// publishes it on `channel` stamped with the id the stream gave it (see
+    /// [`crate::history`]), as one step: every subscriber sees stream ids in stream order.
+    /// Queued in order with [`Broker::publish`], which it otherwise behaves like.
+    fn record(
+        &self,
+        stream: String,
+        max_len: usize,
+        message: Recorded,
+    ) -> BoxFuture<'_, Result<()>> {
+        let _ = (stream, max_len, message);
+        async { Err(Error::NoHistory) }.boxed()
+    }
+    /// Up to `count` entries of `stream` from `start` on (inclusive), in order.
+    fn range(
+        &self,
+        stream: String,
+        start: Offset,
+        count: usize,
+    ) -> BoxFuture<'static, Result<Vec<(Offset, Bytes)>>> {
+        let _ = (stream, start, count);
+        async { Err(Error::NoHistory) }.boxed()
+    }
+    /// Whether [`Broker::record`] and [`Broker::range`] work.
+    fn keeps_history(&self) -> bool {
         false
     }
     /// A Redis client on the publishing connection, for the node's own data.
@@ -140,16 +178,29 @@ impl Hub {
 
     /// Tells every namespace once that the broker reconnected (a namespace owns two channels).
     pub(crate) fn reconnected(&self) {
+        for h in self.handlers() {
+            h.on_reconnect();
+        }
+    }
+
+    /// Tells every namespace once that the subscription was lost.
+    pub(crate) fn subscription_lost(&self) {
+        for h in self.handlers() {
+            h.on_subscription_lost();
+        }
+    }
+
+    /// Every namespace handler, once each.
+    fn handlers(&self) -> Vec<Arc<dyn Inbound>> {
         let handlers: Vec<_> = {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
             routes.values().filter_map(Weak::upgrade).collect()
         };
         let mut seen = HashSet::new();
-        for h in handlers {
-            if seen.insert(Arc::as_ptr(&h).cast::<()>()) {
-                h.on_reconnect();
-            }
-        }
+        handlers
+            .into_iter()
+            .filter(|h| seen.insert(Arc::as_ptr(h).cast::<()>()))
+            .collect()
     }
 
     fn route(&self, channel: &str, handler: Option<Weak<dyn Inbound>>) {
@@ -280,6 +331,44 @@ impl Driver {
             });
         }
         self.broker.publish(channel, payload, kind).await
+    }
+
+    /// Like [`Driver::publish`], for a broadcast kept in the history `stream`.
+    ///
+    /// # Errors
+    /// As [`Driver::publish`]; [`Error::NoHistory`] when the broker keeps none.
+    pub(crate) async fn record(
+        &self,
+        stream: String,
+        max_len: usize,
+        message: Recorded,
+    ) -> Result<()> {
+        if message.payload.len() > self.max_message_bytes {
+            self.drop_messages(DropReason::TooLarge, 1);
+            return Err(Error::TooLarge {
+                size: message.payload.len(),
+                limit: self.max_message_bytes,
+            });
+        }
+        self.broker.record(stream, max_len, message).await
+    }
+
+    /// Up to `count` history entries of `stream` from `start` on.
+    ///
+    /// # Errors
+    /// The broker's, or [`Error::NoHistory`].
+    pub(crate) async fn range(
+        &self,
+        stream: String,
+        start: Offset,
+        count: usize,
+    ) -> Result<Vec<(Offset, Bytes)>> {
+        self.broker.range(stream, start, count).await
+    }
+
+    /// Whether the broker keeps history.
+    pub(crate) fn keeps_history(&self) -> bool {
+        self.broker.keeps_history()
     }
 
     /// Counts and (at most once per second) logs dropped messages.

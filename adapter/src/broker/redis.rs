@@ -25,7 +25,7 @@ use bytes::Bytes;
 use fred::{
     clients::{Client, SubscriberClient},
     error::Error as FredError,
-    interfaces::{ClientLike, EventInterface, PubsubInterface},
+    interfaces::{ClientLike, EventInterface, LuaInterface, PubsubInterface, StreamsInterface},
     types::{
         Builder, Value,
         config::{Config, ReconnectPolicy, UnresponsiveConfig},
@@ -35,7 +35,7 @@ use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError};
 
 use super::{
-    Broker, Hub,
+    Broker, Hub, Recorded,
     subscriptions::{Op, SubscriptionQueue},
 };
 
@@ -43,6 +43,7 @@ type FredResult<T> = std::result::Result<T, FredError>;
 use crate::{
     config::AdapterConfig,
     error::{Error, Result},
+    history::Offset,
     metrics::{DropReason, Stage},
 };
 
@@ -162,27 +163,37 @@ impl Inner {
         kind: &'static str,
         permit: OwnedSemaphorePermit,
     ) {
+        let sharded = self.sharded;
+        self.issue(payload.len(), kind, permit, move |client| {
+            async move {
+                let payload = Bytes::from(payload);
+                if sharded {
+                    client.spublish::<Value, _, _>(channel, payload).await
+                } else {
+                    client.publish::<Value, _, _>(channel, payload).await
+                }
+            }
+            .boxed()
+        });
+    }
+
+    /// Queues `command` on the publishing connection, in call order with every other publish,
+    /// and accounts for its answer without waiting for it (the connection pipelines).
+    fn issue(
+        self: &Arc<Self>,
+        bytes: usize,
+        kind: &'static str,
+        permit: OwnedSemaphorePermit,
+        command: impl FnOnce(Client) -> BoxFuture<'static, FredResult<Value>>,
+    ) {
         if !self.publisher.is_connected() {
-            // Fail fast: fred would hold the command until it reconnects.
             self.update_connected_gauge();
             self.hub.drop_messages(DropReason::RedisUnavailable, 1);
             return;
         }
-        // Down again in `account`, whichever way the answer comes.
         self.hub.metrics.publish_queue_depth.inc();
-        let bytes = payload.len();
-        let client = self.publisher.clone();
-        let sharded = self.sharded;
         let sent = Instant::now();
-        let mut answer = async move {
-            let payload = Bytes::from(payload);
-            if sharded {
-                client.spublish::<Value, _, _>(channel, payload).await
-            } else {
-                client.publish::<Value, _, _>(channel, payload).await
-            }
-        }
-        .boxed();
+        let mut answer = command(self.publisher.clone());
         if let Some(answer) = (&mut answer).now_or_never() {
             return account(&self.hub, kind, bytes, answer);
         }
@@ -203,15 +214,26 @@ impl Inner {
         });
     }
 
-    /// Subscribes again to every routed channel (after a reconnection the server has forgotten
-    /// them; on a first connection this is a harmless repeat), a thousand per command, through
-    /// the ordered queue so that an unsubscribe queued meanwhile still comes after.
     async fn resubscribe(&self) {
         let channels = self.hub.channels();
         let n = channels.len();
         if let Err(e) = self.subscriptions.request(Op::Subscribe, channels).await {
             tracing::warn!(error = %e, channels = n, "resubscribe failed");
         }
+    }
+}
+
+impl RedisBroker {
+    /// A place in the publish queue, waiting while it is full (backpressure).
+    async fn permit(&self) -> Result<OwnedSemaphorePermit> {
+        let asked = Instant::now();
+        let permit = self.inner.in_flight.clone().acquire_owned().await;
+        let permit = permit.map_err(|_| Error::Closed)?;
+        self.inner
+            .hub
+            .metrics
+            .stage(Stage::PublishQueue, asked.elapsed());
+        Ok(permit)
     }
 }
 
@@ -223,17 +245,65 @@ impl Broker for RedisBroker {
         kind: &'static str,
     ) -> BoxFuture<'_, Result<()>> {
         async move {
-            let asked = Instant::now();
-            let permit = self.inner.in_flight.clone().acquire_owned().await;
-            let permit = permit.map_err(|_| Error::Closed)?;
-            self.inner
-                .hub
-                .metrics
-                .stage(Stage::PublishQueue, asked.elapsed());
+            let permit = self.permit().await?;
             self.inner.send(channel, payload, kind, permit);
             Ok(())
         }
         .boxed()
+    }
+
+    fn record(
+        &self,
+        stream: String,
+        max_len: usize,
+        message: Recorded,
+    ) -> BoxFuture<'_, Result<()>> {
+        async move {
+            let permit = self.permit().await?;
+            let Recorded {
+                channel,
+                payload,
+                kind,
+            } = message;
+            let bytes = payload.len();
+            self.inner.issue(bytes, kind, permit, move |client| {
+                async move {
+                    let args: Vec<Value> = vec![
+                        Value::from(max_len as i64),
+                        Value::from(channel),
+                        Value::Bytes(Bytes::from(payload)),
+                    ];
+                    client
+                        .eval::<Value, _, _, _>(RECORD, vec![stream], args)
+                        .await
+                }
+                .boxed()
+            });
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn range(
+        &self,
+        stream: String,
+        start: Offset,
+        count: usize,
+    ) -> BoxFuture<'static, Result<Vec<(Offset, Bytes)>>> {
+        let client = self.inner.publisher.clone();
+        async move {
+            let answer: Value = client
+                .xrange(stream, start.to_string(), "+", Some(count as u64))
+                .await?;
+            parse_range(answer)
+        }
+        .boxed()
+    }
+
+    fn keeps_history(&self) -> bool {
+        // A script may only touch keys of one hash slot; a room channel's slot is not the
+        // stream's, so sharded publishes cannot be recorded in the same step.
+        !self.inner.sharded
     }
 
     // While the subscriber is down both answer at once: the hub routes the channel already,
@@ -336,12 +406,55 @@ fn watch_reconnects(inner: &Arc<Inner>) {
         tokio::spawn(async move {
             while let Ok(e) = errors.recv().await {
                 let Some(inner) = weak.upgrade() else { break };
+                if is_subscriber && !lost.load(Ordering::SeqCst) {
+                    inner.hub.subscription_lost();
+                }
                 lost.store(true, Ordering::SeqCst);
                 inner.update_connected_gauge();
                 tracing::warn!(error = %e.0, "redis connection error");
             }
         });
     }
+}
+
+/// Appends the broadcast to the namespace's history and publishes it stamped with its stream
+/// id, atomically: Redis runs scripts one at a time, so subscribers see ids in stream order.
+const RECORD: &str = "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3])\n\
+redis.call('PUBLISH', ARGV[2], '!' .. id .. '\\n' .. ARGV[3])\n\
+return id";
+
+/// The entries of an `XRANGE` answer: `[[id, [field, value, ..]], ..]`, the value of `m`.
+fn parse_range(answer: Value) -> Result<Vec<(Offset, Bytes)>> {
+    let Value::Array(entries) = answer else {
+        return match answer {
+            Value::Null => Ok(Vec::new()),
+            _ => Err(Error::MalformedHistory),
+        };
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let Value::Array(mut parts) = entry else {
+                return Err(Error::MalformedHistory);
+            };
+            let fields = parts.pop();
+            let id = parts.pop().and_then(|v| v.as_string());
+            let offset = id
+                .and_then(|id| id.parse().ok())
+                .ok_or(Error::MalformedHistory)?;
+            let Some(Value::Array(fields)) = fields else {
+                return Err(Error::MalformedHistory);
+            };
+            let body = fields.chunks(2).find_map(|kv| match kv {
+                [k, Value::Bytes(b)] if k.as_str().as_deref() == Some("m") => Some(b.clone()),
+                [k, Value::String(s)] if k.as_str().as_deref() == Some("m") => {
+                    Some(Bytes::copy_from_slice(s.as_bytes()))
+                }
+                _ => None,
+            });
+            Ok((offset, body.ok_or(Error::MalformedHistory)?))
+        })
+        .collect()
 }
 
 /// What a publish became, counted once its answer is in.

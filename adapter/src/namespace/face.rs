@@ -20,7 +20,7 @@ use socketioxide_core::{
     packet::Packet,
 };
 
-use super::{RedisAdapter, Target, acks::AckStream, now_us, rooms};
+use super::{RedisAdapter, Target, acks::AckStream, history::History, now_us, rooms};
 use crate::{
     channel,
     cluster::Cluster,
@@ -103,16 +103,22 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             sent_at_us: now_us(),
             trace: trace.clone(),
         };
+        let record = self.records(packet, opts);
         let published = match (&target, self.room_routes(opts)) {
             (Target::All, Some(routes)) => {
                 let mut published = Ok(true);
                 for (channel, opts) in routes {
-                    if let Err(e) = self.send(channel, body(opts)).await {
+                    let sent = self.send_maybe_recorded(channel, body(opts), record).await;
+                    if let Err(e) = sent {
                         published = Err(e);
                     }
                 }
                 published
             }
+            (Target::All, None) if record => self
+                .send_maybe_recorded(self.all_chan.clone(), body(opts.clone()), true)
+                .await
+                .map(|()| true),
             _ => self.publish_to(&target, body(opts.clone())).await,
         };
         match published {
@@ -150,6 +156,15 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
             members: Arc::new(Membership::new(cluster.config.heartbeat_timeout)),
             pending: Arc::new(Pending::default()),
             room_channels: Default::default(),
+            history: (cluster.config.history_max_len > 0 && cluster.driver.keeps_history()).then(
+                || {
+                    History::new(
+                        channel::history(prefix, &ns),
+                        cluster.config.history_max_len,
+                    )
+                },
+            ),
+            recovery: Default::default(),
             closed: Default::default(),
             ns,
             local,
@@ -202,8 +217,14 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
             self.publish_broadcast(&packet, &opts, trace).await;
         }
         let _entered = traced.as_ref().map(|(span, _)| span.enter());
-        self.deliver_local(packet, opts, Origin::Local)
-            .map_err(BroadcastError::from)
+        // A recorded broadcast reaches this node's recovering sockets from the broker, in
+        // stream order; the others get it now.
+        let delivered = if self.records(&packet, &opts) {
+            self.deliver_split(packet, opts, Origin::Local, true, None)
+        } else {
+            self.deliver_local(packet, opts, Origin::Local)
+        };
+        delivered.map_err(BroadcastError::from)
     }
 
     async fn broadcast_with_ack(

@@ -13,6 +13,7 @@ use socketioxide_core::{
 use super::{RedisAdapter, now_us};
 use crate::{
     broker::Inbound,
+    history,
     metrics::{DropReason, Origin},
     wire::{self, Body, Envelope, RequestId, WIRE_VERSION, WirePacket, WireSocket, WireValue},
 };
@@ -20,6 +21,29 @@ use crate::{
 impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
     fn on_message(self: Arc<Self>, payload: &[u8]) {
         let metrics = &self.cluster.driver.metrics;
+        let (offset, payload) = match history::unstamp(payload) {
+            Ok(split) => split,
+            Err(_) => {
+                self.cluster.driver.drop_messages(DropReason::Decode, 1);
+                return;
+            }
+        };
+        if let Some(offset) = offset {
+            if let Some(stamped) = self.decode_entry(offset, payload) {
+                if !stamped.own {
+                    self.members.seen(&stamped.origin, None, None);
+                    metrics.messages_in.with_label_values(&["broadcast"]).inc();
+                    metrics
+                        .bytes_in
+                        .with_label_values(&["broadcast"])
+                        .inc_by(payload.len() as u64);
+                    metrics.broadcasts_received.inc();
+                    metrics.remote_deliveries.inc();
+                }
+                self.on_stamped(stamped);
+            }
+            return;
+        }
         let env = match wire::decode(payload) {
             Ok(env) => env,
             Err(e) => {
@@ -47,6 +71,13 @@ impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
 
     fn on_reconnect(self: Arc<Self>) {
         self.send_detached(self.all_chan.clone(), self.hello());
+        if self.history.is_some() {
+            tokio::spawn(self.catch_up());
+        }
+    }
+
+    fn on_subscription_lost(self: Arc<Self>) {
+        self.hold();
     }
 }
 

@@ -9,11 +9,15 @@
 //! | `reports` | the node API's requests (fetchSockets, rooms, serverSideEmit) |
 //! | `heartbeat` | announcing this node and noticing dead ones |
 //! | `rooms` | room channels: subscribed on a room's first local socket, unsubscribed after its last |
+//! | `history` | broadcasts recorded in the namespace's stream, delivered in its order, caught up after a lost subscription |
+//! | `recovery` | recovering sockets: recorded broadcasts with their offsets, and what a reconnected client missed |
 
 mod acks;
 mod face;
 mod heartbeat;
+mod history;
 mod inbound;
+mod recovery;
 mod reports;
 mod rooms;
 
@@ -30,7 +34,10 @@ use socketioxide_core::{
     packet::Packet,
 };
 
-pub use self::face::InitRes;
+pub use self::{
+    face::InitRes,
+    recovery::{OFFSET_KEY, RestoreError},
+};
 use crate::{
     channel,
     cluster::ClusterInner,
@@ -53,6 +60,8 @@ pub struct RedisAdapter<E> {
     members: Arc<Membership>,
     pending: Arc<Pending>,
     room_channels: rooms::RoomChannels,
+    history: Option<history::History>,
+    recovery: recovery::RecoverySockets,
     closed: AtomicBool,
 }
 

@@ -5,13 +5,15 @@ use std::{collections::HashSet, time::Duration};
 
 use futures_util::{FutureExt as _, future::BoxFuture};
 use socketioxide_core::{
+    Sid,
     adapter::{BroadcastOptions, SocketEmitter},
     packet::Packet,
 };
 
-use super::{RedisAdapter, Target};
+use super::{RedisAdapter, RestoreError, Target};
 use crate::{
     error::Result,
+    history::Offset,
     membership::NodeInfo,
     reports::{AckReport, FetchReport, NamespaceHandle, RoomsReport, ServerEmitReport, SocketInfo},
     request,
@@ -195,5 +197,30 @@ impl<E: SocketEmitter> NamespaceHandle for RedisAdapter<E> {
 
     fn rooms_left(&self, rooms: Vec<String>) {
         self.rooms_may_be_empty(rooms);
+    }
+
+    fn keeps_history(&self) -> bool {
+        self.history.is_some()
+    }
+
+    fn history_position(&self) -> Option<Offset> {
+        self.history.as_ref().and_then(|h| h.last())
+    }
+
+    fn recovery_begin(&self, sid: Sid) {
+        self.recovery_begin(sid);
+    }
+
+    fn restore(
+        &self,
+        sid: Sid,
+        from: Option<Offset>,
+        senders: Vec<Sid>,
+    ) -> BoxFuture<'_, std::result::Result<u64, RestoreError>> {
+        async move { RedisAdapter::restore(self, sid, from, &senders).await }.boxed()
+    }
+
+    fn recovery_end(&self, sid: Sid) {
+        self.recovery_end(sid);
     }
 }

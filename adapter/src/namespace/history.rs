@@ -1,0 +1,257 @@
+//! The namespace's broadcast history: broadcasts recorded in a Redis stream as they are
+//! published, delivered here in stream order, and caught up from the stream after this node's
+//! subscription was interrupted, so that nothing published while it was not listening is lost
+//! and nothing it already delivered is delivered twice.
+//!
+//! Only what a client could miss is recorded: events without an ack, not volatile, to the
+//! whole cluster. Everything else travels as before.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use socketioxide_core::{
+    adapter::{BroadcastFlags, BroadcastOptions, SocketEmitter},
+    packet::{Packet, PacketData},
+};
+
+use super::{RedisAdapter, Target};
+use crate::{
+    broker::Recorded,
+    history::Offset,
+    metrics::{DropReason, Origin},
+    wire::{self, Body, Envelope, WIRE_VERSION},
+};
+
+/// Entries asked of the stream at once.
+pub(super) const BATCH: usize = 500;
+
+/// The namespace's history stream and how far this node delivered it.
+pub(super) struct History {
+    pub(super) stream: String,
+    pub(super) max_len: usize,
+    state: Mutex<StreamState>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    /// The last offset delivered here: a copy at or before it is a duplicate.
+    last: Option<Offset>,
+    /// From the subscription's loss until caught up: the recorded broadcasts received
+    /// meanwhile, in order.
+    gate: Option<Vec<Stamped>>,
+    /// A catch-up is running.
+    catching_up: bool,
+}
+
+/// A recorded broadcast as this node received it.
+pub(super) struct Stamped {
+    pub(super) offset: Offset,
+    /// Published by this node, whose plain sockets already have it.
+    pub(super) own: bool,
+    /// The node that published it.
+    pub(super) origin: String,
+    pub(super) packet: Packet,
+    pub(super) opts: BroadcastOptions,
+}
+
+impl History {
+    pub(super) fn new(stream: String, max_len: usize) -> Self {
+        Self {
+            stream,
+            max_len,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last offset delivered on this node.
+    pub(super) fn last(&self) -> Option<Offset> {
+        self.lock().last
+    }
+}
+
+impl<E: SocketEmitter> RedisAdapter<E> {
+    /// Whether a broadcast of `packet` to `opts` is recorded.
+    pub(super) fn records(&self, packet: &Packet, opts: &BroadcastOptions) -> bool {
+        self.history.is_some()
+            && !opts.has_flag(BroadcastFlags::Volatile)
+            && matches!(
+                packet.inner,
+                PacketData::Event(_, None) | PacketData::BinaryEvent(_, None)
+            )
+            && matches!(self.target(opts), Target::All)
+    }
+
+    /// Publishes `body` on `channel`, recorded in the history when `record`.
+    pub(super) async fn send_maybe_recorded(
+        &self,
+        channel: String,
+        body: Body,
+        record: bool,
+    ) -> crate::Result<()> {
+        let Some(history) = self.history.as_ref().filter(|_| record) else {
+            return self.send(channel, body).await;
+        };
+        let kind = body.kind();
+        let env = Envelope {
+            v: WIRE_VERSION,
+            origin: self.node_id().to_owned(),
+            body,
+        };
+        let payload = wire::encode(&env)?;
+        let message = Recorded {
+            channel,
+            payload,
+            kind,
+        };
+        let stream = history.stream.clone();
+        self.cluster
+            .driver
+            .record(stream, history.max_len, message)
+            .await
+    }
+
+    /// Delivers a recorded broadcast received from the broker, in stream order: held back
+    /// while the node catches up, skipped when already delivered.
+    pub(super) fn on_stamped(&self, stamped: Stamped) {
+        let Some(history) = &self.history else {
+            // History off here but on at the publisher: a plain broadcast.
+            if !stamped.own {
+                let _ = self.deliver_local(stamped.packet, stamped.opts, Origin::Remote);
+            }
+            return;
+        };
+        let mut state = history.lock();
+        if let Some(gate) = &mut state.gate {
+            gate.push(stamped);
+            return;
+        }
+        self.deliver_in_order(&mut state, stamped);
+    }
+
+    /// Delivers `stamped` unless it is at or before what was delivered, under the stream lock
+    /// so that live and caught-up broadcasts never interleave out of order.
+    fn deliver_in_order(&self, state: &mut StreamState, stamped: Stamped) {
+        if state.last.is_some_and(|last| stamped.offset <= last) {
+            return;
+        }
+        state.last = Some(stamped.offset);
+        let origin = if stamped.own {
+            Origin::Local
+        } else {
+            Origin::Remote
+        };
+        let _ = self.deliver_split(
+            stamped.packet,
+            stamped.opts,
+            origin,
+            !stamped.own,
+            Some(stamped.offset),
+        );
+    }
+
+    /// The subscription was lost: what arrives after it is restored waits until the node
+    /// caught up with what it missed.
+    pub(super) fn hold(&self) {
+        if let Some(history) = &self.history {
+            history.lock().gate.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// After the subscription was restored: delivers from the stream what was published
+    /// while it was down, then what arrived meanwhile, in order and once.
+    pub(super) async fn catch_up(self: Arc<Self>) {
+        let Some(history) = &self.history else { return };
+        let from = {
+            let mut state = history.lock();
+            if std::mem::replace(&mut state.catching_up, true) {
+                return;
+            }
+            state.gate.get_or_insert_with(Vec::new);
+            state.last
+        };
+        if let Some(from) = from {
+            self.catch_up_from(history, from).await;
+        }
+        let mut state = history.lock();
+        state.catching_up = false;
+        let held = state.gate.take().unwrap_or_default();
+        for stamped in held {
+            self.deliver_in_order(&mut state, stamped);
+        }
+    }
+
+    async fn catch_up_from(&self, history: &History, from: Offset) {
+        let mut start = from;
+        let mut first = true;
+        let mut failures = 0;
+        loop {
+            let stream = history.stream.clone();
+            let entries = match self.cluster.driver.range(stream, start, BATCH).await {
+                Ok(entries) => entries,
+                Err(e) if failures < 10 => {
+                    failures += 1;
+                    tracing::debug!(error = %e, ns = %self.ns, "history catch-up retried");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.cluster.driver.drop_messages(DropReason::HistoryGap, 1);
+                    tracing::warn!(error = %e, ns = %self.ns, "history catch-up failed");
+                    return;
+                }
+            };
+            if first && entries.first().map(|(id, _)| *id) != Some(from) {
+                // The last entry delivered here is gone: trimmed (or Redis lost its data), so
+                // entries after it may be gone too.
+                self.cluster.driver.drop_messages(DropReason::HistoryGap, 1);
+                tracing::warn!(ns = %self.ns, %from, "history trimmed past this node's position");
+            }
+            first = false;
+            let full = entries.len() == BATCH;
+            let mut state = history.lock();
+            for (offset, payload) in entries {
+                if let Some(stamped) = self.decode_entry(offset, &payload) {
+                    self.deliver_in_order(&mut state, stamped);
+                }
+            }
+            match state.last {
+                Some(last) if full && last > start => start = last,
+                _ => return,
+            }
+        }
+    }
+
+    /// A history entry as the broadcast it records; `None` (counted) when it is not one.
+    pub(super) fn decode_entry(&self, offset: Offset, payload: &[u8]) -> Option<Stamped> {
+        let env = match wire::decode(payload) {
+            Ok(env) if env.v <= WIRE_VERSION => env,
+            _ => {
+                self.cluster.driver.drop_messages(DropReason::Decode, 1);
+                return None;
+            }
+        };
+        let own = env.origin == self.cluster.config.node_id;
+        match env.body {
+            Body::Broadcast { packet, opts, .. } => match Packet::try_from(packet) {
+                Ok(packet) => Some(Stamped {
+                    offset,
+                    own,
+                    origin: env.origin,
+                    packet,
+                    opts,
+                }),
+                Err(_) => {
+                    self.cluster.driver.drop_messages(DropReason::Decode, 1);
+                    None
+                }
+            },
+            _ => None,
+        }
+    }
+}
