@@ -15,7 +15,7 @@ use socketioxide_core::Sid;
 use crate::{
     broker::{Broker as _, Driver, Hub, memory::MemoryBus, redis::RedisBroker},
     config::AdapterConfig,
-    error::{Error, Result},
+    error::Result,
     metrics::{DropReason, Metrics},
     reports::NamespaceHandle,
 };
@@ -98,10 +98,9 @@ impl Cluster {
         let hub = Hub::new(config.metrics_or_default());
         let broker = RedisBroker::connect(&config, hub.clone(), config.connect_wait).await?;
         if config.history_max_len > 0 && !broker.keeps_history() {
-            return Err(Error::Config(
-                "a broadcast history needs a standalone or Sentinel Redis, not a Redis Cluster"
-                    .to_owned(),
-            ));
+            tracing::warn!(
+                "no broadcast history: it needs a standalone or Sentinel Redis, not a Redis Cluster"
+            );
         }
         let driver = Driver::new(Box::new(broker), hub, config.max_message_bytes);
         Ok(Self::with_driver(config, driver))

@@ -245,7 +245,7 @@ impl AdapterConfig {
     /// missed (see [`Cluster::namespace`](crate::Cluster::namespace)). Recorded: events
     /// without an ack, not volatile, to the whole cluster. Needs a standalone or Sentinel
     /// Redis (a script records and publishes in one step, which a Redis Cluster cannot do
-    /// across slots).
+    /// across slots): on a Redis Cluster, or without Redis, there is none (logged).
     pub fn with_history(mut self, max_len: usize) -> Self {
         self.history_max_len = max_len;
         self

@@ -9,7 +9,10 @@ use ioscale_adapter::{Cluster, RedisAdapter};
 use prometheus::Registry;
 use socketioxide::{SocketIo, adapter::Emitter};
 
-use crate::{admission::Admission, api_keys::ApiKeys, config::Config, metrics::NodeMetrics};
+use crate::{
+    admission::Admission, api_keys::ApiKeys, config::Config, metrics::NodeMetrics,
+    session::recovery::Sessions,
+};
 
 /// The adapter every namespace of the node uses.
 pub type Adapter = RedisAdapter<Emitter>;
@@ -31,6 +34,8 @@ pub struct App {
     pub admission: Admission,
     /// Who may call the server API.
     pub api_keys: ApiKeys,
+    /// The recovering sockets of this node.
+    pub sessions: Sessions,
     shutting_down: AtomicBool,
 }
 
@@ -53,6 +58,7 @@ impl App {
             registry,
             admission,
             api_keys,
+            sessions: Sessions::default(),
             shutting_down: AtomicBool::new(false),
         })
     }

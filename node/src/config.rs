@@ -85,6 +85,15 @@ pub struct Config {
         default_value_t = 2000
     )]
     pub room_unsubscribe_delay_ms: u64,
+    /// How long a client that lost its connection can come back, to any node, and get its
+    /// session (public id, rooms, data) and every broadcast it missed; clients opt in with
+    /// `ioscale_recovery` in their CONNECT auth (see `clients/`). 0: no recovery.
+    #[arg(long, env = "IOSCALE_RECOVERY_WINDOW_MS", default_value_t = 120_000)]
+    pub recovery_window_ms: u64,
+    /// Broadcasts kept (about) in each namespace's Redis stream, for recovery and for nodes
+    /// catching up after a lost subscription. 0: no history (and no recovery).
+    #[arg(long, env = "IOSCALE_HISTORY_MAX_LEN", default_value_t = 10_000)]
+    pub history_max_len: usize,
     /// How long cluster requests (fetch sockets, rooms) wait for the other nodes.
     #[arg(long, env = "IOSCALE_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
@@ -303,6 +312,8 @@ impl std::fmt::Debug for Config {
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
             .field("room_channels", &self.room_channels)
             .field("room_unsubscribe_delay_ms", &self.room_unsubscribe_delay_ms)
+            .field("recovery_window_ms", &self.recovery_window_ms)
+            .field("history_max_len", &self.history_max_len)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("socket_buffer_packets", &self.socket_buffer_packets)

@@ -9,7 +9,7 @@ use crate::{
     admission::Refusal,
     app::{Adapter, App},
     joins, rooms,
-    session::public_id,
+    session::{public_id, recovery},
     sockets,
 };
 
@@ -40,9 +40,18 @@ pub(crate) async fn middleware(
             // here, before the client hears it is connected, so that a broadcast to either
             // made after that reaches it. The id is the public one: the session id is a key
             // to the session (see `session`).
-            let mut own = vec![public_id::assign(&s)];
+            let restored = match recovery::asked(payload.as_ref()) {
+                Some(ask) => recovery::admit(&s, &app, &ask, identity.user.as_deref()).await,
+                None => None,
+            };
+            let (id, kept_rooms) = match restored {
+                Some(r) => (public_id::assign_as(&s, r.id), r.rooms),
+                None => (public_id::assign(&s), Vec::new()),
+            };
+            let mut own = vec![id];
             s.on("whoami", sockets::whoami);
             own.extend(identity.user.as_deref().map(rooms::user_room));
+            own.extend(kept_rooms);
             s.extensions.insert(identity);
             joins::join(&s, &app.cluster, own).await;
             Ok(())

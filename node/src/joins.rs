@@ -6,7 +6,7 @@ use ioscale_adapter::Cluster;
 use socketioxide::extract::SocketRef;
 use socketioxide_core::adapter::RoomParam;
 
-use crate::{app::Adapter, rooms::user_room};
+use crate::{app::Adapter, rooms::user_room, session::recovery};
 
 /// Puts `s` in `rooms` and waits until broadcasts to them from any node reach this node:
 /// socketioxide's `socket.join` only writes the node's own rooms, and the first local socket
@@ -17,6 +17,7 @@ pub async fn join(s: &SocketRef<Adapter>, cluster: &Cluster, rooms: impl RoomPar
     let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.into_owned()).collect();
     s.join(rooms.clone());
     joined(s).add(&rooms);
+    recovery::changed(s);
     cluster.rooms_joined(s.ns(), rooms).await;
 }
 
@@ -26,6 +27,7 @@ pub fn leave(s: &SocketRef<Adapter>, cluster: &Cluster, rooms: impl RoomParam) {
     let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.into_owned()).collect();
     s.leave(rooms.clone());
     joined(s).remove(&rooms);
+    recovery::changed(s);
     cluster.rooms_left(s.ns(), rooms);
 }
 

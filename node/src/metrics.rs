@@ -30,6 +30,10 @@ pub struct NodeMetrics {
     pub api_requests: IntCounterVec,
     /// Server-to-server events handled, by namespace.
     pub server_events: IntCounterVec,
+    /// Sessions of recovering clients at their connect, by outcome (`recovered`, or why a
+    /// fresh session began: `new`, `unknown`, `expired`, `identity`, `history`, `invalid`,
+    /// `unavailable`).
+    pub recoveries: IntCounterVec,
     /// `/pubsub` publishes refused, by reason (see [`crate::pubsub::Refusal`]).
     pub publishes_refused: IntCounterVec,
     /// `/pubsub` acks that found the publisher's packet buffer full and waited for room (a
@@ -133,6 +137,12 @@ impl NodeMetrics {
                 "ioscale_server_events_received_total",
                 "Server-to-server events handled",
                 &["namespace"],
+            )?,
+            recoveries: counters(
+                r,
+                "ioscale_session_recoveries_total",
+                "Sessions of recovering clients at their connect, by outcome",
+                &["outcome"],
             )?,
             publishes_refused: counters(
                 r,

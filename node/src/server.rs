@@ -26,7 +26,10 @@ use crate::{
     metrics::NodeMetrics,
     origin::{self, OriginCheck, Origins},
     pubsub,
-    session::binding::{BindingLayer, Bindings},
+    session::{
+        binding::{BindingLayer, Bindings},
+        recovery,
+    },
     telemetry,
 };
 
@@ -66,7 +69,8 @@ async fn connect_cluster(config: &Config, metrics: Metrics) -> anyhow::Result<Cl
         .with_request_timeout(Config::ms(config.request_timeout_ms))
         .with_heartbeat_interval(Config::ms(config.heartbeat_interval_ms))
         .with_room_channels(config.room_channels)
-        .with_room_unsubscribe_delay(Config::ms(config.room_unsubscribe_delay_ms));
+        .with_room_unsubscribe_delay(Config::ms(config.room_unsubscribe_delay_ms))
+        .with_history(config.history_max_len);
     match &config.redis_url {
         Some(_) => Cluster::connect(adapter_config)
             .await
@@ -297,7 +301,14 @@ pub async fn run(
         applications = ?applications,
         "listening"
     );
-    serve(listener, router, admin, shutdown, &app, &io).await
+    // Sessions of recovering clients are rewritten now and then (see `session::recovery`).
+    let refresh =
+        (config.recovery_window_ms > 0).then(|| tokio::spawn(recovery::refresh_loop(app.clone())));
+    let served = serve(listener, router, admin, shutdown, &app, &io).await;
+    if let Some(r) = refresh {
+        r.abort();
+    }
+    served
 }
 
 /// Serves until `shutdown`, then shuts down gracefully: not ready, tell the cluster, close the

@@ -16,7 +16,7 @@ use crate::{
     joins,
     rate::{EventBudget, Verdict},
     refusal::{Code, Refused},
-    session::public_id,
+    session::{public_id, recovery},
 };
 
 /// The socket data key holding the token's user (`sub`).
@@ -55,6 +55,7 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
     app.metrics.connections.with_label_values(&[&ns, t]).inc();
     tracing::debug!(sid = %s.id, ns = %ns, transport = t, "connected");
     s.on("set-data", set_data);
+    recovery::connected(s, app);
     s.on_disconnect(
         async move |s: SocketRef<Adapter>,
                     reason: DisconnectReason,
@@ -66,6 +67,7 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
                 .disconnects
                 .with_label_values(&[&ns, reason_label(reason)])
                 .inc();
+            recovery::disconnected(&s, &app);
             app.cluster.remove_socket_data(&ns, s.id);
             joins::left_all(&s, &app.cluster);
             for then in then.iter() {
@@ -136,6 +138,7 @@ async fn set_data(
         return;
     }
     app.cluster.set_socket_data(s.ns(), s.id, data);
+    recovery::changed(&s);
     let _ = ack.send(&serde_json::json!({"ok": true}));
 }
 

@@ -151,13 +151,13 @@ pub struct Agent {
 }
 
 /// `tests/js`
-fn js_dir() -> PathBuf {
+pub fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
 }
 
 /// Runs `npm ci` in `tests/js` unless `node_modules` exists, under a file lock
 /// (nextest runs tests as parallel processes that would otherwise race).
-async fn ensure_node_modules() -> Result<()> {
+pub async fn ensure_node_modules() -> Result<()> {
     let dir = js_dir();
     // Every package of tests/js/package.json: a checkout that installed an older
     // package.json must install again.

@@ -9,3 +9,4 @@
 
 pub mod binding;
 pub mod public_id;
+pub mod recovery;

@@ -43,7 +43,11 @@ pub fn is_shaped(s: &str) -> bool {
 
 /// Gives `s` a new public id, returned; called once, at the handshake.
 pub fn assign<A: Adapter>(s: &SocketRef<A>) -> String {
-    let id = generate();
+    assign_as(s, generate())
+}
+
+/// Gives `s` the public id `id` (its restored session's), returned.
+pub fn assign_as<A: Adapter>(s: &SocketRef<A>, id: String) -> String {
     s.extensions.insert(PublicId(id.as_str().into()));
     id
 }
