@@ -45,8 +45,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
-# npm clients: the one the cluster tests drive, and the browser client the nodes serve.
-for dir in tests/js node/client; do
+# npm clients: the one the cluster tests drive, the browser client the nodes serve, and the
+# recovery helper's (its own tests run against socket.io-client).
+for dir in tests/js node/client clients/js; do
   if [ ! -f "$dir/node_modules/.package-lock.json" ] \
     || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     npm ci --prefix "$dir" --no-audit --no-fund

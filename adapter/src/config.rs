@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::metrics::Metrics;
+use crate::{broker::outbox::OutboxLimits, metrics::Metrics};
 
 /// Default prefix of every Redis channel the adapter uses.
 pub const DEFAULT_PREFIX: &str = "ioscale";
@@ -102,6 +102,8 @@ pub struct AdapterConfig {
     pub(crate) max_room_channels_per_broadcast: usize,
     /// Entries kept (about) in each namespace's history stream; 0: no history.
     pub(crate) history_max_len: usize,
+    /// How much of what is recorded may wait while Redis is unreachable.
+    pub(crate) outbox: OutboxLimits,
     /// How long `Cluster::connect` waits for the first connection.
     pub(crate) connect_wait: Duration,
     /// Where the adapter counts; `None`: counters nobody exports.
@@ -132,6 +134,7 @@ impl AdapterConfig {
             max_room_channels_per_broadcast: DEFAULT_MAX_ROOM_CHANNELS_PER_BROADCAST,
             connect_wait: DEFAULT_CONNECT_WAIT,
             history_max_len: 0,
+            outbox: OutboxLimits::default(),
             metrics: None,
         }
     }
@@ -248,6 +251,15 @@ impl AdapterConfig {
     /// across slots): on a Redis Cluster, or without Redis, there is none (logged).
     pub fn with_history(mut self, max_len: usize) -> Self {
         self.history_max_len = max_len;
+        self
+    }
+
+    /// Bounds what waits while Redis is unreachable: recorded broadcasts (see
+    /// [`AdapterConfig::with_history`]) published meanwhile are kept, in order, and sent when
+    /// it is back; beyond the bounds they are dropped and counted (`outbox_full`,
+    /// `outbox_expired`). Default: 10,000 messages, 16 MiB, 30 s.
+    pub fn with_outbox(mut self, limits: OutboxLimits) -> Self {
+        self.outbox = limits;
         self
     }
 

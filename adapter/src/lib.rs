@@ -84,7 +84,7 @@ mod request;
 mod wire;
 
 pub use ack::AckFailure;
-pub use broker::memory::MemoryBus;
+pub use broker::{memory::MemoryBus, outbox::OutboxLimits};
 pub use channel::{all_nodes as all_nodes_channel, one_node as node_channel, room as room_channel};
 pub use cluster::{Cluster, ServerEventHandler, TracePropagator};
 pub use config::*;

@@ -27,6 +27,10 @@ pub enum DropReason {
     /// A node caught up after its subscription was lost, but the history no longer reached
     /// back to where it was: one count per gap (the entries lost in it are unknown).
     HistoryGap,
+    /// A recorded broadcast found the outbox full while Redis was unreachable.
+    OutboxFull,
+    /// A recorded broadcast waited in the outbox longer than its age limit.
+    OutboxExpired,
 }
 
 impl DropReason {
@@ -41,6 +45,8 @@ impl DropReason {
             DropReason::SocketBufferFull => "socket_buffer_full",
             DropReason::TooLarge => "too_large",
             DropReason::HistoryGap => "history_gap",
+            DropReason::OutboxFull => "outbox_full",
+            DropReason::OutboxExpired => "outbox_expired",
         }
     }
 }
@@ -95,6 +101,7 @@ pub struct Metrics {
     pub(crate) nodes_alive: IntGauge,
     /// Messages waiting in the publish queue.
     pub(crate) publish_queue_depth: IntGauge,
+    pub(crate) outbox_messages: IntGauge,
     /// Broadcasts from other nodes handed to the local sockets.
     pub(crate) remote_deliveries: IntCounter,
     /// Packets handed to sockets by broadcasts (the fan-out), by where the broadcast came
@@ -375,6 +382,11 @@ impl Metrics {
             &["reason"],
         )?;
         let (broadcast_latency, stage_duration) = latency_metrics(r)?;
+        let outbox_messages = gauge(
+            r,
+            "outbox_messages",
+            "Recorded broadcasts waiting for Redis to be reachable",
+        )?;
         let (room_channels, room_channel_ops, subscription_commands, broadcasts_untargeted) =
             room_metrics(r)?;
         Ok(Self {
@@ -392,6 +404,7 @@ impl Metrics {
             redis_connected,
             nodes_alive,
             publish_queue_depth,
+            outbox_messages,
             remote_deliveries,
             packets_delivered,
             broadcast_latency,

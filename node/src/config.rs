@@ -94,6 +94,17 @@ pub struct Config {
     /// catching up after a lost subscription. 0: no history (and no recovery).
     #[arg(long, env = "IOSCALE_HISTORY_MAX_LEN", default_value_t = 10_000)]
     pub history_max_len: usize,
+    /// Recorded broadcasts that may wait, in order, while Redis is unreachable (beyond it they
+    /// are dropped and counted as `outbox_full`).
+    #[arg(long, env = "IOSCALE_OUTBOX_MAX_MESSAGES", default_value_t = 10_000)]
+    pub outbox_max_messages: usize,
+    /// Payload bytes that may wait while Redis is unreachable.
+    #[arg(long, env = "IOSCALE_OUTBOX_MAX_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub outbox_max_bytes: usize,
+    /// Longest a recorded broadcast waits for Redis (older ones are dropped and counted as
+    /// `outbox_expired`).
+    #[arg(long, env = "IOSCALE_OUTBOX_MAX_AGE_MS", default_value_t = 30_000)]
+    pub outbox_max_age_ms: u64,
     /// How long cluster requests (fetch sockets, rooms) wait for the other nodes.
     #[arg(long, env = "IOSCALE_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
@@ -314,6 +325,9 @@ impl std::fmt::Debug for Config {
             .field("room_unsubscribe_delay_ms", &self.room_unsubscribe_delay_ms)
             .field("recovery_window_ms", &self.recovery_window_ms)
             .field("history_max_len", &self.history_max_len)
+            .field("outbox_max_messages", &self.outbox_max_messages)
+            .field("outbox_max_bytes", &self.outbox_max_bytes)
+            .field("outbox_max_age_ms", &self.outbox_max_age_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("socket_buffer_packets", &self.socket_buffer_packets)

@@ -7,7 +7,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::{Router, routing::get};
 use futures_util::future::BoxFuture;
-use ioscale_adapter::{AdapterConfig, Cluster, Metrics, ServerEventHandler};
+use ioscale_adapter::{AdapterConfig, Cluster, Metrics, OutboxLimits, ServerEventHandler};
 use prometheus::{IntCounterVec, Registry};
 use socketioxide::{SocketIo, TransportType, layer::SocketIoLayer};
 use tokio::net::TcpListener;
@@ -70,7 +70,12 @@ async fn connect_cluster(config: &Config, metrics: Metrics) -> anyhow::Result<Cl
         .with_heartbeat_interval(Config::ms(config.heartbeat_interval_ms))
         .with_room_channels(config.room_channels)
         .with_room_unsubscribe_delay(Config::ms(config.room_unsubscribe_delay_ms))
-        .with_history(config.history_max_len);
+        .with_history(config.history_max_len)
+        .with_outbox(OutboxLimits {
+            messages: config.outbox_max_messages,
+            bytes: config.outbox_max_bytes,
+            age: Config::ms(config.outbox_max_age_ms),
+        });
     match &config.redis_url {
         Some(_) => Cluster::connect(adapter_config)
             .await

@@ -77,6 +77,7 @@ pub struct ClusterBuilder {
     heartbeat_ms: Option<u64>,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
+    redis_args: Vec<String>,
     wait_visible: bool,
 }
 
@@ -89,12 +90,19 @@ impl Default for ClusterBuilder {
             heartbeat_ms: None,
             extra_args: Vec::new(),
             env: Vec::new(),
+            redis_args: Vec::new(),
             wait_visible: true,
         }
     }
 }
 
 impl ClusterBuilder {
+    /// Extra `redis-server` arguments for a standalone Redis (e.g. `--appendonly yes`).
+    pub fn redis_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.redis_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     /// Number of nodes (3 by default).
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
@@ -147,7 +155,8 @@ impl ClusterBuilder {
         let redis = match self.redis {
             RedisKind::None => RedisBackend::None,
             RedisKind::Standalone => {
-                RedisBackend::Standalone(RedisServer::start_with(&logs, &[]).await?)
+                let args: Vec<&str> = self.redis_args.iter().map(String::as_str).collect();
+                RedisBackend::Standalone(RedisServer::start_with(&logs, &args).await?)
             }
             RedisKind::Cluster => RedisBackend::Cluster(RedisCluster::start_in(&logs, 3).await?),
         };

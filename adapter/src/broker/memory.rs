@@ -123,6 +123,7 @@ impl MemoryBus {
             self.heal(&from, node);
         }
         if let Some(hub) = self.endpoint(node).and_then(|e| e.hub.upgrade()) {
+            hub.resubscribed();
             hub.reconnected();
         }
     }

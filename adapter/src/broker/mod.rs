@@ -8,6 +8,7 @@
 //! channel → namespace routes that every broker delivers through.
 
 pub(crate) mod memory;
+pub(crate) mod outbox;
 pub(crate) mod redis;
 mod subscriptions;
 
@@ -41,6 +42,8 @@ pub(crate) trait Inbound: Send + Sync {
     fn on_reconnect(self: Arc<Self>);
     /// Called when the subscription was lost, before it is restored.
     fn on_subscription_lost(self: Arc<Self>) {}
+    /// Called once the subscription was restored after it was lost.
+    fn on_resubscribed(self: Arc<Self>) {}
 }
 
 /// What the adapter needs from a message broker.
@@ -187,6 +190,13 @@ impl Hub {
     pub(crate) fn subscription_lost(&self) {
         for h in self.handlers() {
             h.on_subscription_lost();
+        }
+    }
+
+    /// Tells every namespace once that the subscription was restored after a loss.
+    pub(crate) fn resubscribed(&self) {
+        for h in self.handlers() {
+            h.on_resubscribed();
         }
     }
 

@@ -16,7 +16,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -36,6 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError};
 
 use super::{
     Broker, Hub, Recorded,
+    outbox::{Command, Outbox, Waiting},
     subscriptions::{Op, SubscriptionQueue},
 };
 
@@ -48,6 +49,11 @@ use crate::{
 };
 
 struct Inner {
+    outbox: Outbox,
+    /// This process's name as a publisher of recorded broadcasts: the node id and a nonce,
+    /// so a restarted node's sequence starts afresh.
+    origin: String,
+    next_seq: AtomicU64,
     publisher: Client,
     subscriber: SubscriberClient,
     sharded: bool,
@@ -108,7 +114,14 @@ impl RedisBroker {
         let publisher = builder.build()?;
         let subscriptions =
             SubscriptionQueue::start(subscriber.clone(), sharded, hub.metrics.clone());
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            ^ u128::from(std::process::id());
         let inner = Arc::new(Inner {
+            outbox: Outbox::new(config.outbox),
+            origin: format!("{}~{nonce:x}", config.node_id),
+            next_seq: AtomicU64::new(0),
             publisher,
             subscriber,
             sharded,
@@ -124,6 +137,7 @@ impl RedisBroker {
         inner.subscriber.connect();
         spawn_dispatcher(&inner);
         watch_reconnects(&inner);
+        spawn_outbox_flusher(&inner);
         let wait = async {
             inner.publisher.wait_for_connect().await?;
             inner.subscriber.wait_for_connect().await
@@ -164,7 +178,7 @@ impl Inner {
         permit: OwnedSemaphorePermit,
     ) {
         let sharded = self.sharded;
-        self.issue(payload.len(), kind, permit, move |client| {
+        self.issue(payload.len(), kind, Some(permit), move |client| {
             async move {
                 let payload = Bytes::from(payload);
                 if sharded {
@@ -183,7 +197,7 @@ impl Inner {
         self: &Arc<Self>,
         bytes: usize,
         kind: &'static str,
-        permit: OwnedSemaphorePermit,
+        permit: Option<OwnedSemaphorePermit>,
         command: impl FnOnce(Client) -> BoxFuture<'static, FredResult<Value>>,
     ) {
         if !self.publisher.is_connected() {
@@ -212,6 +226,43 @@ impl Inner {
                 account(&inner.hub, kind, bytes, answer);
             }
         });
+    }
+
+    /// Issues a recorded broadcast, or keeps it in the outbox while Redis is unreachable or
+    /// older ones still wait there.
+    fn issue_or_hold(self: &Arc<Self>, w: Waiting, permit: OwnedSemaphorePermit) {
+        let mut queue = self.outbox.lock();
+        if self.publisher.is_connected() && queue.is_empty() {
+            // Issued under the lock: sequence numbers go out in order.
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            let command = w.command;
+            return self.issue(w.bytes, w.kind, Some(permit), move |c| command(c, seq));
+        }
+        drop(permit);
+        if queue.push(w, &self.outbox.limits).is_err() {
+            self.hub.drop_messages(DropReason::OutboxFull, 1);
+        }
+        self.hub.metrics.outbox_messages.set(queue.len() as i64);
+    }
+
+    /// Sends what waits in the outbox, oldest first, while Redis is reachable; drops (counted)
+    /// what waited too long.
+    fn flush_outbox(self: &Arc<Self>) {
+        let mut queue = self.outbox.lock();
+        if queue.is_empty() {
+            return;
+        }
+        while self.publisher.is_connected() {
+            let (next, expired) = queue.pop(&self.outbox.limits);
+            if expired > 0 {
+                self.hub.drop_messages(DropReason::OutboxExpired, expired);
+            }
+            let Some(w) = next else { break };
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            let command = w.command;
+            self.issue(w.bytes, w.kind, None, move |c| command(c, seq));
+        }
+        self.hub.metrics.outbox_messages.set(queue.len() as i64);
     }
 
     async fn resubscribe(&self) {
@@ -266,19 +317,22 @@ impl Broker for RedisBroker {
                 kind,
             } = message;
             let bytes = payload.len();
-            self.inner.issue(bytes, kind, permit, move |client| {
+            let last_seq = format!("{stream}#from#{}", self.inner.origin);
+            let command: Command = Box::new(move |client: Client, seq: u64| {
                 async move {
                     let args: Vec<Value> = vec![
                         Value::from(max_len as i64),
                         Value::from(channel),
                         Value::Bytes(Bytes::from(payload)),
+                        Value::from(seq.to_string()),
                     ];
-                    client
-                        .eval::<Value, _, _, _>(RECORD, vec![stream], args)
-                        .await
+                    let keys = vec![stream, last_seq];
+                    client.eval::<Value, _, _, _>(RECORD, keys, args).await
                 }
                 .boxed()
             });
+            self.inner
+                .issue_or_hold(Waiting::new(command, bytes, kind), permit);
             Ok(())
         }
         .boxed()
@@ -376,6 +430,19 @@ fn spawn_dispatcher(inner: &Arc<Inner>) {
     });
 }
 
+/// Flushes the outbox soon after Redis is back (the reconnection handler flushes too; this
+/// also expires what waits while the connection comes and goes).
+fn spawn_outbox_flusher(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some(inner) = weak.upgrade() else { break };
+            inner.flush_outbox();
+        }
+    });
+}
+
 fn watch_reconnects(inner: &Arc<Inner>) {
     for (client, is_subscriber) in [
         (inner.publisher.clone(), false),
@@ -388,11 +455,24 @@ fn watch_reconnects(inner: &Arc<Inner>) {
         let mut reconnects = client.reconnect_rx();
         let lost_r = lost.clone();
         tokio::spawn(async move {
+            let mut connected_before = false;
             while reconnects.recv().await.is_ok() {
                 let Some(inner) = weak.upgrade() else { break };
                 inner.update_connected_gauge();
                 if is_subscriber {
+                    // A new subscriber connection after an earlier one missed whatever was
+                    // published in between: what arrives now waits until the namespaces
+                    // caught up from their history, which they read once resubscribed.
+                    let again = std::mem::replace(&mut connected_before, !inner.sharded);
+                    if again {
+                        inner.hub.subscription_lost();
+                    }
                     inner.resubscribe().await;
+                    if again {
+                        inner.hub.resubscribed();
+                    }
+                } else {
+                    inner.flush_outbox();
                 }
                 if lost_r.swap(false, Ordering::SeqCst) {
                     inner.hub.metrics.redis_reconnects.inc();
@@ -419,7 +499,13 @@ fn watch_reconnects(inner: &Arc<Inner>) {
 
 /// Appends the broadcast to the namespace's history and publishes it stamped with its stream
 /// id, atomically: Redis runs scripts one at a time, so subscribers see ids in stream order.
-const RECORD: &str = "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3])\n\
+/// Once per publish: `KEYS[2]` keeps the last sequence number this publisher recorded, so a
+/// command the client sends again after a lost connection (it may have run before the
+/// connection broke) is not recorded twice.
+const RECORD: &str = "local last = tonumber(redis.call('GET', KEYS[2]) or '-1')\n\
+if tonumber(ARGV[4]) <= last then return false end\n\
+redis.call('SET', KEYS[2], ARGV[4], 'PX', 3600000)\n\
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3])\n\
 redis.call('PUBLISH', ARGV[2], '!' .. id .. '\\n' .. ARGV[3])\n\
 return id";
 

@@ -43,6 +43,8 @@ struct StreamState {
     gate: Option<Vec<Stamped>>,
     /// A catch-up is running.
     catching_up: bool,
+    /// Where to catch up from when nothing was delivered yet: shortly before the loss.
+    lost_at: Option<Offset>,
 }
 
 /// A recorded broadcast as this node received it.
@@ -52,6 +54,10 @@ pub(super) struct Stamped {
     pub(super) own: bool,
     /// The node that published it.
     pub(super) origin: String,
+    /// When, in microseconds since the epoch (for the latency histogram).
+    pub(super) sent_at_us: u64,
+    /// The publisher's trace context, if traced.
+    pub(super) trace: Option<String>,
     pub(super) packet: Packet,
     pub(super) opts: BroadcastOptions,
 }
@@ -159,7 +165,13 @@ impl<E: SocketEmitter> RedisAdapter<E> {
     /// caught up with what it missed.
     pub(super) fn hold(&self) {
         if let Some(history) = &self.history {
-            history.lock().gate.get_or_insert_with(Vec::new);
+            let mut state = history.lock();
+            state.gate.get_or_insert_with(Vec::new);
+            if state.last.is_none() && state.lost_at.is_none() {
+                // Stream ids are Redis' clock in ms; a second of slack covers clock skew.
+                let ms = (super::now_us() / 1000).saturating_sub(1000);
+                state.lost_at = Some(Offset::new(ms, 0));
+            }
         }
     }
 
@@ -173,10 +185,14 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 return;
             }
             state.gate.get_or_insert_with(Vec::new);
-            state.last
+            match (state.last, state.lost_at.take()) {
+                (Some(last), _) => Some((last, true)),
+                (None, Some(lost_at)) => Some((lost_at, false)),
+                (None, None) => None,
+            }
         };
-        if let Some(from) = from {
-            self.catch_up_from(history, from).await;
+        if let Some((from, delivered)) = from {
+            self.catch_up_from(history, from, delivered).await;
         }
         let mut state = history.lock();
         state.catching_up = false;
@@ -186,7 +202,9 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         }
     }
 
-    async fn catch_up_from(&self, history: &History, from: Offset) {
+    /// Reads the stream from `from` on: the last offset delivered here (`delivered`: it
+    /// must still be there, or entries after it may be gone), or a time shortly before the loss.
+    async fn catch_up_from(&self, history: &History, from: Offset, delivered: bool) {
         let mut start = from;
         let mut first = true;
         let mut failures = 0;
@@ -206,7 +224,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                     return;
                 }
             };
-            if first && entries.first().map(|(id, _)| *id) != Some(from) {
+            if first && delivered && entries.first().map(|(id, _)| *id) != Some(from) {
                 // The last entry delivered here is gone: trimmed (or Redis lost its data), so
                 // entries after it may be gone too.
                 self.cluster.driver.drop_messages(DropReason::HistoryGap, 1);
@@ -238,11 +256,18 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         };
         let own = env.origin == self.cluster.config.node_id;
         match env.body {
-            Body::Broadcast { packet, opts, .. } => match Packet::try_from(packet) {
+            Body::Broadcast {
+                packet,
+                opts,
+                sent_at_us,
+                trace,
+            } => match Packet::try_from(packet) {
                 Ok(packet) => Some(Stamped {
                     offset,
                     own,
                     origin: env.origin,
+                    sent_at_us,
+                    trace,
                     packet,
                     opts,
                 }),

@@ -29,7 +29,8 @@ impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
             }
         };
         if let Some(offset) = offset {
-            if let Some(stamped) = self.decode_entry(offset, payload) {
+            if let Some(mut stamped) = self.decode_entry(offset, payload) {
+                let mut span = None;
                 if !stamped.own {
                     self.members.seen(&stamped.origin, None, None);
                     metrics.messages_in.with_label_values(&["broadcast"]).inc();
@@ -37,9 +38,10 @@ impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
                         .bytes_in
                         .with_label_values(&["broadcast"])
                         .inc_by(payload.len() as u64);
-                    metrics.broadcasts_received.inc();
-                    metrics.remote_deliveries.inc();
+                    let trace = stamped.trace.take();
+                    span = self.received(&stamped.origin, stamped.sent_at_us, trace);
                 }
+                let _entered = span.as_ref().map(|s| s.enter());
                 self.on_stamped(stamped);
             }
             return;
@@ -71,13 +73,16 @@ impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
 
     fn on_reconnect(self: Arc<Self>) {
         self.send_detached(self.all_chan.clone(), self.hello());
-        if self.history.is_some() {
-            tokio::spawn(self.catch_up());
-        }
     }
 
     fn on_subscription_lost(self: Arc<Self>) {
         self.hold();
+    }
+
+    fn on_resubscribed(self: Arc<Self>) {
+        if self.history.is_some() {
+            tokio::spawn(self.catch_up());
+        }
     }
 }
 
@@ -197,6 +202,27 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         sent_at_us: u64,
         trace: Option<String>,
     ) {
+        let span = self.received(origin, sent_at_us, trace);
+        let _entered = span.as_ref().map(|s| s.enter());
+        match Packet::try_from(packet) {
+            Ok(packet) => {
+                let _ = self.deliver_local(packet, opts, Origin::Remote);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "bad packet");
+                self.cluster.driver.drop_messages(DropReason::Decode, 1);
+            }
+        }
+    }
+
+    /// Counts a broadcast from another node and observes its latency; returns the span its
+    /// delivery runs in, child of the publisher's, when tracing is on.
+    fn received(
+        &self,
+        origin: &str,
+        sent_at_us: u64,
+        trace: Option<String>,
+    ) -> Option<tracing::Span> {
         let span = match (self.cluster.propagator(), trace) {
             (Some(p), Some(tp)) => {
                 let span = tracing::info_span!("adapter.deliver", ns = %self.ns, node = %self.node_id(), from = %origin);
@@ -205,25 +231,16 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             }
             _ => None,
         };
-        let _entered = span.as_ref().map(|s| s.enter());
         let metrics = &self.cluster.driver.metrics;
         metrics.broadcasts_received.inc();
+        metrics.remote_deliveries.inc();
         let now = now_us();
         if sent_at_us > 0 && now >= sent_at_us {
             metrics
                 .broadcast_latency
                 .observe((now - sent_at_us) as f64 / 1e6);
         }
-        match Packet::try_from(packet) {
-            Ok(packet) => {
-                metrics.remote_deliveries.inc();
-                let _ = self.deliver_local(packet, opts, Origin::Remote);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "bad packet");
-                self.cluster.driver.drop_messages(DropReason::Decode, 1);
-            }
-        }
+        span
     }
 
     /// Delivers to the local sockets and sends back their count, then each ack as it comes.
