@@ -201,8 +201,29 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Sends `{"token": token}` with every namespace CONNECT.
     #[must_use]
-    pub fn with_auth_token(mut self, token: Option<&str>) -> Self {
-        self.auth = token.map(|t| serde_json::json!({ "token": t }).to_string());
+    pub fn with_auth_token(self, token: Option<&str>) -> Self {
+        self.with_auth_field("token", token.map(Into::into))
+    }
+
+    /// Asks ioscale for session recovery in every namespace CONNECT
+    /// (`ioscale_recovery: {session: null, offset: null}`): a fresh recoverable session each.
+    #[must_use]
+    pub fn with_recovery(self, on: bool) -> Self {
+        let ask = serde_json::json!({"session": null, "offset": null});
+        self.with_auth_field("ioscale_recovery", on.then_some(ask))
+    }
+
+    fn with_auth_field(mut self, key: &str, value: Option<serde_json::Value>) -> Self {
+        let Some(value) = value else { return self };
+        let mut auth = self
+            .auth
+            .as_deref()
+            .and_then(|a| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(a).ok()
+            })
+            .unwrap_or_default();
+        auth.insert(key.to_owned(), value);
+        self.auth = Some(serde_json::Value::Object(auth).to_string());
         self
     }
 

@@ -105,6 +105,10 @@ pub struct Common {
     /// servers with connection auth (ioscale's `--auth jwt`).
     #[arg(long, env = "IOSCALE_LOADTEST_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Every Socket.IO client asks ioscale for session recovery in its CONNECT
+    /// (`ioscale_recovery` in its auth), as the recovery helpers do: what recovery costs.
+    #[arg(long, env = "IOSCALE_LOADTEST_RECOVERY")]
+    pub recovery: bool,
     /// Write the JSON report here, and an SVG plot next to it (same name, `.svg`).
     #[arg(long, env = "IOSCALE_LOADTEST_REPORT_JSON")]
     pub report_json: Option<PathBuf>,

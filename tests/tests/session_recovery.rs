@@ -80,6 +80,16 @@ impl Run {
             .with_context(|| format!("no {key:?} from recovery-run in {limit:?}"))?
     }
 
+    /// Waits until at least `n` publishes were acked.
+    async fn published(&mut self, n: u64) -> Result<()> {
+        loop {
+            let p = self.next("progress", Duration::from_secs(20)).await?;
+            if p["progress"].as_u64() >= Some(n) {
+                return Ok(());
+            }
+        }
+    }
+
     async fn command(&mut self, line: &str) -> Result<()> {
         let stdin = self.child.stdin.as_mut().context("stdin")?;
         stdin.write_all(format!("{line}\n").as_bytes()).await?;
@@ -181,13 +191,7 @@ async fn subscribers_of_a_killed_node_recover_every_message_once_in_order() -> R
         .filter(|m| m.1 == victim)
         .count();
     ensure!(on_victim > 0, "no subscriber on the node to kill");
-    run.next("progress", Duration::from_secs(20)).await?;
-    loop {
-        let p = run.next("progress", Duration::from_secs(20)).await?;
-        if p["progress"].as_u64() >= Some(COUNT / 3) {
-            break;
-        }
-    }
+    run.published(COUNT / 3).await?;
     cluster.node_mut(0).sigkill();
     let report = run.next("report", Duration::from_secs(90)).await?;
     save(&cluster, &report)?;
@@ -218,12 +222,7 @@ async fn clients_whose_connection_drops_recover_on_a_live_node() -> Result<()> {
     let publishers = vec![cluster.node(1).url(), cluster.node(2).url()];
     let mut run = Run::start(cluster.logs(), &balancer.url(), publishers).await?;
     let ready = run.next("ready", Duration::from_secs(40)).await?;
-    loop {
-        let p = run.next("progress", Duration::from_secs(20)).await?;
-        if p["progress"].as_u64() >= Some(COUNT / 3) {
-            break;
-        }
-    }
+    run.published(COUNT / 3).await?;
     run.command("cut 10").await?;
     let dropped = run.next("dropped", Duration::from_secs(10)).await?;
     ensure!(dropped["dropped"] == 10, "cut {dropped}");
@@ -248,12 +247,7 @@ async fn no_message_is_lost_when_redis_is_killed_and_restarted_with_its_append_o
     let publishers = vec![cluster.node(1).url(), cluster.node(2).url()];
     let mut run = Run::start(cluster.logs(), &balancer.url(), publishers).await?;
     let ready = run.next("ready", Duration::from_secs(40)).await?;
-    loop {
-        let p = run.next("progress", Duration::from_secs(20)).await?;
-        if p["progress"].as_u64() >= Some(COUNT / 3) {
-            break;
-        }
-    }
+    run.published(COUNT / 3).await?;
     let redis = cluster.redis_mut().standalone();
     redis.kill();
     tokio::time::sleep(Duration::from_millis(1000)).await;

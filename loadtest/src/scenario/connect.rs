@@ -141,7 +141,8 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
             common.protocol,
             Duration::from_millis(common.connect_timeout_ms),
         )?
-        .with_auth_token(common.auth_token.as_deref()),
+        .with_auth_token(common.auth_token.as_deref())
+        .with_recovery(common.recovery),
     );
     let mut watch = ProcWatch::new(&common.watch_pids)?;
     let progress = Progress::new(!common.no_progress);

@@ -167,7 +167,8 @@ fn clients_config(common: &Common) -> Result<(Vec<Target>, ClientConfig)> {
         common.protocol,
         Duration::from_millis(common.connect_timeout_ms),
     )?
-    .with_auth_token(common.auth_token.as_deref());
+    .with_auth_token(common.auth_token.as_deref())
+    .with_recovery(common.recovery);
     Ok((targets, cfg))
 }
 
