@@ -52,6 +52,8 @@ pub(super) struct RecoverySockets {
     sockets: Mutex<HashMap<Sid, State>>,
     /// The map's size, read on every broadcast without the lock.
     count: AtomicUsize,
+    /// How many of them are being restored (changed under the lock).
+    restoring: AtomicUsize,
 }
 
 impl RecoverySockets {
@@ -65,13 +67,20 @@ impl RecoverySockets {
 
     pub(super) fn begin(&self, sid: Sid) {
         let mut sockets = self.lock();
-        sockets.insert(sid, State::Restoring(Vec::new()));
+        if !matches!(
+            sockets.insert(sid, State::Restoring(Vec::new())),
+            Some(State::Restoring(_))
+        ) {
+            self.restoring.fetch_add(1, Ordering::Relaxed);
+        }
         self.count.store(sockets.len(), Ordering::Relaxed);
     }
 
     pub(super) fn end(&self, sid: Sid) {
         let mut sockets = self.lock();
-        sockets.remove(&sid);
+        if let Some(State::Restoring(_)) = sockets.remove(&sid) {
+            self.restoring.fetch_sub(1, Ordering::Relaxed);
+        }
         self.count.store(sockets.len(), Ordering::Relaxed);
     }
 }
@@ -120,18 +129,29 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         stamp: Option<Offset>,
     ) -> Result<(), Vec<SocketError>> {
         if self.recovery.is_empty() {
-            return if to_plain {
-                self.deliver_local(packet, opts, origin)
-            } else {
-                Ok(())
-            };
+            // Under the lock: a restore that begins now waits until this delivery is done, so
+            // its socket gets this broadcast from the history, once.
+            let _sockets = self.recovery.lock();
+            if self.recovery.is_empty() {
+                return if to_plain {
+                    self.deliver_local(packet, opts, origin)
+                } else {
+                    Ok(())
+                };
+            }
         }
         let mut plain = Vec::new();
         let mut marked = Vec::new();
         let mut any_recovering = false;
+        let mut matched = 0;
         {
             let mut sockets = self.recovery.lock();
+            // With no socket being restored, the sockets that join between this walk and the
+            // send can only be plain or live ones: one encoding for all is safe, under the
+            // lock (a restore cannot begin meanwhile).
+            let none_restoring = self.recovery.restoring.load(Ordering::Relaxed) == 0;
             for sid in self.local.sockets(opts.clone()) {
+                matched += 1;
                 let state = sockets.get_mut(&sid);
                 any_recovering |= state.is_some();
                 match (state, stamp) {
@@ -148,14 +168,18 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                     }
                 }
             }
-        }
-        if !any_recovering {
-            // None of them recovers: one encoding for all, as without recovery.
-            return if to_plain {
-                self.deliver_local(packet, opts, origin)
-            } else {
-                Ok(())
-            };
+            if none_restoring && !any_recovering {
+                // None of them recovers: as without recovery.
+                return if to_plain {
+                    self.deliver_local(packet, opts, origin)
+                } else {
+                    Ok(())
+                };
+            }
+            if let (true, Some(offset), true) = (none_restoring, stamp, marked.len() == matched) {
+                // Every match is a live recovering socket due this offset.
+                return self.deliver_local(with_offset(&packet, offset), opts, origin);
+            }
         }
         let mut errors = Vec::new();
         let mut sent = 0;
@@ -219,7 +243,10 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             return result.map(|()| given); // disconnected meanwhile
         };
         let held = match std::mem::replace(state, State::Live(None)) {
-            State::Restoring(held) => held,
+            State::Restoring(held) => {
+                self.recovery.restoring.fetch_sub(1, Ordering::Relaxed);
+                held
+            }
             State::Live(_) => Vec::new(),
         };
         let mut errors = Vec::new();
