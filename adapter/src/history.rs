@@ -62,6 +62,18 @@ impl FromStr for Offset {
     }
 }
 
+/// Why a socket's missed broadcasts could not be given back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The history no longer holds the client's offset: what followed it may be gone.
+    #[error("the history no longer reaches back to the offset")]
+    Trimmed,
+    /// The history could not be read.
+    #[error("the history could not be read")]
+    Unavailable,
+}
+
 /// Frames a recorded broadcast as the broker publishes it.
 pub(crate) fn stamp(offset: Offset, envelope: &[u8]) -> Vec<u8> {
     let head = format!("!{offset}\n");

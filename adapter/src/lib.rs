@@ -89,10 +89,10 @@ pub use channel::{all_nodes as all_nodes_channel, one_node as node_channel, room
 pub use cluster::{Cluster, ServerEventHandler, TracePropagator};
 pub use config::*;
 pub use error::{Error, Result};
-pub use history::{BadOffset, Offset};
+pub use history::{BadOffset, Offset, RestoreError};
 pub use membership::NodeInfo;
 pub use metrics::{DropReason, Metrics};
-pub use namespace::{InitRes, OFFSET_KEY, RedisAdapter, RestoreError, all_sockets};
+pub use namespace::{InitRes, OFFSET_KEY, RedisAdapter, all_sockets};
 /// The Prometheus crate [`Metrics::new`] registers into, so a user's registry has the same type.
 pub use prometheus;
 pub use reports::{

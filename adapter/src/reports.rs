@@ -7,7 +7,10 @@ use futures_util::future::BoxFuture;
 use socketioxide_core::{Sid, Value, adapter::BroadcastOptions, packet::Packet};
 
 use crate::{
-    ack::AckFailure, error::Result, history::Offset, membership::NodeInfo, namespace::RestoreError,
+    ack::AckFailure,
+    error::Result,
+    history::{Offset, RestoreError},
+    membership::NodeInfo,
 };
 
 /// One socket's answer to a broadcast with acks.

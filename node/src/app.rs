@@ -11,7 +11,7 @@ use socketioxide::{SocketIo, adapter::Emitter};
 
 use crate::{
     admission::Admission, api_keys::ApiKeys, config::Config, metrics::NodeMetrics,
-    session::recovery::Sessions,
+    session::registry::Sessions,
 };
 
 /// The adapter every namespace of the node uses.
@@ -35,7 +35,7 @@ pub struct App {
     /// Who may call the server API.
     pub api_keys: ApiKeys,
     /// The recovering sockets of this node.
-    pub sessions: Sessions,
+    pub sessions: Sessions<Adapter>,
     shutting_down: AtomicBool,
 }
 

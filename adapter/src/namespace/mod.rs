@@ -34,10 +34,7 @@ use socketioxide_core::{
     packet::Packet,
 };
 
-pub use self::{
-    face::InitRes,
-    recovery::{OFFSET_KEY, RestoreError},
-};
+pub use self::{face::InitRes, recovery::OFFSET_KEY};
 use crate::{
     channel,
     cluster::ClusterInner,

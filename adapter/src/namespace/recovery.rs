@@ -22,22 +22,13 @@ use socketioxide_core::{
 };
 
 use super::{RedisAdapter, history::BATCH};
-use crate::{history::Offset, metrics::Origin};
+use crate::{
+    history::{Offset, RestoreError},
+    metrics::Origin,
+};
 
 /// The key of the object a recorded event carries as its last argument.
 pub const OFFSET_KEY: &str = "ioscale_offset";
-
-/// Why a socket's missed broadcasts could not be given back.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RestoreError {
-    /// The history no longer holds the client's offset: what followed it may be gone.
-    #[error("the history no longer reaches back to the offset")]
-    Trimmed,
-    /// The history could not be read.
-    #[error("the history could not be read")]
-    Unavailable,
-}
 
 enum State {
     /// Being restored: what arrived live meanwhile.

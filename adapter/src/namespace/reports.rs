@@ -10,10 +10,10 @@ use socketioxide_core::{
     packet::Packet,
 };
 
-use super::{RedisAdapter, RestoreError, Target};
+use super::{RedisAdapter, Target};
 use crate::{
     error::Result,
-    history::Offset,
+    history::{Offset, RestoreError},
     membership::NodeInfo,
     reports::{AckReport, FetchReport, NamespaceHandle, RoomsReport, ServerEmitReport, SocketInfo},
     request,

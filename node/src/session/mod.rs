@@ -10,3 +10,4 @@
 pub mod binding;
 pub mod public_id;
 pub mod recovery;
+pub mod registry;

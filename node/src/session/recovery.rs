@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -135,30 +135,6 @@ pub struct Admitted {
     pub id: String,
     /// The session's rooms (besides the own-id and user rooms).
     pub rooms: Vec<String>,
-}
-
-/// The node's recovering sockets and how their sessions are stored.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    sockets: Mutex<Vec<SocketRef<Adapter>>>,
-}
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SocketRef<Adapter>>> {
-        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add(&self, s: &SocketRef<Adapter>) {
-        self.lock().push(s.clone());
-    }
-
-    fn remove(&self, sid: Sid) {
-        self.lock().retain(|s| s.id != sid);
-    }
-
-    fn all(&self) -> Vec<SocketRef<Adapter>> {
-        self.lock().clone()
-    }
 }
 
 fn now_ms() -> u64 {
