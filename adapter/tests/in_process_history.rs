@@ -5,21 +5,12 @@
 
 mod support;
 
-use ioscale_adapter::{AdapterConfig, MemoryBus, Offset, RestoreError};
+use ioscale_adapter::{MemoryBus, Offset, RestoreError};
 use support::*;
 use tokio::time::timeout;
 
 async fn history_nodes(ids: &[&str], max_len: usize) -> (MemoryBus, Vec<Node>) {
-    let bus = MemoryBus::new();
-    let mut nodes = Vec::new();
-    for id in ids {
-        let config = AdapterConfig::new("")
-            .with_node_id(*id)
-            .with_room_channels(true)
-            .with_history(max_len);
-        nodes.push(Node::start_with(&bus, config).await);
-    }
-    (bus, nodes)
+    nodes_with(ids, |c| c.with_room_channels(true).with_history(max_len)).await
 }
 
 /// A recovering socket on `node` in `rooms`, live (restored from nothing).

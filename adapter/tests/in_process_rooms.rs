@@ -19,16 +19,11 @@ fn chan(room: &str) -> String {
 }
 
 async fn nodes_with_delay(ids: &[&str]) -> (MemoryBus, Vec<Node>) {
-    let bus = MemoryBus::new();
-    let mut nodes = Vec::new();
-    for id in ids {
-        let config = AdapterConfig::new("")
-            .with_node_id(*id)
-            .with_room_channels(true)
-            .with_room_unsubscribe_delay(DELAY);
-        nodes.push(Node::start_with(&bus, config).await);
-    }
-    (bus, nodes)
+    nodes_with(ids, |c| {
+        c.with_room_channels(true)
+            .with_room_unsubscribe_delay(DELAY)
+    })
+    .await
 }
 
 fn broadcasts_in(n: &Node) -> u64 {

@@ -89,11 +89,13 @@ impl<E: SocketEmitter> RedisAdapter<E> {
 
 impl<E: SocketEmitter> RedisAdapter<E> {
     /// Publishes a broadcast to the other nodes: one copy per room on the rooms' channels
-    /// (see `rooms::room_routes`), or one message where [`Target`] says.
+    /// (see `rooms::room_routes`), or one message where [`Target`] says; each recorded in the
+    /// history when `record` (see `history`).
     async fn publish_broadcast(
         &self,
         packet: &Packet,
         opts: &BroadcastOptions,
+        record: bool,
         trace: Option<String>,
     ) {
         let target = self.target(opts);
@@ -103,7 +105,6 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             sent_at_us: now_us(),
             trace: trace.clone(),
         };
-        let record = self.records(packet, opts);
         let published = match (&target, self.room_routes(opts)) {
             (Target::All, Some(routes)) => {
                 let mut published = Ok(true);
@@ -212,14 +213,15 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
             let traceparent = p.inject(&span);
             (span, traceparent)
         });
+        let record = self.records(&packet, &opts);
         if !opts.is_local(self.local.server_id()) {
             let trace = traced.as_ref().and_then(|(_, tp)| tp.clone());
-            self.publish_broadcast(&packet, &opts, trace).await;
+            self.publish_broadcast(&packet, &opts, record, trace).await;
         }
         let _entered = traced.as_ref().map(|(span, _)| span.enter());
         // A recorded broadcast reaches this node's recovering sockets from the broker, in
         // stream order; the others get it now.
-        let delivered = if self.records(&packet, &opts) {
+        let delivered = if record {
             self.deliver_split(packet, opts, Origin::Local, true, None)
         } else {
             self.deliver_local(packet, opts, Origin::Local)

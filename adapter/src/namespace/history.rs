@@ -21,7 +21,7 @@ use crate::{
     broker::Recorded,
     history::Offset,
     metrics::{DropReason, Origin},
-    wire::{self, Body, Envelope, WIRE_VERSION},
+    wire::{self, Body, WIRE_VERSION},
 };
 
 /// Entries asked of the stream at once.
@@ -104,12 +104,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             return self.send(channel, body).await;
         };
         let kind = body.kind();
-        let env = Envelope {
-            v: WIRE_VERSION,
-            origin: self.node_id().to_owned(),
-            body,
-        };
-        let payload = wire::encode(&env)?;
+        let payload = self.encode(body)?;
         let message = Recorded {
             channel,
             payload,

@@ -33,13 +33,10 @@ impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
                 let mut span = None;
                 if !stamped.own {
                     self.members.seen(&stamped.origin, None, None);
-                    metrics.messages_in.with_label_values(&["broadcast"]).inc();
-                    metrics
-                        .bytes_in
-                        .with_label_values(&["broadcast"])
-                        .inc_by(payload.len() as u64);
+                    self.count_in("broadcast", payload.len());
                     let trace = stamped.trace.take();
                     span = self.received(&stamped.origin, stamped.sent_at_us, trace);
+                    metrics.remote_deliveries.inc();
                 }
                 let _entered = span.as_ref().map(|s| s.enter());
                 self.on_stamped(stamped);
@@ -62,12 +59,7 @@ impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
             // Our own publish, looped back by the broker.
             return;
         }
-        let kind = env.body.kind();
-        metrics.messages_in.with_label_values(&[kind]).inc();
-        metrics
-            .bytes_in
-            .with_label_values(&[kind])
-            .inc_by(payload.len() as u64);
+        self.count_in(env.body.kind(), payload.len());
         self.handle(env);
     }
 
@@ -206,6 +198,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         let _entered = span.as_ref().map(|s| s.enter());
         match Packet::try_from(packet) {
             Ok(packet) => {
+                self.cluster.driver.metrics.remote_deliveries.inc();
                 let _ = self.deliver_local(packet, opts, Origin::Remote);
             }
             Err(e) => {
@@ -233,7 +226,6 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         };
         let metrics = &self.cluster.driver.metrics;
         metrics.broadcasts_received.inc();
-        metrics.remote_deliveries.inc();
         let now = now_us();
         if sent_at_us > 0 && now >= sent_at_us {
             metrics

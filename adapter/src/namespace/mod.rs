@@ -117,13 +117,27 @@ impl<E: SocketEmitter> RedisAdapter<E> {
 
     async fn send(&self, channel: String, body: Body) -> Result<()> {
         let kind = body.kind();
-        let env = Envelope {
+        let bytes = self.encode(body)?;
+        self.cluster.driver.publish(channel, bytes, kind).await
+    }
+
+    /// `body` in this node's envelope, as it goes on the wire.
+    fn encode(&self, body: Body) -> Result<Vec<u8>> {
+        wire::encode(&Envelope {
             v: WIRE_VERSION,
             origin: self.node_id().to_owned(),
             body,
-        };
-        let bytes = wire::encode(&env)?;
-        self.cluster.driver.publish(channel, bytes, kind).await
+        })
+    }
+
+    /// Counts a message from another node of `kind` and `bytes`.
+    fn count_in(&self, kind: &str, bytes: usize) {
+        let metrics = &self.cluster.driver.metrics;
+        metrics.messages_in.with_label_values(&[kind]).inc();
+        metrics
+            .bytes_in
+            .with_label_values(&[kind])
+            .inc_by(bytes as u64);
     }
 
     /// Publishes without waiting, for code that runs on the dispatcher and must not block it.
@@ -266,9 +280,20 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         opts: BroadcastOptions,
         origin: Origin,
     ) -> std::result::Result<(), Vec<SocketError>> {
+        let matched = self.local.sockets(opts.clone()).len() as u64;
+        self.deliver_matched(packet, opts, origin, matched)
+    }
+
+    /// [`Self::deliver_local`] once the matching sockets were counted (`matched`).
+    fn deliver_matched(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+        origin: Origin,
+        matched: u64,
+    ) -> std::result::Result<(), Vec<SocketError>> {
         let metrics = &self.cluster.driver.metrics;
         let started = Instant::now();
-        let matched = self.local.sockets(opts.clone()).len() as u64;
         let result = self.local.broadcast(packet, opts);
         metrics.stage(Stage::LocalDelivery, started.elapsed());
         let failed = result.as_ref().err().map_or(0, Vec::len) as u64;

@@ -159,17 +159,19 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                     }
                 }
             }
+            // The walk above counted the matches: the send does not walk the rooms twice.
             if none_restoring && !any_recovering {
                 // None of them recovers: as without recovery.
                 return if to_plain {
-                    self.deliver_local(packet, opts, origin)
+                    self.deliver_matched(packet, opts, origin, matched as u64)
                 } else {
                     Ok(())
                 };
             }
             if let (true, Some(offset), true) = (none_restoring, stamp, marked.len() == matched) {
                 // Every match is a live recovering socket due this offset.
-                return self.deliver_local(with_offset(&packet, offset), opts, origin);
+                let packet = with_offset(&packet, offset);
+                return self.deliver_matched(packet, opts, origin, matched as u64);
             }
         }
         let mut errors = Vec::new();

@@ -145,6 +145,20 @@ pub async fn next_message(rx: &mut Receiver<EioPacket>) -> Option<String> {
     }
 }
 
+/// Nodes named `ids` on one bus, each configured by `configure`.
+pub async fn nodes_with(
+    ids: &[&str],
+    configure: impl Fn(AdapterConfig) -> AdapterConfig,
+) -> (MemoryBus, Vec<Node>) {
+    let bus = MemoryBus::new();
+    let mut nodes = Vec::new();
+    for id in ids {
+        let config = configure(AdapterConfig::new("").with_node_id(*id));
+        nodes.push(Node::start_with(&bus, config).await);
+    }
+    (bus, nodes)
+}
+
 pub async fn three_nodes() -> (MemoryBus, Node, Node, Node) {
     let bus = MemoryBus::new();
     let a = Node::start(&bus, "a").await;
