@@ -4,6 +4,8 @@
 #   node-socketio  3 x socket.io 4 + @socket.io/redis-adapter (classic: PUBLISH / PSUBSCRIBE)
 #   node-sharded   3 x socket.io 4 + @socket.io/redis-adapter's sharded adapter, dynamic mode
 #                  (SPUBLISH / SSUBSCRIBE, one shard channel per room while it exists on a server)
+#   node-streams   3 x socket.io 4 + @socket.io/redis-streams-adapter with connectionStateRecovery
+#                  (a Redis stream; sessions kept 120 s; for the fault scenarios)
 #   socketioxide   3 x socketioxide + socketioxide-redis (fred: SPUBLISH / SSUBSCRIBE)
 #   raw-ws         1 x raw WebSocket fan-out server, no Redis (the ceiling)
 # (3 server processes per clustered implementation, 6 for the rooms scenario: --nodes.)
@@ -15,7 +17,7 @@
 # Usage: loadtest/bench.sh [options] [-- extra ioscale-loadtest flags]
 #   --runs N               runs per implementation, medians reported (3)
 #   --impls a,b,..         implementations (ioscale,node-socketio,socketioxide,raw-ws; also
-#                          node-sharded, ioscale-baseline)
+#                          node-sharded, node-streams, ioscale-baseline)
 #   --nodes N              server processes per clustered implementation (3; rooms: 6)
 #   --redis MODE           standalone | cluster (standalone). cluster: 3 masters, no replicas
 #                          (`redis-cli --cluster create`), every server given all of them:
@@ -66,6 +68,13 @@
 #   --baseline-node-args A extra flags of the `ioscale-baseline` nodes only (one string, split on
 #                          spaces), e.g. to compare `--auth jwt` against no auth on one build
 #   --no-build             use the binaries already in target/release
+# Faults (fanout; any of them also runs Redis with AOF, appendfsync everysec, and makes every
+# client reconnect with socket.io-client's backoff, asking for the session recovery its
+# implementation has: ioscale's for ioscale, socket.io's for node-streams, none otherwise):
+#   --kill-node-at S       SIGKILL the last server process S seconds after the first send
+#   --restart-redis-at S   SIGKILL Redis at S and start it again on the same port and files
+#   --drop-clients-at S    --drop-share of the subscribers reset their TCP connections at S
+#   --drop-share F         (0.1)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -102,6 +111,10 @@ out=""
 build=1
 baseline_node_bin=""
 baseline_node_args=""
+kill_node_at=""
+restart_redis_at=""
+drop_clients_at=""
+drop_share=0.1
 extra=()
 
 need_value() {
@@ -139,6 +152,10 @@ while [ $# -gt 0 ]; do
     --no-build) build=0; shift ;;
     --baseline-node-bin) need_value "$@"; baseline_node_bin="$2"; shift 2 ;;
     --baseline-node-args) need_value "$@"; baseline_node_args="$2"; shift 2 ;;
+    --kill-node-at) need_value "$@"; kill_node_at="$2"; shift 2 ;;
+    --restart-redis-at) need_value "$@"; restart_redis_at="$2"; shift 2 ;;
+    --drop-clients-at) need_value "$@"; drop_clients_at="$2"; shift 2 ;;
+    --drop-share) need_value "$@"; drop_share="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -158,6 +175,16 @@ fi
 : "${nodes:=3}" "${room_size:=300}" "${publishers:=3}"
 # The memory benchmark measures what one server process pays per connection.
 [ "$scenario" = idle ] && nodes=1
+faults=0
+[ -n "$kill_node_at$restart_redis_at$drop_clients_at" ] && faults=1
+if [ "$faults" = 1 ] && [ "$scenario" != fanout ]; then
+  echo "bench.sh: faults are injected in the fanout scenario only" >&2
+  exit 2
+fi
+if [ "$faults" = 1 ] && [ "$redis_mode" != standalone ]; then
+  echo "bench.sh: faults need --redis standalone" >&2
+  exit 2
+fi
 if [[ ",$impls," == *",ioscale-baseline,"* ]] && [ ! -x "$baseline_node_bin" ]; then
   echo "bench.sh: ioscale-baseline needs --baseline-node-bin PATH to an ioscale-node executable" >&2
   exit 2
@@ -171,9 +198,9 @@ for tool in redis-server redis-cli cargo; do
   command -v "$tool" >/dev/null || { echo "bench.sh: $tool not found on PATH" >&2; exit 1; }
 done
 uses_node=0
-[[ ",$impls," == *",node-socketio,"* || ",$impls," == *",node-sharded,"* ]] && uses_node=1
+[[ ",$impls," == *",node-"* ]] && uses_node=1
 if [ "$uses_node" = 1 ]; then
-  command -v node >/dev/null || { echo "bench.sh: node not found (needed by node-socketio and node-sharded)" >&2; exit 1; }
+  command -v node >/dev/null || { echo "bench.sh: node not found (needed by the node-* baselines)" >&2; exit 1; }
 fi
 
 BIN="$ROOT/target/release"
@@ -205,8 +232,15 @@ fi
 # Redis Cluster configuration files, removed with them.
 started=()
 tmp_dirs=()
+pid_files=()
 stop_all() {
-  local pid
+  local pid file
+  # Processes a fault hook started again (Redis) are known by their pid files only.
+  for file in "${pid_files[@]}"; do
+    pid="$(cat "$file" 2>/dev/null || true)"
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+  done
+  pid_files=()
   for pid in "${started[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 1 50); do
     local alive=0
@@ -252,7 +286,16 @@ wait_pong() { # port
 # URLs each kind of client needs: redis_url (ioscale-node and fred), redis_node_env (the Node
 # baselines' environment) and redis_urls (every server, for the generator's Redis counters).
 start_redis() { # port log
-  redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
+  local persistence=(--appendonly no)
+  if [ "$faults" = 1 ]; then
+    # Durable like compose and the chart, so a restart loses nothing it acknowledged.
+    local dir
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/ioscale-bench-redis.XXXXXX")"
+    tmp_dirs+=("$dir")
+    persistence=(--appendonly yes --appendfsync everysec --dir "$dir")
+    redis_cmd=(redis-server --port "$1" --bind 127.0.0.1 --save '' "${persistence[@]}" --protected-mode no)
+  fi
+  redis-server --port "$1" --bind 127.0.0.1 --save '' "${persistence[@]}" \
     --protected-mode no >"$2" 2>&1 &
   started+=($!)
   redis_pids=($!)
@@ -366,6 +409,9 @@ run_one() { # impl run
       node-sharded)
         env "${redis_node_env[@]}" ADAPTER=sharded-dynamic node "$NODE_BASELINE/server.mjs" "$port" >"$log" 2>&1 &
         ;;
+      node-streams)
+        env "${redis_node_env[@]}" ADAPTER=streams node "$NODE_BASELINE/server.mjs" "$port" >"$log" 2>&1 &
+        ;;
       socketioxide)
         env "${threads_env[@]}" RUST_LOG=warn "$BIN/ioscale-baseline-socketioxide" --listen "127.0.0.1:$port" \
           --redis-url "$redis_url" >"$log" 2>&1 &
@@ -405,15 +451,57 @@ run_one() { # impl run
       --warmup-s "$warmup_s" --ramp-step-s "$ramp_step_s" --ramp-factor "$ramp_factor" --ramp-p99-ms "$ramp_p99_ms"
       --duration-s "$max_duration_s" --drain-ms "$drain_ms")
   fi
+  local fault_args=()
+  [ "$faults" = 1 ] && fault_flags "$impl" "$tag"
   echo "== $impl, run $run: $scenario over $urls"
   # A failed run (e.g. servers that refuse the clients) is reported and the others go on.
   if ! "$LOADTEST" "${args[@]}" --threads "$generator_threads" --urls "$urls" --protocol "$proto" --label "$impl" \
     "${sched[@]}" --no-progress \
-    --watch-pids "$watch" --report-json "$out/$tag.json" "${extra[@]}" \
+    --watch-pids "$watch" --report-json "$out/$tag.json" "${fault_args[@]}" "${extra[@]}" \
     2>&1 | tee "$out/logs/$tag.loadtest.log"; then
     echo "bench.sh: the load generator failed for $impl run $run (log: $out/logs/$tag.loadtest.log)" >&2
   fi
   stop_all
+}
+
+# Sets fault_args: the generator's fault flags for one run of impl (tag names its files). The
+# last server started is the one killed; Redis is restarted by a hook script that knows its
+# command line, and the new process is found through a pid file.
+fault_flags() { # impl tag
+  local impl="$1" tag="$2"
+  fault_args=(--drain-ms "$drain_ms")
+  case "$impl" in
+    ioscale | ioscale-baseline) fault_args+=(--recovery ioscale) ;;
+    node-streams) fault_args+=(--recovery socketio) ;;
+  esac
+  [ -n "$kill_node_at" ] && fault_args+=(--kill-node-at-s "$kill_node_at" --kill-node-pid "${started[$((${#started[@]} - 1))]}")
+  [ -n "$drop_clients_at" ] && fault_args+=(--drop-clients-at-s "$drop_clients_at" --drop-share "$drop_share")
+  if [ -n "$restart_redis_at" ]; then
+    local hook="$out/logs/$tag.restart-redis.sh" pid_file="$out/logs/$tag.redis.pid"
+    echo "${redis_pids[0]}" >"$pid_file"
+    pid_files+=("$pid_file")
+    {
+      echo '#!/usr/bin/env bash'
+      echo "# Written by bench.sh: SIGKILLs the run's Redis and starts it again on its port and files."
+      echo 'set -eu'
+      printf 'pid_file=%q port=%q log=%q\n' "$pid_file" "${redis_ports[0]}" "$out/logs/$tag.redis.log"
+      printf 'redis_cmd=(%s)\n' "$(printf '%q ' "${redis_cmd[@]}")"
+      cat <<'HOOK'
+kill -KILL "$(cat "$pid_file")" 2>/dev/null || true
+while redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.01; done
+"${redis_cmd[@]}" >>"$log" 2>&1 </dev/null &
+echo $! >"$pid_file"
+for _ in $(seq 1 500); do
+  [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && exit 0
+  sleep 0.01
+done
+echo 'redis did not come back within 5 s' >&2
+exit 1
+HOOK
+    } >"$hook"
+    chmod +x "$hook"
+    fault_args+=(--restart-redis-at-s "$restart_redis_at" --restart-redis-cmd "$hook")
+  fi
 }
 
 redis_version() { redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'; }
@@ -439,6 +527,9 @@ redis_version() { redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'; }
     echo "redis: one standalone server ($(redis_version))"
   fi
   echo "runs: $runs in A-B-B-A order; implementations: $impls; nodes: $nodes; server worker threads: ${server_threads:-one per core}; generator threads: $generator_threads"
+  if [ "$faults" = 1 ]; then
+    echo "faults:${kill_node_at:+ node $nodes SIGKILLed at $kill_node_at s;}${restart_redis_at:+ Redis SIGKILLed and restarted (AOF, everysec) at $restart_redis_at s;}${drop_clients_at:+ $drop_share of the subscribers reset at $drop_clients_at s;} clients reconnect with socket.io-client's backoff (1-5 s, ±50 %)"
+  fi
 } | tee "$out/meta.txt"
 
 IFS=',' read -r -a impl_list <<<"$impls"

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::config::RecoveryMode;
 use crate::protocol::{self, EnginePacket, SioKind};
 use crate::ws::{Frame, UpgradeRefused, WsConn};
 
@@ -37,14 +38,20 @@ pub enum Transport {
 /// Picks the transport of client `i` so that `share` of all clients poll, spread evenly
 /// (with 0.05 every twentieth client polls) rather than bunched on the first ones.
 pub fn transport_for(i: usize, share: f64) -> Transport {
-    let share = share.clamp(0.0, 1.0);
-    #[allow(clippy::cast_precision_loss)]
-    let (a, b) = ((i as f64 * share).floor(), ((i + 1) as f64 * share).floor());
-    if b > a {
+    if spread(i, share) {
         Transport::Polling
     } else {
         Transport::Websocket
     }
+}
+
+/// Whether item `i` is one of a `share` of all items spread evenly (with 0.05 every
+/// twentieth).
+pub fn spread(i: usize, share: f64) -> bool {
+    let share = share.clamp(0.0, 1.0);
+    #[allow(clippy::cast_precision_loss)]
+    let (a, b) = ((i as f64 * share).floor(), ((i + 1) as f64 * share).floor());
+    b > a
 }
 
 /// Where clients connect: one server (or load balancer) of the comma-separated target list.
@@ -196,6 +203,8 @@ pub struct ClientConfig {
     pub http: reqwest::Client,
     /// The JSON `auth` payload of every namespace CONNECT (`{"token": …}`), if any.
     pub auth: Option<String>,
+    /// The session recovery clients use.
+    pub recovery: RecoveryMode,
 }
 
 impl ClientConfig {
@@ -205,16 +214,31 @@ impl ClientConfig {
         self.with_auth_field("token", token.map(Into::into))
     }
 
-    /// Asks ioscale for session recovery in every namespace CONNECT
-    /// (`ioscale_recovery: {session: null, offset: null}`): a fresh recoverable session each.
+    /// The recovery every client asks for. With ioscale's, every first namespace CONNECT
+    /// carries `ioscale_recovery: {session: null, offset: null}` (a fresh recoverable session
+    /// each); socket.io's needs nothing until a reconnection.
     #[must_use]
-    pub fn with_recovery(self, on: bool) -> Self {
+    pub fn with_recovery(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
         let ask = serde_json::json!({"session": null, "offset": null});
-        self.with_auth_field("ioscale_recovery", on.then_some(ask))
+        self.with_auth_field(
+            "ioscale_recovery",
+            (mode == RecoveryMode::Ioscale).then_some(ask),
+        )
     }
 
     fn with_auth_field(mut self, key: &str, value: Option<serde_json::Value>) -> Self {
         let Some(value) = value else { return self };
+        self.auth = Some(self.auth_with([(key, value)]));
+        self
+    }
+
+    /// The CONNECT auth with `fields` set over the configured ones (a reconnection's
+    /// recovery fields).
+    pub fn auth_with<'a>(
+        &self,
+        fields: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
+    ) -> String {
         let mut auth = self
             .auth
             .as_deref()
@@ -222,9 +246,10 @@ impl ClientConfig {
                 serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(a).ok()
             })
             .unwrap_or_default();
-        auth.insert(key.to_owned(), value);
-        self.auth = Some(serde_json::Value::Object(auth).to_string());
-        self
+        for (key, value) in fields {
+            auth.insert(key.to_owned(), value);
+        }
+        serde_json::Value::Object(auth).to_string()
     }
 
     /// # Errors
@@ -239,6 +264,7 @@ impl ClientConfig {
             connect_timeout,
             http,
             auth: None,
+            recovery: RecoveryMode::Off,
         })
     }
 }
@@ -287,6 +313,14 @@ pub struct Client {
     conn: Conn,
     protocol: Protocol,
     transport: Transport,
+    /// The data of the namespace CONNECT answer (`{"sid": …}`, with socket.io's recovery
+    /// also `"pid"`).
+    connect_answer: String,
+    /// Events of the namespace that came before its CONNECT answer (socket.io replays what a
+    /// recovered session missed first), handed out before anything else.
+    early: VecDeque<String>,
+    /// The early event handed out last.
+    early_current: String,
 }
 
 impl Client {
@@ -300,10 +334,25 @@ impl Client {
         transport: Transport,
         nsp: &str,
     ) -> Result<(Self, ConnectTimes), ClientError> {
+        Self::connect_with_auth(cfg, target, transport, nsp, cfg.auth.as_deref()).await
+    }
+
+    /// [`Self::connect`] with this CONNECT auth instead of the configured one (a reconnection
+    /// that resumes a session).
+    ///
+    /// # Errors
+    /// As [`Self::connect`].
+    pub async fn connect_with_auth(
+        cfg: &ClientConfig,
+        target: &Target,
+        transport: Transport,
+        nsp: &str,
+        auth: Option<&str>,
+    ) -> Result<(Self, ConnectTimes), ClientError> {
         let started = Instant::now();
         match tokio::time::timeout(
             cfg.connect_timeout,
-            Self::handshake(cfg, target, transport, nsp, started),
+            Self::handshake(cfg, target, transport, nsp, auth, started),
         )
         .await
         {
@@ -320,6 +369,7 @@ impl Client {
         target: &Target,
         transport: Transport,
         nsp: &str,
+        auth: Option<&str>,
         started: Instant,
     ) -> Result<(Self, ConnectTimes), ClientError> {
         let conn = match (cfg.protocol, transport) {
@@ -341,6 +391,9 @@ impl Client {
             conn,
             protocol: cfg.protocol,
             transport,
+            connect_answer: String::new(),
+            early: VecDeque::new(),
+            early_current: String::new(),
         };
         if cfg.protocol == Protocol::Raw {
             let t = started.elapsed();
@@ -374,9 +427,7 @@ impl Client {
             }
         }
         let transport_time = started.elapsed();
-        client
-            .send(protocol::connect_packet(nsp, cfg.auth.as_deref()))
-            .await?;
+        client.send(protocol::connect_packet(nsp, auth)).await?;
         loop {
             let msg = client
                 .recv()
@@ -389,10 +440,14 @@ impl Client {
                 continue;
             }
             match p.kind {
-                SioKind::Connect => break,
+                SioKind::Connect => {
+                    client.connect_answer = p.data.to_owned();
+                    break;
+                }
                 SioKind::ConnectError => {
                     return Err(ClientError::new("namespace-rejected", p.data.to_owned()));
                 }
+                SioKind::Event => client.early.push_back(msg),
                 _ => {}
             }
         }
@@ -408,6 +463,20 @@ impl Client {
     /// The client's transport.
     pub fn transport(&self) -> Transport {
         self.transport
+    }
+
+    /// The data of the namespace CONNECT answer (empty for raw).
+    pub fn connect_answer(&self) -> &str {
+        &self.connect_answer
+    }
+
+    /// Loses the connection the way a network failure does: a WebSocket is reset (no close
+    /// frame, no FIN) once the client is dropped; a polling session just stops polling (the
+    /// server times it out).
+    pub fn abort(&self) {
+        if let Conn::Ws(ws) = &self.conn {
+            ws.reset_on_drop();
+        }
     }
 
     /// Next raw frame of the underlying transport (WebSocket message or one packet of a
@@ -433,6 +502,9 @@ impl Client {
     /// # Errors
     /// Transport errors.
     pub async fn fill(&mut self) -> Result<bool, ClientError> {
+        if !self.early.is_empty() {
+            return Ok(true);
+        }
         match &mut self.conn {
             Conn::Ws(ws) => Ok(ws.fill().await?),
             Conn::Polling(p) => p.fill().await,
@@ -457,6 +529,10 @@ impl Client {
 
     /// The next message already received, with Engine.IO control packets handled.
     fn next_message(&mut self) -> Result<Got<'_>, ClientError> {
+        if let Some(m) = self.early.pop_front() {
+            self.early_current = m;
+            return Ok(Got::Frame(self.early_current.as_bytes()));
+        }
         loop {
             // Look at the kind first and only borrow the message for returning it: the borrow
             // checker does not let a loop return a borrow on one path and mutate on another.

@@ -105,10 +105,20 @@ pub struct Common {
     /// servers with connection auth (ioscale's `--auth jwt`).
     #[arg(long, env = "IOSCALE_LOADTEST_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
-    /// Every Socket.IO client asks ioscale for session recovery in its CONNECT
-    /// (`ioscale_recovery` in its auth), as the recovery helpers do: what recovery costs.
-    #[arg(long, env = "IOSCALE_LOADTEST_RECOVERY")]
-    pub recovery: bool,
+    /// Session recovery the Socket.IO clients ask for, and use when they reconnect after a
+    /// fault: `ioscale` (`ioscale_recovery` in the CONNECT auth, as ioscale's helpers do; the
+    /// default of a bare `--recovery`), `socketio` (socket.io's own connection state recovery:
+    /// the `pid` of the CONNECT answer and the last event argument's offset sent back), or
+    /// `off` (a client that reconnects joins its room again and misses what was sent meanwhile).
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_RECOVERY",
+        value_enum,
+        num_args = 0..=1,
+        default_value_t = RecoveryMode::Off,
+        default_missing_value = "ioscale"
+    )]
+    pub recovery: RecoveryMode,
     /// Write the JSON report here, and an SVG plot next to it (same name, `.svg`).
     #[arg(long, env = "IOSCALE_LOADTEST_REPORT_JSON")]
     pub report_json: Option<PathBuf>,
@@ -121,6 +131,72 @@ pub struct Common {
     /// No progress bar even on a terminal.
     #[arg(long, env = "IOSCALE_LOADTEST_NO_PROGRESS")]
     pub no_progress: bool,
+}
+
+/// How a Socket.IO client resumes after its connection is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryMode {
+    /// No recovery: a reconnected client joins its room again.
+    Off,
+    /// ioscale's session recovery (`ioscale_recovery {session, offset}` in the CONNECT auth).
+    Ioscale,
+    /// socket.io's connection state recovery (`{pid, offset}` in the CONNECT auth).
+    Socketio,
+}
+
+/// Faults injected while `fanout` sends, each at a time counted from the first send. Every
+/// client whose connection is lost reconnects (socket.io-client's backoff: `--reconnect-*`),
+/// trying its own URL first and then the next ones, as a load balancer would.
+#[derive(Debug, Clone, Default, Args, Serialize)]
+pub struct FaultArgs {
+    /// SIGKILL one server at this time (`--kill-node-pid`, or run `--kill-node-cmd`).
+    #[arg(long, env = "IOSCALE_LOADTEST_KILL_NODE_AT_S")]
+    pub kill_node_at_s: Option<f64>,
+    /// The process `--kill-node-at-s` SIGKILLs.
+    #[arg(long, env = "IOSCALE_LOADTEST_KILL_NODE_PID")]
+    pub kill_node_pid: Option<i32>,
+    /// Instead of a pid: a shell command (`sh -c`) that kills the node (e.g. through a
+    /// container runtime).
+    #[arg(long, env = "IOSCALE_LOADTEST_KILL_NODE_CMD")]
+    pub kill_node_cmd: Option<String>,
+    /// Restart Redis at this time, by running `--restart-redis-cmd`.
+    #[arg(long, env = "IOSCALE_LOADTEST_RESTART_REDIS_AT_S")]
+    pub restart_redis_at_s: Option<f64>,
+    /// The shell command (`sh -c`) that restarts Redis (bench.sh: SIGKILL, then the same
+    /// server on the same port and files).
+    #[arg(long, env = "IOSCALE_LOADTEST_RESTART_REDIS_CMD")]
+    pub restart_redis_cmd: Option<String>,
+    /// A share of the subscribers lose their TCP connection at this time: reset, without a
+    /// WebSocket close or a Socket.IO disconnect (a network failure, as the server sees it).
+    #[arg(long, env = "IOSCALE_LOADTEST_DROP_CLIENTS_AT_S")]
+    pub drop_clients_at_s: Option<f64>,
+    /// The share of subscribers `--drop-clients-at-s` cuts (0 to 1), spread evenly.
+    #[arg(long, env = "IOSCALE_LOADTEST_DROP_SHARE", default_value_t = 0.1)]
+    pub drop_share: f64,
+    /// First reconnection delay (socket.io-client's `reconnectionDelay`), randomized by ±50 %.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_RECONNECT_DELAY_MS",
+        default_value_t = 1000
+    )]
+    pub reconnect_delay_ms: u64,
+    /// Longest reconnection delay (`reconnectionDelayMax`); the delay doubles up to it.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_RECONNECT_DELAY_MAX_MS",
+        default_value_t = 5000
+    )]
+    pub reconnect_delay_max_ms: u64,
+}
+
+impl FaultArgs {
+    /// Whether any fault is asked for (clients then reconnect).
+    pub fn any(&self) -> bool {
+        self.kill_node_at_s.is_some()
+            || self.restart_redis_at_s.is_some()
+            || self.drop_clients_at_s.is_some()
+    }
 }
 
 /// The send schedule of fanout, chat and rpc.
@@ -188,6 +264,8 @@ pub struct FanoutArgs {
     /// `(j + k) mod rooms`.
     #[arg(long, env = "IOSCALE_LOADTEST_PUBLISHERS", default_value_t = 3)]
     pub publishers: usize,
+    #[command(flatten)]
+    pub faults: FaultArgs,
 }
 
 /// `rooms`: `--rooms` × `--room-size` members on `/pubsub`, each on a URL drawn at random

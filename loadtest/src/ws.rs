@@ -81,6 +81,12 @@ fn bad(msg: impl Into<String>) -> io::Error {
 }
 
 impl WsConn {
+    /// Makes dropping the connection send a TCP reset instead of a FIN.
+    pub fn reset_on_drop(&self) {
+        // Best effort: a socket that cannot take the option is closed normally.
+        let _ = self.stream.set_zero_linger();
+    }
+
     /// Connects to `authority` and upgrades `path_and_query` to a WebSocket.
     ///
     /// # Errors

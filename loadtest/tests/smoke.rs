@@ -317,3 +317,117 @@ async fn idle_connections_are_held_and_their_memory_reported() -> Result<()> {
     })
     .await
 }
+
+/// Runs `fanout` on `urls` with 30 subscribers in one room, 3 publishers at 150 publishes/s for
+/// 6 s, and the given fault flags; clients reconnect after 200–300 ms.
+async fn fanout_with_faults(urls: &str, faults: &[&str], report: &Path) -> Result<Report> {
+    let mut args = vec![
+        "fanout",
+        "--urls",
+        urls,
+        "--subscribers",
+        "30",
+        "--room-size",
+        "30",
+        "--publishers",
+        "3",
+        "--rate-per-s",
+        "150",
+        "--duration-s",
+        "6",
+        "--drain-ms",
+        "8000",
+        "--reconnect-delay-ms",
+        "200",
+        "--reconnect-delay-max-ms",
+        "300",
+        "--label",
+        "ioscale",
+    ];
+    args.extend_from_slice(faults);
+    loadtest(&args, report).await
+}
+
+#[tokio::test]
+async fn faults_are_injected_and_counted_per_subscriber() -> Result<()> {
+    with_timeout(async {
+        let cluster = Cluster::start(3).await?;
+        let urls: Vec<String> = cluster.nodes().iter().map(|n| n.url()).collect();
+        let urls = urls.join(",");
+        let victim = cluster.nodes()[2].pid().context("node 3 has no pid")?;
+        let kill = format!("kill -KILL {victim}");
+        let dir = tempfile::tempdir()?;
+
+        // Recovering clients: node 3 (a third of the subscribers and a publisher) is SIGKILLed
+        // at 1.5 s through the hook, a fifth of the subscribers reset their connections at
+        // 3.5 s; every subscriber still gets every acknowledged publish exactly once, in order.
+        let path = dir.path().join("recovering.json");
+        let r = fanout_with_faults(
+            &urls,
+            &[
+                "--recovery",
+                "ioscale",
+                "--kill-node-at-s",
+                "1.5",
+                "--kill-node-cmd",
+                &kill,
+                "--drop-clients-at-s",
+                "3.5",
+                "--drop-share",
+                "0.2",
+            ],
+            &path,
+        )
+        .await?;
+        let s = r.summary();
+        let f = r.faults.as_ref().context("no faults section")?;
+        let kinds: Vec<_> = f.events.iter().map(|e| (e.kind.as_str(), e.ok)).collect();
+        assert_eq!(kinds, [("kill-node", true), ("drop-clients", true)], "{s}");
+        assert_eq!(f.events[0].affected, 10, "node 3's subscribers: {f:?}");
+        assert_eq!(f.events[1].affected, 6, "a fifth of 30: {f:?}");
+        assert!(f.events.iter().all(|e| e.resumed == e.affected), "{f:?}");
+        // 10 subscribers and a publisher off node 3, 6 subscribers reset (a few may have
+        // been among node 3's): all back, all recovered.
+        assert_eq!(f.reconnects.lost, 17, "{f:?}");
+        assert_eq!(f.reconnects.reconnected, 17, "{f:?}");
+        // The publisher's session is recovered too (it had nothing to miss).
+        assert!(f.reconnects.recovered >= 16, "{f:?}");
+        assert_eq!(f.reconnects.recovered + f.reconnects.fresh, 17, "{f:?}");
+        assert_eq!(f.reconnects.never_back, 0, "{f:?}");
+        let l = &f.subscribers;
+        assert_eq!(l.subscribers, 30, "{f:?}");
+        assert_eq!(
+            (l.lost_total, l.duplicated_total, l.reordered_total),
+            (0, 0, 0),
+            "{f:?}"
+        );
+        let d = r.deliveries.as_ref().context("no deliveries")?;
+        assert_eq!((d.lost, d.duplicated), (0, 0), "{s}");
+        assert!(d.received > 20_000, "{s}");
+
+        // Without recovery the same reset costs the reset subscribers what was published while
+        // they were away, and the report says who lost what.
+        let path = dir.path().join("plain.json");
+        let urls2: Vec<String> = cluster.nodes()[..2].iter().map(|n| n.url()).collect();
+        let r = fanout_with_faults(
+            &urls2.join(","),
+            &["--drop-clients-at-s", "2", "--drop-share", "0.2"],
+            &path,
+        )
+        .await?;
+        let f = r.faults.as_ref().context("no faults section")?;
+        assert_eq!(f.events[0].affected, 6, "{f:?}");
+        assert_eq!(
+            (f.reconnects.reconnected, f.reconnects.fresh),
+            (6, 6),
+            "{f:?}"
+        );
+        let l = &f.subscribers;
+        assert_eq!(l.with_loss, 6, "only the reset subscribers lose: {f:?}");
+        assert!(l.lost_max >= 10, "200 ms away at 150/s: {f:?}");
+        let d = r.deliveries.as_ref().context("no deliveries")?;
+        assert_eq!(d.lost, l.lost_total, "{f:?}");
+        Ok(())
+    })
+    .await
+}

@@ -10,8 +10,10 @@ use anyhow::{Context as _, Result, ensure};
 use crate::config::CompareArgs;
 use crate::report::{HeldReport, Report};
 
+mod faults;
 mod rooms;
 
+pub use faults::FaultRow;
 pub use rooms::RoomsRow;
 
 /// Medians of one implementation's runs.
@@ -362,11 +364,16 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     );
     // A directory holds one scenario (bench.sh writes one per invocation); the connection
     // storm is a memory benchmark and has a table of its own.
-    let t = if reports.iter().all(|r| r.scenario == "connect") {
+    let mut t = if reports.iter().all(|r| r.scenario == "connect") {
         connect_table(&connect_rows(&reports), &args.subject)
     } else {
         table(&rows(&reports), &args.subject, &args.ceiling)
     };
+    let fault_rows = faults::rows(&reports);
+    if !fault_rows.is_empty() {
+        t.push_str("\nFaults (medians over runs; lost: acknowledged publishes a subscriber never received):\n\n");
+        t.push_str(&faults::table(&fault_rows));
+    }
     print!("{t}");
     if let Some(md) = &args.markdown {
         std::fs::write(md, &t).with_context(|| format!("writing {}", md.display()))?;

@@ -1,6 +1,7 @@
 //! Results of a run: the JSON report (`--report-json`), the human summary printed at the end,
 //! and (`svg`) the plot written next to the JSON.
 
+mod faults;
 mod svg;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::{Percentiles, ProcReport};
 
+pub use faults::{FaultEvent, FaultReport, ReconnectReport, SubscriberLosses};
 pub use svg::svg;
 
 /// Everything one run measured. Sections that do not apply to a scenario are absent.
@@ -56,6 +58,9 @@ pub struct Report {
     /// What the whole cluster spent, and the adapter traffic it took (`rooms`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cluster: Option<ClusterReport>,
+    /// The faults injected (`fanout --kill-node-at-s` …) and what they cost the clients.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub faults: Option<FaultReport>,
 }
 
 /// The cluster's cost of the run (`rooms`): CPU of every watched process per delivery, the
@@ -433,6 +438,9 @@ impl Report {
         }
         if let Some(c) = &self.cluster {
             s.push_str(&c.summary());
+        }
+        if let Some(f) = &self.faults {
+            s.push_str(&f.summary());
         }
         if let Some(g) = &self.generator {
             let _ = writeln!(

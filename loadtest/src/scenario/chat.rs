@@ -28,6 +28,7 @@ pub async fn run(args: ChatArgs) -> Result<Report> {
         common: args.common,
         rate: args.rate,
         params,
+        faults: crate::config::FaultArgs::default(),
     })
     .await
 }

@@ -18,6 +18,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         "room_size": args.room_size,
         "rooms": args.subscribers.div_ceil(args.room_size.max(1)),
         "publishers": args.publishers,
+        "faults": args.faults,
+        "recovery": args.common.recovery,
     });
     load::run(Plan {
         scenario: "fanout",
@@ -30,6 +32,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         common: args.common,
         rate: args.rate,
         params,
+        faults: args.faults,
     })
     .await
 }

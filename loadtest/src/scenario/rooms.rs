@@ -41,6 +41,7 @@ pub async fn run(args: RoomsArgs) -> Result<Report> {
         common: args.common,
         rate: args.rate,
         params,
+        faults: crate::config::FaultArgs::default(),
     })
     .await
 }

@@ -31,6 +31,7 @@ pub async fn run(args: RpcArgs) -> Result<Report> {
         common: args.common,
         rate: args.rate,
         params,
+        faults: crate::config::FaultArgs::default(),
     })
     .await
 }

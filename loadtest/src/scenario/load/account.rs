@@ -5,12 +5,13 @@
 use std::collections::{HashMap, HashSet};
 
 use super::ctx::Ctx;
+use super::fault::{self, Tally};
 use super::monitor::Finished;
 use super::sender::SenderResult;
 use super::task::Outcome;
 use super::{Flavor, Plan};
 use crate::report::{
-    DeliveryReport, GeneratorReport, HeldReport, PublishReport, Report, StepReport,
+    DeliveryReport, FaultEvent, GeneratorReport, HeldReport, PublishReport, Report, StepReport,
 };
 use crate::stats::{Percentiles, SelfCpu};
 
@@ -24,6 +25,8 @@ struct Losses {
     duplicated: u64,
     reordered: u64,
     misrouted: u64,
+    /// Per client, in the order of the outcomes: its tally when it is a subscriber.
+    per_client: Vec<Option<Tally>>,
 }
 
 /// Fills the report's publish, delivery, held, generator and step sections; returns what each
@@ -34,13 +37,29 @@ pub(super) fn tally(
     ctx: &Ctx,
     outcomes: &mut [Outcome],
     fin: Finished,
+    events: Vec<FaultEvent>,
 ) -> Senders {
     let senders: Senders = outcomes
         .iter_mut()
         .filter_map(|o| o.sender.take())
         .map(|s| (s.j, s))
         .collect();
-    let mut losses = count_losses(outcomes, &senders, report);
+    // With faults a publisher's connection may die with sends unacknowledged: the server may
+    // never have had them, so they are not expected (and counted as unacknowledged).
+    let mut losses = count_losses(outcomes, &senders, report, ctx.faults.is_some());
+    if let Some(f) = ctx.faults.as_ref() {
+        let clients: Vec<_> = losses
+            .per_client
+            .iter()
+            .zip(outcomes.iter())
+            .filter_map(|(t, o)| o.seen.as_ref().map(|s| (*t, s)))
+            .collect();
+        let recovery = serde_json::to_value(plan.common.recovery)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        report.faults = Some(fault::report(f, events, &clients, &recovery));
+    }
     let (ack, lag, _) = ctx.recorder.acks_lag_dups();
     let unacked: u64 = senders.values().map(|s| s.unacked).sum();
     report.publishes = Some(PublishReport {
@@ -93,11 +112,18 @@ pub(super) fn tally(
     senders
 }
 
-/// Exact losses over every subscriber; counts the clients that dropped out on the way.
-fn count_losses(outcomes: &[Outcome], senders: &Senders, report: &mut Report) -> Losses {
+/// Exact losses over every subscriber; counts the clients that dropped out on the way. Sends
+/// the server refused are not expected, nor, with `unacked_unknown`, those it never answered.
+fn count_losses(
+    outcomes: &[Outcome],
+    senders: &Senders,
+    report: &mut Report,
+    unacked_unknown: bool,
+) -> Losses {
     let mut rejected: HashMap<(usize, usize), HashSet<u64>> = HashMap::new();
     for s in senders.values() {
-        for &(room, seq) in &s.rejected {
+        let unacked = s.unacked_seqs.iter().filter(|_| unacked_unknown);
+        for &(room, seq) in s.rejected.iter().chain(unacked) {
             rejected.entry((s.j, room)).or_default().insert(seq);
         }
     }
@@ -111,17 +137,25 @@ fn count_losses(outcomes: &[Outcome], senders: &Senders, report: &mut Report) ->
                 .first_error
                 .get_or_insert_with(|| format!("during the run: {e}"));
         }
-        let Some(room) = o.spec.room else { continue };
+        let Some(room) = o.spec.room else {
+            l.per_client.push(None);
+            continue;
+        };
+        let mut tally = (0, 0, 0);
         for (j, track) in o.tracks.iter().enumerate() {
             let sent = senders
                 .get(&j)
                 .and_then(|s| s.sent_per_room.get(room).copied())
                 .unwrap_or(0);
             let rej = rejected.get(&(j, room));
-            l.lost += track.lost(sent, |x| rej.is_some_and(|r| r.contains(&x)));
-            l.duplicated += track.duplicates;
-            l.reordered += track.reordered;
+            tally.0 += track.lost(sent, |x| rej.is_some_and(|r| r.contains(&x)));
+            tally.1 += track.duplicates;
+            tally.2 += track.reordered;
         }
+        l.lost += tally.0;
+        l.duplicated += tally.1;
+        l.reordered += tally.2;
+        l.per_client.push(Some(tally));
     }
     l
 }

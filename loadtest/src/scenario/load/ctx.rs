@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
 use std::time::{Duration, Instant};
 
+use super::fault::Faults;
 use super::{Flavor, Layout, Plan, Schedule, room_name};
 use crate::client::Protocol;
 use crate::protocol;
@@ -35,11 +36,19 @@ pub(super) struct Ctx {
     pub pending_acks: AtomicI64,
     pub payload_bytes: usize,
     pub pad: String,
+    /// The faults of the run; clients reconnect when there are any.
+    pub faults: Option<Faults>,
 }
 
 impl Ctx {
     /// The context of `plan` for `clients` connected clients; the clock starts now.
-    pub fn new(plan: &Plan, schedule: Schedule, members: Vec<u64>, clients: usize) -> Self {
+    pub fn new(
+        plan: &Plan,
+        schedule: Schedule,
+        members: Vec<u64>,
+        clients: usize,
+        faults: Option<Faults>,
+    ) -> Self {
         // Leave time to spawn every task before the first send is due.
         let t0_us = 300_000 + clients as u64 * 5;
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
@@ -62,6 +71,7 @@ impl Ctx {
             pending_acks: AtomicI64::new(0),
             payload_bytes: plan.rate.payload_bytes,
             pad: "x".repeat(plan.rate.payload_bytes),
+            faults,
         }
     }
 
@@ -162,6 +172,7 @@ mod tests {
             pending_acks: AtomicI64::new(0),
             payload_bytes: 100,
             pad: "x".repeat(100),
+            faults: None,
         }
     }
 

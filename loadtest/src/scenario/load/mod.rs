@@ -19,8 +19,10 @@
 mod account;
 mod cluster;
 mod ctx;
+mod fault;
 mod monitor;
 pub mod placement;
+mod resume;
 mod schedule;
 mod sender;
 mod seq;
@@ -34,8 +36,8 @@ use std::time::Duration;
 use anyhow::{Result, bail, ensure};
 use tokio::sync::watch;
 
-use crate::client::{Client, ClientConfig, Protocol, Target};
-use crate::config::{Common, RateArgs};
+use crate::client::{ClientConfig, Protocol, Target};
+use crate::config::{Common, FaultArgs, RateArgs};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::stats::ProcWatch;
@@ -47,8 +49,9 @@ pub use wire::{Stamp, parse_delivery};
 
 use cluster::Snapshot;
 use ctx::Ctx;
+use fault::Faults;
 use monitor::Finished;
-use setup::{Setup, Spec};
+use setup::{Joined, Setup, Spec};
 use task::Outcome;
 
 /// What the senders send and what counts as a delivery.
@@ -93,6 +96,8 @@ pub struct Plan {
     /// The scenario's own arguments, for the report (the send schedule and the polling share
     /// are added to them).
     pub params: serde_json::Value,
+    /// Faults to inject while sending (fanout).
+    pub faults: FaultArgs,
 }
 
 impl Plan {
@@ -142,6 +147,12 @@ impl Plan {
         }
         if self.flavor == Flavor::PubSub {
             ensure!(self.room_size > 0, "--room-size must be positive");
+        }
+        if self.faults.any() {
+            ensure!(
+                self.flavor == Flavor::PubSub && common.protocol == Protocol::Socketio,
+                "faults are injected in fanout over the socketio protocol only"
+            );
         }
         Ok(())
     }
@@ -206,7 +217,7 @@ async fn connect_all(
     targets: &[Target],
     progress: &Progress,
     report: &mut Report,
-) -> Result<Vec<(Spec, Client)>> {
+) -> Result<Vec<Joined>> {
     progress.line(&format!(
         "{}: connecting {} clients to {} target(s)",
         plan.scenario,
@@ -219,7 +230,7 @@ async fn connect_all(
     } = setup::setup(plan, cfg, targets, progress).await;
     let senders = clients
         .iter()
-        .filter(|(s, _)| s.publisher.is_some())
+        .filter(|j| j.spec.publisher.is_some())
         .count();
     if senders < plan.publishers {
         bail!(
@@ -254,22 +265,44 @@ async fn read_probes(plan: &Plan) -> Option<Result<Snapshot>> {
     }
 }
 
-/// Runs every client to the end of the drain; returns the monitor's results, the probes read
-/// after the drain, and what each client saw.
+/// Runs every client to the end of the drain, injecting the plan's faults; returns the
+/// monitor's results, the probes read after the drain, what each client saw, and the faults
+/// injected.
 async fn drive(
     plan: &Plan,
     ctx: &Arc<Ctx>,
-    clients: Vec<(Spec, Client)>,
+    clients: Vec<Joined>,
     watch: &mut ProcWatch,
     progress: &Progress,
     report: &mut Report,
-) -> (Finished, Option<Result<Snapshot>>, Vec<Outcome>) {
+) -> (
+    Finished,
+    Option<Result<Snapshot>>,
+    Vec<Outcome>,
+    Vec<crate::report::FaultEvent>,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|(spec, c)| tokio::spawn(task::run_client(ctx.clone(), spec, c, stop_rx.clone())))
+        .map(|j| {
+            let run = task::run_client(ctx.clone(), j.spec, j.client, j.resume, stop_rx.clone());
+            tokio::spawn(run)
+        })
         .collect();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let injector = ctx.faults.is_some().then(|| {
+        let (ctx, log) = (ctx.clone(), log.clone());
+        tokio::spawn(async move {
+            if let Some(f) = ctx.faults.as_ref() {
+                fault::inject(f, ctx.instant(ctx.t0_us), &log).await;
+            }
+        })
+    });
     let finished = monitor::monitor(plan, ctx, watch, progress, report).await;
+    // Faults due after the run ended are not injected.
+    if let Some(injector) = injector {
+        injector.abort();
+    }
     // Read after the drain, before the clients leave: what the sends caused has arrived.
     let after = read_probes(plan).await;
     let _ = stop_tx.send(true);
@@ -280,7 +313,12 @@ async fn drive(
         }
     }
     progress.finish();
-    (finished, after, outcomes)
+    let events = std::mem::take(
+        &mut *log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    (finished, after, outcomes, events)
 }
 
 /// Runs a load plan to the end and returns its report.
@@ -291,20 +329,21 @@ pub async fn run(plan: Plan) -> Result<Report> {
     plan.validate()?;
     let schedule = Schedule::of(&plan.rate)?;
     let (targets, cfg) = clients_config(&plan.common)?;
+    let faults = Faults::of(&plan.faults, &targets, &cfg)?;
     let mut watch = ProcWatch::new(&plan.common.watch_pids)?;
     // Unreachable probes are found before the clients connect, not after the run.
     read_probes(&plan).await.transpose()?;
     let progress = Progress::new(!plan.common.no_progress);
     let mut report = new_report(&plan);
     let clients = connect_all(&plan, &cfg, &targets, &progress, &mut report).await?;
-    let specs: Vec<Spec> = clients.iter().map(|(s, _)| *s).collect();
+    let specs: Vec<Spec> = clients.iter().map(|j| j.spec).collect();
     // Just before the sending window: setup (joins, subscriptions) is not the run's traffic.
     let before = read_probes(&plan).await.transpose()?;
     let members = members(plan.rooms(), &specs);
-    let ctx = Arc::new(Ctx::new(&plan, schedule, members, specs.len()));
-    let (finished, after, mut outcomes) =
+    let ctx = Arc::new(Ctx::new(&plan, schedule, members, specs.len(), faults));
+    let (finished, after, mut outcomes, events) =
         drive(&plan, &ctx, clients, &mut watch, &progress, &mut report).await;
-    let senders = account::tally(&mut report, &plan, &ctx, &mut outcomes, finished);
+    let senders = account::tally(&mut report, &plan, &ctx, &mut outcomes, finished, events);
     report.processes = watch.report();
     if let (Some(before), Some(after)) = (before, after) {
         if let Err(e) = &after {

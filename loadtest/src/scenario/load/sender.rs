@@ -47,6 +47,8 @@ pub(super) struct SenderResult {
     pub rejected: Vec<(usize, u64)>,
     pub acked_ok: u64,
     pub unacked: u64,
+    /// (room, seq) of the sends never acknowledged.
+    pub unacked_seqs: Vec<(usize, u64)>,
 }
 
 impl Sender {
@@ -139,6 +141,7 @@ impl Sender {
         SenderResult {
             j: self.j,
             unacked: self.pending.len() as u64,
+            unacked_seqs: self.pending.values().map(|p| (p.room, p.seq)).collect(),
             sent_per_room: self.seqs,
             rejected: self.rejected,
             acked_ok: self.acked_ok,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 
+use super::resume::Resume;
 use super::{Flavor, Layout, Plan, placement, room_name};
 use crate::client::{
     Client, ClientConfig, ClientError, Protocol, Target, Transport, transport_for,
@@ -97,6 +98,7 @@ async fn join(
     protocol: Protocol,
     prefix: &str,
     room: &str,
+    resume: &mut Resume,
 ) -> Result<u64, ClientError> {
     for attempt in 0..JOIN_TRIES {
         let text = match protocol {
@@ -108,7 +110,12 @@ async fn join(
             Protocol::Raw => protocol::raw::join(attempt, room),
         };
         client.send(text).await?;
-        match tokio::time::timeout(JOIN_RETRY_AFTER, join_ack(client, protocol, attempt)).await {
+        match tokio::time::timeout(
+            JOIN_RETRY_AFTER,
+            join_ack(client, protocol, attempt, resume),
+        )
+        .await
+        {
             Ok(Ok(())) => return Ok(attempt),
             Ok(Err(e)) => return Err(e),
             Err(_) => {}
@@ -120,8 +127,14 @@ async fn join(
     })
 }
 
-/// Waits for the ack of any join sent so far (ack ids `0..=last`). Cancel-safe.
-async fn join_ack(client: &mut Client, protocol: Protocol, last: u64) -> Result<(), ClientError> {
+/// Waits for the ack of any join sent so far (ack ids `0..=last`); the events on the way go
+/// to `resume` (ioscale's recovery verdict). Cancel-safe.
+async fn join_ack(
+    client: &mut Client,
+    protocol: Protocol,
+    last: u64,
+    resume: &mut Resume,
+) -> Result<(), ClientError> {
     loop {
         let m = client
             .recv()
@@ -130,7 +143,12 @@ async fn join_ack(client: &mut Client, protocol: Protocol, last: u64) -> Result<
         let acked = match protocol {
             Protocol::Socketio => protocol::parse_socketio(&m[1..])
                 .ok()
-                .filter(|p| p.kind == SioKind::Ack && p.id.is_some_and(|id| id <= last))
+                .filter(|p| {
+                    if p.kind == SioKind::Event {
+                        resume.on_event(p.data);
+                    }
+                    p.kind == SioKind::Ack && p.id.is_some_and(|id| id <= last)
+                })
                 .map(|p| p.data.contains("\"error\"")),
             Protocol::Raw => matches!(
                 protocol::raw::parse_server(&m),
@@ -151,8 +169,15 @@ async fn join_ack(client: &mut Client, protocol: Protocol, last: u64) -> Result<
     }
 }
 
+/// A connected client of the run.
+pub(super) struct Joined {
+    pub spec: Spec,
+    pub client: Client,
+    pub resume: Resume,
+}
+
 pub(super) struct Setup {
-    pub clients: Vec<(Spec, Client)>,
+    pub clients: Vec<Joined>,
     pub report: ClientsReport,
 }
 
@@ -164,15 +189,17 @@ async fn connect_one(
     target: &Target,
     spec: Spec,
     prefix: &str,
-) -> Result<(Client, u64), ClientError> {
+) -> Result<(Joined, u64), ClientError> {
     let (mut c, _) = Client::connect(cfg, target, spec.transport, plan.namespace()).await?;
+    let mut resume = Resume::new(cfg.recovery);
+    resume.on_connect(c.connect_answer(), false);
     let mut retries = 0;
     if let (Some(room), Flavor::PubSub) = (spec.room, plan.flavor) {
         let name = room_name(plan.flavor, plan.layout, room);
         let timeout = Duration::from_millis(plan.common.connect_timeout_ms);
         retries = tokio::time::timeout(
             timeout + JOIN_RETRY_AFTER * 5,
-            join(&mut c, cfg.protocol, prefix, &name),
+            join(&mut c, cfg.protocol, prefix, &name, &mut resume),
         )
         .await
         .map_err(|_| ClientError {
@@ -180,7 +207,12 @@ async fn connect_one(
             detail: "room join not acknowledged in time".to_owned(),
         })??;
     }
-    Ok((c, retries))
+    let joined = Joined {
+        spec,
+        client: c,
+        resume,
+    };
+    Ok((joined, retries))
 }
 
 /// Connects every client at the configured pace; subscribers join their room.
@@ -200,7 +232,7 @@ pub(super) async fn setup(
             tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
             let t = Instant::now();
             let r = connect_one(plan, cfg, &targets[spec.target], spec, prefix).await;
-            (spec, r, t.elapsed())
+            (r, t.elapsed())
         }))
         .buffer_unordered(plan.common.connect_concurrency.max(1));
     let mut report = ClientsReport {
@@ -210,19 +242,19 @@ pub(super) async fn setup(
     let mut handshake = stats::new_histogram();
     let mut clients = Vec::with_capacity(total);
     let mut done = 0;
-    while let Some((spec, r, took)) = results.next().await {
+    while let Some((r, took)) = results.next().await {
         done += 1;
         match r {
-            Ok((c, retries)) => {
+            Ok((joined, retries)) => {
                 report.join_retries += retries;
                 stats::record(
                     &mut handshake,
                     u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
                 );
-                if c.transport() == Transport::Polling {
+                if joined.client.transport() == Transport::Polling {
                     report.polling += 1;
                 }
-                clients.push((spec, c));
+                clients.push(joined);
             }
             Err(e) => {
                 *report.failed.entry(e.cause.clone()).or_default() += 1;
@@ -238,7 +270,7 @@ pub(super) async fn setup(
     }
     report.connected = clients.len() as u64;
     report.handshake_ms = Percentiles::of(&handshake);
-    clients.sort_by_key(|(s, _)| s.idx);
+    clients.sort_by_key(|j| j.spec.idx);
     Setup { clients, report }
 }
 
@@ -266,6 +298,7 @@ mod tests {
             common: a.common,
             rate: a.rate,
             params: serde_json::Value::Null,
+            faults: crate::config::FaultArgs::default(),
         }
     }
 
