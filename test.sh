@@ -45,9 +45,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
-# npm clients: the one the cluster tests drive, the browser client the nodes serve, and the
-# recovery helper's (its own tests run against socket.io-client).
-for dir in tests/js node/client clients/js; do
+# npm clients: the one the cluster tests drive, the browser client the nodes serve, the
+# recovery helper's (its own tests run against socket.io-client), and the Node baseline the
+# load generator's recovery is tested against.
+for dir in tests/js node/client clients/js loadtest/baselines/node-socketio; do
   if [ ! -f "$dir/node_modules/.package-lock.json" ] \
     || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     npm ci --prefix "$dir" --no-audit --no-fund

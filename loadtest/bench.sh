@@ -6,7 +6,12 @@
 #                  (SPUBLISH / SSUBSCRIBE, one shard channel per room while it exists on a server)
 #   node-streams   3 x socket.io 4 + @socket.io/redis-streams-adapter with connectionStateRecovery
 #                  (a Redis stream; sessions kept 120 s; for the fault scenarios)
-#   socketioxide   3 x socketioxide + socketioxide-redis (fred: SPUBLISH / SSUBSCRIBE)
+#   socketioxide   3 x socketioxide + socketioxide-redis (fred: SPUBLISH / SSUBSCRIBE), as its
+#                  examples set it up
+#   socketioxide-tuned  the same with fred's documented one-line settings: a reconnect policy
+#                  (without one a Redis restart leaves the adapter disconnected for good) and a
+#                  pub/sub broadcast channel of 16,384 messages instead of 32 (a lagging
+#                  receiver drops what it missed)
 #   raw-ws         1 x raw WebSocket fan-out server, no Redis (the ceiling)
 # (3 server processes per clustered implementation, 6 for the rooms scenario: --nodes.)
 # For each run and each implementation it starts a fresh Redis on a free port (or a fresh
@@ -17,7 +22,7 @@
 # Usage: loadtest/bench.sh [options] [-- extra ioscale-loadtest flags]
 #   --runs N               runs per implementation, medians reported (3)
 #   --impls a,b,..         implementations (ioscale,node-socketio,socketioxide,raw-ws; also
-#                          node-sharded, node-streams, ioscale-baseline)
+#                          node-sharded, node-streams, socketioxide-tuned, ioscale-baseline)
 #   --nodes N              server processes per clustered implementation (3; rooms: 6)
 #   --redis MODE           standalone | cluster (standalone). cluster: 3 masters, no replicas
 #                          (`redis-cli --cluster create`), every server given all of them:
@@ -416,6 +421,10 @@ run_one() { # impl run
         env "${threads_env[@]}" RUST_LOG=warn "$BIN/ioscale-baseline-socketioxide" --listen "127.0.0.1:$port" \
           --redis-url "$redis_url" >"$log" 2>&1 &
         ;;
+      socketioxide-tuned)
+        env "${threads_env[@]}" RUST_LOG=warn "$BIN/ioscale-baseline-socketioxide" --listen "127.0.0.1:$port" \
+          --redis-url "$redis_url" --redis-reconnect --fred-broadcast-capacity 16384 >"$log" 2>&1 &
+        ;;
       raw-ws)
         env "${threads_env[@]}" "$BIN/ioscale-baseline-raw-ws" --listen "127.0.0.1:$port" >"$log" 2>&1 &
         proto=raw
@@ -469,7 +478,7 @@ run_one() { # impl run
 # command line, and the new process is found through a pid file.
 fault_flags() { # impl tag
   local impl="$1" tag="$2"
-  fault_args=(--drain-ms "$drain_ms")
+  fault_args=()
   case "$impl" in
     ioscale | ioscale-baseline) fault_args+=(--recovery ioscale) ;;
     node-streams) fault_args+=(--recovery socketio) ;;

@@ -76,6 +76,51 @@ async fn fetch_sockets_lists_every_node_and_join_leave_disconnect_apply_everywhe
     assert!(a.io.fetch_sockets().await.unwrap().is_empty());
 }
 
+/// Issue: a cluster-wide disconnect (or join, or leave) applied its local part only after the
+/// other nodes had answered, to whatever sockets matched by then: a client's newer connection
+/// restored meanwhile was disconnected by the call meant for its older one.
+#[tokio::test]
+async fn a_cluster_wide_disconnect_acts_on_the_sockets_there_are_when_it_is_called() {
+    let (bus, a, _b, _c) = three_nodes().await;
+    let mut old = a.client(&["u"]).await;
+    let sender = a.client(&[]).await;
+    // C stops being heard by A: A waits for it until its heartbeats are overdue.
+    bus.cut("c", "a");
+    let socket = a.io.get_socket(sender.sid).expect("sender");
+    let call = tokio::spawn(async move { socket.to("u").disconnect().await });
+    // While A waits for C, the same client comes back (a newer connection in the room).
+    let mut newer = a.client(&["u"]).await;
+    let disconnected = timeout(QUIET, next_message(&mut old.rx)).await;
+    assert_eq!(
+        disconnected.ok().flatten().as_deref(),
+        Some("1"),
+        "the socket there was is disconnected at once"
+    );
+    timeout(REQUEST_TIMEOUT * 2, call)
+        .await
+        .expect("the call ends")
+        .expect("no panic")
+        .expect("disconnected");
+    // The same for a join.
+    let joined = a.io.get_socket(sender.sid).expect("sender");
+    let join = tokio::spawn(async move { joined.to("u").join("v").await });
+    let mut newest = a.client(&["u"]).await;
+    timeout(REQUEST_TIMEOUT * 2, join)
+        .await
+        .expect("the call ends")
+        .expect("no panic")
+        .expect("joined");
+    newer.quiet().await;
+    assert!(a.io.get_socket(newer.sid).is_some(), "the newer one stays");
+    a.io.to("v").emit("ev", &1).await.unwrap();
+    assert_eq!(
+        newer.next().await,
+        r#"2["ev",1]"#,
+        "it was there when asked"
+    );
+    newest.quiet().await;
+}
+
 #[tokio::test]
 async fn a_node_that_falls_silent_is_not_waited_for() {
     let (bus, a, b, c) = three_nodes().await;

@@ -428,6 +428,7 @@ impl Client {
         }
         let transport_time = started.elapsed();
         client.send(protocol::connect_packet(nsp, auth)).await?;
+        let mut early = VecDeque::new();
         loop {
             let msg = client
                 .recv()
@@ -442,12 +443,14 @@ impl Client {
             match p.kind {
                 SioKind::Connect => {
                     client.connect_answer = p.data.to_owned();
+                    client.early = early;
                     break;
                 }
                 SioKind::ConnectError => {
                     return Err(ClientError::new("namespace-rejected", p.data.to_owned()));
                 }
-                SioKind::Event => client.early.push_back(msg),
+                // Not into `early` yet: `recv` hands that out first.
+                SioKind::Event => early.push_back(msg),
                 _ => {}
             }
         }

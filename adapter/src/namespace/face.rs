@@ -239,38 +239,41 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         self.ack_stream(packet, opts, timeout).await
     }
 
+    // The cluster-wide operations act here first, on the sockets there are now, and then ask
+    // the other nodes: waiting for the other nodes' answers first (up to the request timeout
+    // when one has just died) would apply the local part to whatever sockets match by then,
+    // e.g. a client's newer connection when the call was meant for its older one.
     async fn add_sockets(&self, opts: BroadcastOptions, rooms: impl RoomParam) -> Result<()> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
         let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+        self.local.add_sockets(opts.clone(), rooms);
+        self.subscribe_occupied(&names).await;
         self.send_confirmed(&opts, "add_sockets", |req| Body::AddSockets {
             opts: opts.clone(),
             rooms: names.clone(),
             req,
         })
-        .await?;
-        self.local.add_sockets(opts, rooms);
-        self.subscribe_occupied(&names).await;
-        Ok(())
+        .await
     }
 
     async fn del_sockets(&self, opts: BroadcastOptions, rooms: impl RoomParam) -> Result<()> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
         let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+        self.local.del_sockets(opts.clone(), rooms);
+        self.rooms_may_be_empty(names.clone());
         self.send_confirmed(&opts, "del_sockets", |req| Body::DelSockets {
             opts: opts.clone(),
-            rooms: names.clone(),
+            rooms: names,
             req,
         })
-        .await?;
-        self.local.del_sockets(opts, rooms);
-        self.rooms_may_be_empty(names);
-        Ok(())
+        .await
     }
 
     async fn disconnect_socket(
         &self,
         opts: BroadcastOptions,
     ) -> std::result::Result<(), BroadcastError> {
+        let local = self.disconnect_local(opts.clone());
         let body = |req| Body::DisconnectSockets {
             opts: opts.clone(),
             req,
@@ -278,7 +281,7 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
         if let Err(e) = self.send_confirmed(&opts, "disconnect_sockets", body).await {
             return Err(BroadcastError::Adapter(e.into()));
         }
-        self.disconnect_local(opts).map_err(BroadcastError::Socket)
+        local.map_err(BroadcastError::Socket)
     }
 
     async fn rooms(&self, opts: BroadcastOptions) -> Result<Vec<Room>> {

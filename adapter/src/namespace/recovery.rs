@@ -250,6 +250,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             }
         }
         *state = State::Live(last);
+        tracing::debug!(%sid, ?from, ?last, given, rooms = ?self.local.socket_rooms(sid), "socket restored");
         result.map(|()| given)
     }
 

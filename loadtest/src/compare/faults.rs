@@ -29,6 +29,7 @@ pub struct FaultRow {
     pub resume_max_ms: f64,
     pub never_back: f64,
     pub publishes_unacked: f64,
+    pub publishes_orphaned: f64,
     pub generator_cpu_util: f64,
 }
 
@@ -69,6 +70,7 @@ impl FaultRow {
             resume_max_ms: m(&resume(|p| p.max_ms)),
             never_back: m(&|_, f| f.reconnects.never_back as f64),
             publishes_unacked: m(&|r, _| r.publishes.as_ref().map_or(0.0, |p| p.unacked as f64)),
+            publishes_orphaned: m(&|r, _| r.publishes.as_ref().map_or(0.0, |p| p.orphaned as f64)),
             generator_cpu_util: m(&|r, _| r.generator.as_ref().map_or(0.0, |g| g.cpu_util)),
         }
     }
@@ -92,16 +94,16 @@ pub fn table(rows: &[FaultRow]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| implementation | recovery | runs | faults | subscribers cut off | lost | subscribers with loss | most lost by one | duplicated | reordered | reconnected (recovered) | resume p50 ms | resume max ms | never back | publishes unacked | generator CPU |"
+        "| implementation | recovery | runs | faults | subscribers cut off | lost | subscribers with loss | most lost by one | duplicated | reordered | reconnected (recovered) | resume p50 ms | resume max ms | never back | publishes never acked | publishes lost with their connection | generator CPU |"
     );
     let _ = writeln!(
         t,
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % |",
             r.label,
             r.recovery,
             r.runs,
@@ -118,6 +120,7 @@ pub fn table(rows: &[FaultRow]) -> String {
             r.resume_max_ms,
             r.never_back,
             r.publishes_unacked,
+            r.publishes_orphaned,
             r.generator_cpu_util * 100.0,
         );
     }

@@ -35,10 +35,11 @@ pub struct FaultEvent {
     /// Subscribers it cut off: those whose connection was lost after it (and before the next
     /// fault); every subscriber for a Redis restart.
     pub affected: u64,
-    /// Affected subscribers that received a message published after the fault.
+    /// Affected subscribers that received, from every publisher, a message published after
+    /// the fault.
     pub resumed: u64,
-    /// For the affected subscribers, from the fault to the first delivery of a message
-    /// published at or after it.
+    /// For the affected subscribers, from the fault until a message published at or after it
+    /// had come from every publisher.
     pub resume_ms: Percentiles,
 }
 

@@ -149,6 +149,10 @@ pub struct PublishReport {
     pub rejected: u64,
     /// Never acked by the end of the drain.
     pub unacked: u64,
+    /// Sent on a connection that was lost before their ack (not expected: the server may
+    /// never have had them).
+    #[serde(default)]
+    pub orphaned: u64,
     pub ack_ms: Percentiles,
     /// How late the generator issued sends behind their schedule.
     pub send_lag_ms: Percentiles,

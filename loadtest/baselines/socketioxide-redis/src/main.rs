@@ -49,6 +49,11 @@ struct Args {
         default_value_t = 32
     )]
     fred_broadcast_capacity: usize,
+    /// Give fred a reconnect policy (exponential, 100 ms to 30 s, unbounded attempts), fred's
+    /// documented one-line setting: without one (socketioxide's examples, so the default
+    /// here) a client whose Redis connection closes stays closed.
+    #[arg(long, env = "SIOX_BASELINE_REDIS_RECONNECT")]
+    redis_reconnect: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,7 +127,13 @@ async fn main() -> Result<()> {
     // The fred driver needs RESP3, and fred does not read it from the URL.
     config.version = fred::types::RespVersion::RESP3;
     let capacity = args.fred_broadcast_capacity.max(1);
-    let client = fred::prelude::Builder::from_config(config)
+    let mut builder = fred::prelude::Builder::from_config(config);
+    if args.redis_reconnect {
+        builder.set_policy(fred::prelude::ReconnectPolicy::new_exponential(
+            0, 100, 30_000, 2,
+        ));
+    }
+    let client = builder
         .with_performance_config(|p| p.broadcast_channel_capacity = capacity)
         .build_subscriber_client()
         .context("building the Redis client")?;

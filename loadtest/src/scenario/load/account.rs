@@ -44,9 +44,7 @@ pub(super) fn tally(
         .filter_map(|o| o.sender.take())
         .map(|s| (s.j, s))
         .collect();
-    // With faults a publisher's connection may die with sends unacknowledged: the server may
-    // never have had them, so they are not expected (and counted as unacknowledged).
-    let mut losses = count_losses(outcomes, &senders, report, ctx.faults.is_some());
+    let mut losses = count_losses(outcomes, &senders, report);
     if let Some(f) = ctx.faults.as_ref() {
         let clients: Vec<_> = losses
             .per_client
@@ -70,6 +68,7 @@ pub(super) fn tally(
         acked_ok: senders.values().map(|s| s.acked_ok).sum(),
         rejected: senders.values().map(|s| s.rejected.len() as u64).sum(),
         unacked,
+        orphaned: senders.values().map(|s| s.orphaned.len() as u64).sum(),
         ack_ms: Percentiles::of(&ack),
         send_lag_ms: Percentiles::of(&lag),
     });
@@ -113,17 +112,12 @@ pub(super) fn tally(
 }
 
 /// Exact losses over every subscriber; counts the clients that dropped out on the way. Sends
-/// the server refused are not expected, nor, with `unacked_unknown`, those it never answered.
-fn count_losses(
-    outcomes: &[Outcome],
-    senders: &Senders,
-    report: &mut Report,
-    unacked_unknown: bool,
-) -> Losses {
+/// the server refused are not expected, nor those whose connection was lost before their ack
+/// (the server may never have had them); a send it never answered on a live connection is.
+fn count_losses(outcomes: &[Outcome], senders: &Senders, report: &mut Report) -> Losses {
     let mut rejected: HashMap<(usize, usize), HashSet<u64>> = HashMap::new();
     for s in senders.values() {
-        let unacked = s.unacked_seqs.iter().filter(|_| unacked_unknown);
-        for &(room, seq) in s.rejected.iter().chain(unacked) {
+        for &(room, seq) in s.rejected.iter().chain(&s.orphaned) {
             rejected.entry((s.j, room)).or_default().insert(seq);
         }
     }

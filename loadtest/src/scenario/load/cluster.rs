@@ -205,7 +205,7 @@ mod tests {
             rejected,
             acked_ok: 0,
             unacked: 0,
-            unacked_seqs: Vec::new(),
+            orphaned: Vec::new(),
         };
         let senders = Senders::from([
             // 4 to room 0 (1 other node each), 2 to room 1 (1), one of them refused.

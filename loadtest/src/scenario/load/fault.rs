@@ -203,8 +203,9 @@ async fn act(action: &Action) -> (bool, String) {
 pub(super) struct Seen {
     /// Per fault: the client lost its connection in the fault's window.
     pub cut_by: Vec<bool>,
-    /// Per fault: microseconds from it to the first delivery published at or after it.
-    pub resumed_after_us: Vec<Option<u64>>,
+    /// Per fault and publisher: microseconds from the fault to the first delivery of that
+    /// publisher's published at or after it.
+    pub resumed_after_us: Vec<Vec<Option<u64>>>,
     pub lost: u64,
     pub reconnected: u64,
     pub recovered: u64,
@@ -215,21 +216,31 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    pub fn new(faults: usize) -> Self {
+    pub fn new(faults: usize, publishers: usize) -> Self {
         Self {
             cut_by: vec![false; faults],
-            resumed_after_us: vec![None; faults],
+            resumed_after_us: vec![vec![None; publishers]; faults],
             ..Self::default()
         }
     }
 
-    /// A delivery published `published_us` after the first send arrived `now_us` after it.
-    pub fn delivered(&mut self, faults: &Faults, published_us: u64, now_us: u64) {
+    /// A delivery of `publisher`'s, published `published_us` after the first send, arrived
+    /// `now_us` after it.
+    pub fn delivered(&mut self, faults: &Faults, publisher: usize, published_us: u64, now_us: u64) {
         for (i, f) in faults.events.iter().enumerate() {
-            if published_us >= f.after_us && self.resumed_after_us[i].is_none() {
-                self.resumed_after_us[i] = Some(now_us.saturating_sub(f.after_us));
+            let first = &mut self.resumed_after_us[i][publisher];
+            if published_us >= f.after_us && first.is_none() {
+                *first = Some(now_us.saturating_sub(f.after_us));
             }
         }
+    }
+
+    /// When delivery resumed after fault `i`: once a message published after it had come
+    /// from every publisher.
+    fn resumed(&self, i: usize) -> Option<u64> {
+        self.resumed_after_us[i]
+            .iter()
+            .try_fold(0, |most, first| first.map(|us| most.max(us)))
     }
 
     /// The connection was lost `now_us` after the first send.
@@ -261,7 +272,7 @@ pub(super) fn report(
                 continue;
             }
             affected += 1;
-            if let Some(us) = seen.resumed_after_us[i] {
+            if let Some(us) = seen.resumed(i) {
                 resumed += 1;
                 stats::record(&mut h, us);
             }
@@ -379,15 +390,21 @@ mod tests {
             ..FaultArgs::default()
         };
         let f = faults(&a).unwrap().unwrap();
-        let mut cut = Seen::new(2);
+        // Two publishers.
+        let mut cut = Seen::new(2, 2);
         cut.cut(&f, 1_200_000);
         cut.reconnected = 1;
         cut.recovered = 1;
-        cut.delivered(&f, 1_000_500, 2_500_000);
-        cut.delivered(&f, 3_000_000, 3_100_000);
-        let mut calm = Seen::new(2);
-        calm.delivered(&f, 1_000_000, 1_004_000);
-        let mut publisher = Seen::new(2);
+        cut.delivered(&f, 0, 1_000_500, 2_500_000);
+        cut.delivered(&f, 1, 1_000_700, 2_600_000);
+        cut.delivered(&f, 0, 3_000_000, 3_100_000);
+        cut.delivered(&f, 1, 3_000_100, 3_200_000);
+        let mut calm = Seen::new(2, 2);
+        calm.delivered(&f, 0, 1_000_000, 1_004_000);
+        calm.delivered(&f, 1, 1_000_000, 1_003_000);
+        // After the restart only one publisher reached it: not resumed.
+        calm.delivered(&f, 1, 3_000_000, 3_003_000);
+        let mut publisher = Seen::new(2, 2);
         publisher.cut(&f, 1_100_000);
         publisher.down = true;
         let events = vec![FaultEvent::default(), FaultEvent::default()];
@@ -401,11 +418,11 @@ mod tests {
             ],
             "ioscale",
         );
-        // The kill cut one subscriber off (the publisher is no subscriber), 1.5 s until it
-        // had a message published after the kill; the Redis restart touches every
-        // subscriber, and only one had a message published after it.
+        // The kill cut one subscriber off (the publisher is no subscriber): 1.6 s until both
+        // publishers' messages published after the kill had reached it. The Redis restart
+        // touches every subscriber; one had both publishers back.
         assert_eq!((r.events[0].affected, r.events[0].resumed), (1, 1));
-        assert!((r.events[0].resume_ms.max_ms - 1500.0).abs() < 2.0);
+        assert!((r.events[0].resume_ms.max_ms - 1600.0).abs() < 2.0);
         assert_eq!((r.events[1].affected, r.events[1].resumed), (2, 1));
         assert_eq!(
             (

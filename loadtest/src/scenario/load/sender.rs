@@ -35,6 +35,9 @@ pub(super) struct Sender {
     pending: HashMap<u64, Pending>,
     /// (room, seq) the server refused.
     rejected: Vec<(usize, u64)>,
+    /// (room, seq) sent on a connection that was lost before their ack: the server may never
+    /// have had them.
+    orphaned: Vec<(usize, u64)>,
     acked_ok: u64,
     pub sending: bool,
 }
@@ -46,9 +49,10 @@ pub(super) struct SenderResult {
     pub sent_per_room: Vec<u64>,
     pub rejected: Vec<(usize, u64)>,
     pub acked_ok: u64,
+    /// Sends never answered on a connection that stayed up.
     pub unacked: u64,
-    /// (room, seq) of the sends never acknowledged.
-    pub unacked_seqs: Vec<(usize, u64)>,
+    /// (room, seq) of the sends whose connection was lost before their ack.
+    pub orphaned: Vec<(usize, u64)>,
 }
 
 impl Sender {
@@ -68,6 +72,7 @@ impl Sender {
             next_ack: 1,
             pending: HashMap::new(),
             rejected: Vec::new(),
+            orphaned: Vec::new(),
             acked_ok: 0,
             sending: true,
         }
@@ -118,6 +123,14 @@ impl Sender {
         out
     }
 
+    /// The connection was lost: what still waits for an ack will never have one.
+    pub fn connection_lost(&mut self, ctx: &Ctx) {
+        let n = self.pending.len();
+        self.orphaned
+            .extend(self.pending.drain().map(|(_, p)| (p.room, p.seq)));
+        ctx.pending_acks.fetch_sub(n as i64, Ordering::Relaxed);
+    }
+
     pub fn on_ack(&mut self, ctx: &Ctx, now: u64, shard: &mut Shard, id: u64, error: bool) {
         let Some(p) = self.pending.remove(&id) else {
             return;
@@ -141,7 +154,7 @@ impl Sender {
         SenderResult {
             j: self.j,
             unacked: self.pending.len() as u64,
-            unacked_seqs: self.pending.values().map(|p| (p.room, p.seq)).collect(),
+            orphaned: self.orphaned,
             sent_per_room: self.seqs,
             rejected: self.rejected,
             acked_ok: self.acked_ok,

@@ -55,6 +55,9 @@ struct Task {
     drop_at_us: Option<u64>,
     /// A fresh session was confirmed after the last read: join the room again.
     rejoin: bool,
+    /// The server disconnected the client from the namespace (a Socket.IO DISCONNECT): the
+    /// connection is as good as lost.
+    disconnected: bool,
 }
 
 pub(super) async fn run_client(
@@ -70,12 +73,13 @@ pub(super) async fn run_client(
         misrouted: 0,
         sender: spec.publisher.map(|j| Sender::new(&ctx, j)),
         resume,
-        seen: faults.map(|f| Seen::new(f.events.len())),
+        seen: faults.map(|f| Seen::new(f.events.len(), ctx.publishers)),
         drop_at_us: faults
             .filter(|_| spec.room.is_some() && spec.publisher.is_none())
             .and_then(|f| f.drop_after_us(spec.idx))
             .map(|after| ctx.t0_us + after),
         rejoin: false,
+        disconnected: false,
         ctx,
         spec,
     };
@@ -88,6 +92,9 @@ pub(super) async fn run_client(
         // Closed now, not when the run's results are collected: a client that failed must
         // not keep a session open on the server.
         drop(c);
+        if let Some(s) = t.sender.as_mut() {
+            s.connection_lost(&t.ctx);
+        }
         let now = t.ctx.now_us().saturating_sub(t.ctx.t0_us);
         match (t.ctx.faults.as_ref(), t.seen.as_mut()) {
             (Some(f), Some(seen)) => seen.cut(f, now),
@@ -131,6 +138,9 @@ impl Task {
                 _ = stop.changed() => return End::Stop,
                 r = client.fill() => {
                     match r.and_then(|more| Ok(self.read(client)? && more)) {
+                        Ok(true) if std::mem::take(&mut self.disconnected) => {
+                            return End::Lost(ClientError { cause: "server-disconnect".to_owned(), detail: "disconnected from the namespace by the server".to_owned() });
+                        }
                         Ok(true) => {}
                         Ok(false) => return End::Lost(ClientError { cause: "closed".to_owned(), detail: "closed by the server".to_owned() }),
                         Err(e) => return End::Lost(e),
@@ -195,7 +205,7 @@ impl Task {
         }
         if let (Some(f), Some(seen)) = (ctx.faults.as_ref(), self.seen.as_mut()) {
             let t0 = ctx.t0_us;
-            seen.delivered(f, st.t.saturating_sub(t0), now.saturating_sub(t0));
+            seen.delivered(f, st.p, st.t.saturating_sub(t0), now.saturating_sub(t0));
         }
         let latency = now.saturating_sub(st.t);
         let step = ctx.step_of(st.t);
@@ -206,7 +216,8 @@ impl Task {
         }
     }
 
-    /// A message that is neither a delivery nor an ack: ioscale's recovery verdict, maybe.
+    /// A message that is neither a delivery nor an ack: ioscale's recovery verdict, or the
+    /// server's DISCONNECT, maybe.
     fn other(&mut self, m: &[u8]) {
         let Some(text) = std::str::from_utf8(m).ok().and_then(|t| t.get(1..)) else {
             return;
@@ -214,6 +225,9 @@ impl Task {
         let Ok(p) = protocol::parse_socketio(text) else {
             return;
         };
+        if p.kind == SioKind::Disconnect && p.nsp == self.ctx.nsp {
+            self.disconnected = true;
+        }
         if p.kind == SioKind::Event && p.nsp == self.ctx.nsp {
             match self.resume.on_event(p.data) {
                 Some(Verdict::Fresh) if self.seen.as_ref().is_some_and(|s| s.reconnected > 0) => {
