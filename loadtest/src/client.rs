@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::RecoveryMode;
 use crate::protocol::{self, EnginePacket, SioKind};
 use crate::ws::{Frame, UpgradeRefused, WsConn};
 
@@ -25,6 +24,18 @@ pub enum Protocol {
     Socketio,
     /// The raw WebSocket baseline's framing (see `protocol::raw`).
     Raw,
+}
+
+/// How a Socket.IO client resumes after its connection is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryMode {
+    /// No recovery: a reconnected client joins its room again.
+    Off,
+    /// ioscale's session recovery (`ioscale_recovery {session, offset}` in the CONNECT auth).
+    Ioscale,
+    /// socket.io's connection state recovery (`{pid, offset}` in the CONNECT auth).
+    Socketio,
 }
 
 /// The transport of one client.

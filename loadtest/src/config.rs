@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::client::Protocol;
+use crate::client::{Protocol, RecoveryMode};
 
 /// Load generator for Socket.IO clusters (Engine.IO v4 / Socket.IO v5, WebSocket and polling).
 #[derive(Debug, Parser)]
@@ -131,18 +131,6 @@ pub struct Common {
     /// No progress bar even on a terminal.
     #[arg(long, env = "IOSCALE_LOADTEST_NO_PROGRESS")]
     pub no_progress: bool,
-}
-
-/// How a Socket.IO client resumes after its connection is lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RecoveryMode {
-    /// No recovery: a reconnected client joins its room again.
-    Off,
-    /// ioscale's session recovery (`ioscale_recovery {session, offset}` in the CONNECT auth).
-    Ioscale,
-    /// socket.io's connection state recovery (`{pid, offset}` in the CONNECT auth).
-    Socketio,
 }
 
 /// Faults injected while `fanout` sends, each at a time counted from the first send. Every

@@ -17,6 +17,8 @@ pub struct FaultRow {
     /// The faults of the first run (`kill-node@10s`, …).
     pub faults: String,
     pub affected: f64,
+    /// Of those, the ones that had messages published after the fault from every publisher.
+    pub resumed: f64,
     pub lost: f64,
     pub with_loss: f64,
     pub lost_max: f64,
@@ -59,6 +61,7 @@ impl FaultRow {
                     .join(" ")
             }),
             affected: m(&|_, f| f.events.iter().map(|e| e.affected as f64).sum()),
+            resumed: m(&|_, f| f.events.iter().map(|e| e.resumed as f64).sum()),
             lost: m(&|_, f| f.subscribers.lost_total as f64),
             with_loss: m(&|_, f| f.subscribers.with_loss as f64),
             lost_max: m(&|_, f| f.subscribers.lost_max as f64),
@@ -94,7 +97,7 @@ pub fn table(rows: &[FaultRow]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| implementation | recovery | runs | faults | subscribers cut off | lost | subscribers with loss | most lost by one | duplicated | reordered | reconnected (recovered) | resume p50 ms | resume max ms | never back | publishes never acked | publishes lost with their connection | generator CPU |"
+        "| implementation | recovery | runs | faults | subscribers cut off (resumed) | lost | subscribers with loss | most lost by one | duplicated | reordered | reconnected (recovered) | resume p50 ms | resume max ms | never back | publishes never acked | publishes lost with their connection | generator CPU |"
     );
     let _ = writeln!(
         t,
@@ -103,12 +106,13 @@ pub fn table(rows: &[FaultRow]) -> String {
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % |",
+            "| {} | {} | {} | {} | {:.0} ({:.0}) | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % |",
             r.label,
             r.recovery,
             r.runs,
             r.faults,
             r.affected,
+            r.resumed,
             r.lost,
             r.with_loss,
             r.lost_max,
@@ -179,7 +183,7 @@ mod tests {
         assert_eq!(rows[0].faults, "kill-node@10s");
         let t = table(&rows);
         assert!(
-            t.contains("| a | ioscale | 3 | kill-node@10s | 100 | 0 |"),
+            t.contains("| a | ioscale | 3 | kill-node@10s | 100 (0) | 0 |"),
             "{t}"
         );
         assert!(t.contains("| 25 % |"), "{t}");

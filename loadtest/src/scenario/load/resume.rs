@@ -2,8 +2,7 @@
 //! socket.io's `pid`, and the offset of the last event it received), what it sends in a
 //! reconnection's CONNECT, and how it learns whether the server recovered it.
 
-use crate::client::ClientConfig;
-use crate::config::RecoveryMode;
+use crate::client::{ClientConfig, RecoveryMode};
 
 /// The event ioscale emits after each namespace CONNECT of a client that asked for recovery.
 const IOSCALE_VERDICT: &str = "ioscale:recovery";
