@@ -74,28 +74,67 @@ pub enum RestoreError {
     Unavailable,
 }
 
-/// Frames a recorded broadcast as the broker publishes it.
-pub(crate) fn stamp(offset: Offset, envelope: &[u8]) -> Vec<u8> {
-    let head = format!("!{offset}\n");
+/// A recorded broadcast's place in what its publisher sent on its channel: `epoch` names the
+/// publisher's counter for that channel (random, new whenever the counter is), `n` counts from
+/// 0. A receiver that sees `n` jump knows exactly how many it missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Seq {
+    pub(crate) epoch: u64,
+    pub(crate) n: u64,
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}:{}", self.epoch, self.n)
+    }
+}
+
+impl FromStr for Seq {
+    type Err = BadOffset;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (epoch, n) = s.split_once(':').ok_or(BadOffset)?;
+        if epoch.is_empty() || epoch.len() > 16 || n.is_empty() || n.len() > 20 {
+            return Err(BadOffset);
+        }
+        Ok(Self {
+            epoch: u64::from_str_radix(epoch, 16).map_err(|_| BadOffset)?,
+            n: n.parse().map_err(|_| BadOffset)?,
+        })
+    }
+}
+
+/// Frames a recorded broadcast as the broker publishes it: `!{offset}[ {seq}]\n{envelope}`.
+pub(crate) fn stamp(offset: Offset, seq: Option<Seq>, envelope: &[u8]) -> Vec<u8> {
+    let head = match seq {
+        Some(seq) => format!("!{offset} {seq}\n"),
+        None => format!("!{offset}\n"),
+    };
     let mut out = Vec::with_capacity(head.len() + envelope.len());
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(envelope);
     out
 }
 
-/// Splits a received message into its history offset (recorded broadcasts only) and its
-/// envelope; `Err` for a stamp that does not parse.
-pub(crate) fn unstamp(payload: &[u8]) -> Result<(Option<Offset>, &[u8]), BadOffset> {
+/// What a received message is: a recorded broadcast's offset and sequence, and the envelope.
+pub(crate) type Unstamped<'a> = (Option<Offset>, Option<Seq>, &'a [u8]);
+
+/// Splits a received message into its history offset and sequence (recorded broadcasts only)
+/// and its envelope; `Err` for a stamp that does not parse.
+pub(crate) fn unstamp(payload: &[u8]) -> Result<Unstamped<'_>, BadOffset> {
     if payload.first() != Some(&STAMP) {
-        return Ok((None, payload));
+        return Ok((None, None, payload));
     }
     let end = payload
         .iter()
-        .take(48)
+        .take(96)
         .position(|&b| b == b'\n')
         .ok_or(BadOffset)?;
     let text = std::str::from_utf8(&payload[1..end]).map_err(|_| BadOffset)?;
-    Ok((Some(text.parse()?), &payload[end + 1..]))
+    let (offset, seq) = match text.split_once(' ') {
+        Some((offset, seq)) => (offset.parse()?, Some(seq.parse()?)),
+        None => (text.parse()?, None),
+    };
+    Ok((Some(offset), seq, &payload[end + 1..]))
 }
 
 #[cfg(test)]
@@ -126,13 +165,31 @@ mod tests {
     #[test]
     fn a_stamp_round_trips_and_plain_messages_pass_through() {
         let env = [0x93u8, 1, 2, 3];
-        let framed = stamp(Offset::new(5, 1), &env);
+        let framed = stamp(Offset::new(5, 1), None, &env);
         assert_eq!(
             unstamp(&framed).unwrap(),
-            (Some(Offset::new(5, 1)), &env[..])
+            (Some(Offset::new(5, 1)), None, &env[..])
         );
-        assert_eq!(unstamp(&env).unwrap(), (None, &env[..]));
+        let seq = Seq {
+            epoch: u64::MAX,
+            n: u64::MAX,
+        };
+        let framed = stamp(Offset::new(u64::MAX, u64::MAX), Some(seq), &env);
+        assert_eq!(
+            unstamp(&framed).unwrap(),
+            (Some(Offset::new(u64::MAX, u64::MAX)), Some(seq), &env[..])
+        );
+        assert_eq!(unstamp(&env).unwrap(), (None, None, &env[..]));
         assert!(unstamp(b"!5-1").is_err());
         assert!(unstamp(b"!x-1\n\x93").is_err());
+        for bad in [
+            "!5-1 \n",
+            "!5-1 x\n",
+            "!5-1 1:\n",
+            "!5-1 :1\n",
+            "!5-1 g:1\n",
+        ] {
+            assert!(unstamp(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 }

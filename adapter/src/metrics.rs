@@ -31,6 +31,9 @@ pub enum DropReason {
     OutboxFull,
     /// A recorded broadcast waited in the outbox longer than its age limit.
     OutboxExpired,
+    /// Recorded broadcasts this node never received: its publisher's numbers on the channel
+    /// jumped by that many (counted once the next one arrives; each node counts its own).
+    SequenceGap,
 }
 
 impl DropReason {
@@ -47,6 +50,7 @@ impl DropReason {
             DropReason::HistoryGap => "history_gap",
             DropReason::OutboxFull => "outbox_full",
             DropReason::OutboxExpired => "outbox_expired",
+            DropReason::SequenceGap => "sequence_gap",
         }
     }
 }

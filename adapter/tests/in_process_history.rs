@@ -188,3 +188,77 @@ async fn broadcasts_to_this_node_only_are_not_recorded() {
     let (n, offset) = parse(&rec.next().await);
     assert_eq!((n, offset), (1, None));
 }
+
+#[tokio::test]
+async fn a_node_counts_exactly_the_recorded_broadcasts_it_never_received() {
+    let (bus, nodes) = history_nodes(&["a", "b"], 1000).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut plain = b.client(&["r"]).await;
+    publish(a, "r", 0).await;
+    assert_eq!(take(&mut plain, 1).await[0].0, 0);
+    // Three broadcasts never reach B, and nothing tells it (no lost subscription).
+    bus.cut("a", "b");
+    for n in 1..4 {
+        publish(a, "r", n).await;
+    }
+    bus.heal("a", "b");
+    publish(a, "r", 4).await;
+    assert_eq!(take(&mut plain, 1).await[0].0, 4);
+    plain.quiet().await;
+    let gap = r#"reason="sequence_gap""#;
+    assert_eq!(b.metric("ioscale_adapter_dropped_total", gap), 3);
+    assert_eq!(a.metric("ioscale_adapter_dropped_total", gap), 0);
+}
+
+#[tokio::test]
+async fn what_a_broker_that_lost_its_data_took_with_it_is_counted_exactly() {
+    let (bus, nodes) = history_nodes(&["a", "b"], 1000).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut plain = b.client(&["r"]).await;
+    publish(a, "r", 0).await;
+    assert_eq!(take(&mut plain, 1).await[0].0, 0);
+    // B's subscription is down while four are published, then the broker loses its history
+    // (Redis restarted without persistence): B cannot catch up and says so once, and the next
+    // broadcast tells it exactly how many it missed.
+    bus.disconnect("b");
+    for n in 1..5 {
+        publish(a, "r", n).await;
+    }
+    bus.lose_history();
+    // A restarted Redis numbers its new stream from its clock, past the old ids.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    bus.reconnect("b");
+    publish(a, "r", 5).await;
+    assert_eq!(take(&mut plain, 1).await[0].0, 5);
+    plain.quiet().await;
+    let gap = r#"reason="sequence_gap""#;
+    assert_eq!(b.metric("ioscale_adapter_dropped_total", gap), 4);
+}
+
+#[tokio::test]
+async fn a_room_channel_subscribed_again_starts_afresh() {
+    let (_bus, nodes) = nodes_with(&["a", "b"], |c| {
+        c.with_room_channels(true)
+            .with_history(1000)
+            .with_room_unsubscribe_delay(std::time::Duration::ZERO)
+    })
+    .await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut first = b.client(&["r"]).await;
+    publish(a, "r", 0).await;
+    assert_eq!(take(&mut first, 1).await[0].0, 0);
+    // B's only member leaves: B stops receiving on the room's channel, and what is published
+    // meanwhile is none of its business.
+    let socket = b.io.get_socket(first.sid).expect("socket");
+    socket.leave("r");
+    b.cluster.rooms_left("/", vec!["r".to_owned()]);
+    tokio::time::sleep(QUIET).await;
+    for n in 1..4 {
+        publish(a, "r", n).await;
+    }
+    let mut second = b.client(&["r"]).await;
+    publish(a, "r", 4).await;
+    assert_eq!(take(&mut second, 1).await[0].0, 4);
+    let gap = r#"reason="sequence_gap""#;
+    assert_eq!(b.metric("ioscale_adapter_dropped_total", gap), 0);
+}

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::sync::mpsc;
 
-use super::{Broker, Hub, Recorded};
+use super::{Broker, Entry, Hub, Recorded, sequence::ChannelSeqs};
 use crate::{
     error::Result,
-    history::{self, Offset},
+    history::{self, Offset, Seq},
 };
 
 /// Joins the nodes of one process. Clone it to hand it to each node's
@@ -45,11 +45,11 @@ struct BusInner {
 #[derive(Default)]
 struct Stream {
     last: Option<Offset>,
-    entries: VecDeque<(Offset, Bytes)>,
+    entries: VecDeque<Entry>,
 }
 
 impl Stream {
-    fn append(&mut self, max_len: usize, payload: Bytes) -> Offset {
+    fn append(&mut self, max_len: usize, seq: Seq, payload: Bytes) -> Offset {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -58,7 +58,11 @@ impl Stream {
             _ => Offset::new(now, 0),
         };
         self.last = Some(id);
-        self.entries.push_back((id, payload));
+        self.entries.push_back(Entry {
+            offset: id,
+            seq: Some(seq),
+            payload,
+        });
         while self.entries.len() > max_len.max(1) {
             self.entries.pop_front();
         }
@@ -181,6 +185,7 @@ impl MemoryBus {
             bus: self.clone(),
             endpoint,
             hub,
+            channel_seqs: ChannelSeqs::default(),
         }
     }
 
@@ -207,6 +212,8 @@ pub(crate) struct MemoryBroker {
     bus: MemoryBus,
     endpoint: Arc<Endpoint>,
     hub: Arc<Hub>,
+    /// The numbers of this node's recorded broadcasts, per channel, as the Redis broker's.
+    channel_seqs: ChannelSeqs,
 }
 
 impl MemoryBroker {
@@ -265,11 +272,12 @@ impl Broker for MemoryBroker {
         // subscriber sees the ids in stream order.
         let mut streams = self.bus.lock_streams();
         let payload = Bytes::from(message.payload);
+        let seq = self.channel_seqs.next(&message.channel);
         let id = streams
             .entry(stream)
             .or_default()
-            .append(max_len, payload.clone());
-        let framed = Bytes::from(history::stamp(id, &payload));
+            .append(max_len, seq, payload.clone());
+        let framed = Bytes::from(history::stamp(id, Some(seq), &payload));
         self.bus
             .carry(&self.endpoint.node, &message.channel, &framed);
         async { Ok(()) }.boxed()
@@ -280,7 +288,7 @@ impl Broker for MemoryBroker {
         stream: String,
         start: Offset,
         count: usize,
-    ) -> BoxFuture<'static, Result<Vec<(Offset, Bytes)>>> {
+    ) -> BoxFuture<'static, Result<Vec<Entry>>> {
         let entries = self
             .bus
             .lock_streams()
@@ -288,7 +296,7 @@ impl Broker for MemoryBroker {
             .map_or_else(Vec::new, |s| {
                 s.entries
                     .iter()
-                    .filter(|(id, _)| *id >= start)
+                    .filter(|e| e.offset >= start)
                     .take(count)
                     .cloned()
                     .collect()

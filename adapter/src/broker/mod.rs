@@ -10,6 +10,7 @@
 pub(crate) mod memory;
 pub(crate) mod outbox;
 pub(crate) mod redis;
+pub(crate) mod sequence;
 mod subscriptions;
 
 use std::{
@@ -28,6 +29,15 @@ use crate::{
 };
 
 /// A broadcast to record: the channel it is published on and its envelope.
+/// One entry of a history stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) offset: Offset,
+    /// Its publisher's number on its channel (entries of older builds have none).
+    pub(crate) seq: Option<crate::history::Seq>,
+    pub(crate) payload: Bytes,
+}
+
 pub(crate) struct Recorded {
     pub(crate) channel: String,
     pub(crate) payload: Vec<u8>,
@@ -37,7 +47,7 @@ pub(crate) struct Recorded {
 /// Receives the raw messages of the channels it subscribed to, in arrival order.
 pub(crate) trait Inbound: Send + Sync {
     /// Handles one message. Must not block: it runs on the broker's dispatcher task.
-    fn on_message(self: Arc<Self>, payload: &[u8]);
+    fn on_message(self: Arc<Self>, channel: &str, payload: &[u8]);
     /// Called after the connection to the broker was re-established.
     fn on_reconnect(self: Arc<Self>);
     /// Called when the subscription was lost, before it is restored.
@@ -93,7 +103,7 @@ pub(crate) trait Broker: Send + Sync + 'static {
         stream: String,
         start: Offset,
         count: usize,
-    ) -> BoxFuture<'static, Result<Vec<(Offset, Bytes)>>> {
+    ) -> BoxFuture<'static, Result<Vec<Entry>>> {
         let _ = (stream, start, count);
         async { Err(Error::NoHistory) }.boxed()
     }
@@ -169,7 +179,7 @@ impl Hub {
             .get(channel)
             .and_then(Weak::upgrade);
         if let Some(h) = handler {
-            h.on_message(payload);
+            h.on_message(channel, payload);
         }
     }
 
@@ -372,7 +382,7 @@ impl Driver {
         stream: String,
         start: Offset,
         count: usize,
-    ) -> Result<Vec<(Offset, Bytes)>> {
+    ) -> Result<Vec<Entry>> {
         self.broker.range(stream, start, count).await
     }
 

@@ -35,8 +35,9 @@ use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError};
 
 use super::{
-    Broker, Hub, Recorded,
+    Broker, Entry, Hub, Recorded,
     outbox::{Command, Outbox, Waiting},
+    sequence::ChannelSeqs,
     subscriptions::{Op, SubscriptionQueue},
 };
 
@@ -54,6 +55,8 @@ struct Inner {
     /// so a restarted node's sequence starts afresh.
     origin: String,
     next_seq: AtomicU64,
+    /// The numbers receivers find gaps by, per channel.
+    channel_seqs: Arc<ChannelSeqs>,
     publisher: Client,
     subscriber: SubscriberClient,
     sharded: bool,
@@ -122,6 +125,7 @@ impl RedisBroker {
             outbox: Outbox::new(config.outbox),
             origin: format!("{}~{nonce:x}", config.node_id),
             next_seq: AtomicU64::new(0),
+            channel_seqs: Arc::default(),
             publisher,
             subscriber,
             sharded,
@@ -318,13 +322,18 @@ impl Broker for RedisBroker {
             } = message;
             let bytes = payload.len();
             let last_seq = format!("{stream}#from#{}", self.inner.origin);
+            let channel_seqs = self.inner.channel_seqs.clone();
+            // Called once, when the broadcast leaves for Redis (never for one the outbox
+            // drops), so receivers see a gap only for what Redis had.
             let command: Command = Box::new(move |client: Client, seq: u64| {
+                let numbered = channel_seqs.next(&channel);
                 async move {
                     let args: Vec<Value> = vec![
                         Value::from(max_len as i64),
                         Value::from(channel),
                         Value::Bytes(Bytes::from(payload)),
                         Value::from(seq.to_string()),
+                        Value::from(numbered.to_string()),
                     ];
                     let keys = vec![stream, last_seq];
                     client.eval::<Value, _, _, _>(RECORD, keys, args).await
@@ -343,7 +352,7 @@ impl Broker for RedisBroker {
         stream: String,
         start: Offset,
         count: usize,
-    ) -> BoxFuture<'static, Result<Vec<(Offset, Bytes)>>> {
+    ) -> BoxFuture<'static, Result<Vec<Entry>>> {
         let client = self.inner.publisher.clone();
         async move {
             let answer: Value = client
@@ -501,16 +510,18 @@ fn watch_reconnects(inner: &Arc<Inner>) {
 /// id, atomically: Redis runs scripts one at a time, so subscribers see ids in stream order.
 /// Once per publish: `KEYS[2]` keeps the last sequence number this publisher recorded, so a
 /// command the client sends again after a lost connection (it may have run before the
-/// connection broke) is not recorded twice.
+/// connection broke) is not recorded twice. `ARGV[5]` is the broadcast's number on its channel
+/// (`history::Seq`), kept with the entry (`q`) and sent after the id.
 const RECORD: &str = "local last = tonumber(redis.call('GET', KEYS[2]) or '-1')\n\
 if tonumber(ARGV[4]) <= last then return false end\n\
 redis.call('SET', KEYS[2], ARGV[4], 'PX', 3600000)\n\
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3])\n\
-redis.call('PUBLISH', ARGV[2], '!' .. id .. '\\n' .. ARGV[3])\n\
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3], 'q', ARGV[5])\n\
+redis.call('PUBLISH', ARGV[2], '!' .. id .. ' ' .. ARGV[5] .. '\\n' .. ARGV[3])\n\
 return id";
 
-/// The entries of an `XRANGE` answer: `[[id, [field, value, ..]], ..]`, the value of `m`.
-fn parse_range(answer: Value) -> Result<Vec<(Offset, Bytes)>> {
+/// The entries of an `XRANGE` answer: `[[id, [field, value, ..]], ..]`, the values of `m` (the
+/// envelope) and `q` (its number, when it has one).
+fn parse_range(answer: Value) -> Result<Vec<Entry>> {
     let Value::Array(entries) = answer else {
         return match answer {
             Value::Null => Ok(Vec::new()),
@@ -531,14 +542,21 @@ fn parse_range(answer: Value) -> Result<Vec<(Offset, Bytes)>> {
             let Some(Value::Array(fields)) = fields else {
                 return Err(Error::MalformedHistory);
             };
-            let body = fields.chunks(2).find_map(|kv| match kv {
-                [k, Value::Bytes(b)] if k.as_str().as_deref() == Some("m") => Some(b.clone()),
-                [k, Value::String(s)] if k.as_str().as_deref() == Some("m") => {
-                    Some(Bytes::copy_from_slice(s.as_bytes()))
-                }
-                _ => None,
-            });
-            Ok((offset, body.ok_or(Error::MalformedHistory)?))
+            let field = |name: &str| {
+                fields.chunks(2).find_map(|kv| match kv {
+                    [k, Value::Bytes(b)] if k.as_str().as_deref() == Some(name) => Some(b.clone()),
+                    [k, Value::String(s)] if k.as_str().as_deref() == Some(name) => {
+                        Some(Bytes::copy_from_slice(s.as_bytes()))
+                    }
+                    _ => None,
+                })
+            };
+            let seq = field("q").and_then(|q| std::str::from_utf8(&q).ok()?.parse().ok());
+            Ok(Entry {
+                offset,
+                seq,
+                payload: field("m").ok_or(Error::MalformedHistory)?,
+            })
         })
         .collect()
 }

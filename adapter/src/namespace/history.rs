@@ -7,6 +7,7 @@
 //! whole cluster. Everything else travels as before.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -19,13 +20,16 @@ use socketioxide_core::{
 use super::{RedisAdapter, Target};
 use crate::{
     broker::Recorded,
-    history::Offset,
+    history::{Offset, Seq},
     metrics::{DropReason, Origin},
     wire::{self, Body, WIRE_VERSION},
 };
 
 /// Entries asked of the stream at once.
 pub(super) const BATCH: usize = 500;
+/// Publisher epochs remembered per channel (each restart or idle counter of a publisher is
+/// one); past it the channel's are forgotten and start afresh.
+const EPOCHS_PER_CHANNEL: usize = 256;
 
 /// The namespace's history stream and how far this node delivered it.
 pub(super) struct History {
@@ -45,11 +49,71 @@ struct StreamState {
     catching_up: bool,
     /// Where to catch up from when nothing was delivered yet: shortly before the loss.
     lost_at: Option<Offset>,
+    /// Per channel received on, per publisher epoch: the last number delivered.
+    numbers: HashMap<String, HashMap<u64, u64>>,
+    /// The channel each known epoch numbers (history entries do not say theirs).
+    epochs: HashMap<u64, String>,
+}
+
+/// What a broadcast's number says.
+#[derive(Debug, PartialEq, Eq)]
+enum Numbered {
+    /// The next one, the first seen of its epoch, or one that cannot be placed.
+    InTurn,
+    /// This many before it never arrived.
+    After(u64),
+    /// Delivered already (a command replayed into a Redis that lost its dedupe key).
+    Again,
+}
+
+impl StreamState {
+    /// Places `seq` on `channel` (or, for a history entry, the channel its epoch was seen on).
+    fn number(&mut self, seq: Seq, channel: Option<&str>) -> Numbered {
+        let channel = match channel {
+            Some(c) => c.to_owned(),
+            None => match self.epochs.get(&seq.epoch) {
+                Some(c) => c.clone(),
+                None => return Numbered::InTurn,
+            },
+        };
+        let known = self.numbers.entry(channel.clone()).or_default();
+        if known.len() >= EPOCHS_PER_CHANNEL && !known.contains_key(&seq.epoch) {
+            for epoch in known.keys() {
+                self.epochs.remove(epoch);
+            }
+            known.clear();
+        }
+        match known.insert(seq.epoch, seq.n) {
+            None => {
+                self.epochs.insert(seq.epoch, channel);
+                Numbered::InTurn
+            }
+            Some(last) if seq.n <= last => {
+                known.insert(seq.epoch, last);
+                Numbered::Again
+            }
+            Some(last) if seq.n > last + 1 => Numbered::After(seq.n - last - 1),
+            Some(_) => Numbered::InTurn,
+        }
+    }
+
+    /// This node stopped receiving on `channel`: what it knew of its numbers is stale.
+    fn forget(&mut self, channel: &str) {
+        if let Some(known) = self.numbers.remove(channel) {
+            for epoch in known.keys() {
+                self.epochs.remove(epoch);
+            }
+        }
+    }
 }
 
 /// A recorded broadcast as this node received it.
 pub(super) struct Stamped {
     pub(super) offset: Offset,
+    /// Its publisher's number on its channel.
+    pub(super) seq: Option<Seq>,
+    /// The channel it arrived on (`None` for a history entry).
+    pub(super) channel: Option<String>,
     /// Published by this node, whose plain sockets already have it.
     pub(super) own: bool,
     /// The node that published it.
@@ -78,6 +142,11 @@ impl History {
     /// The last offset delivered on this node.
     pub(super) fn last(&self) -> Option<Offset> {
         self.lock().last
+    }
+
+    /// This node no longer receives on `channel` (a room channel it unsubscribed).
+    pub(super) fn forget(&self, channel: &str) {
+        self.lock().forget(channel);
     }
 }
 
@@ -142,6 +211,17 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             return;
         }
         state.last = Some(stamped.offset);
+        if let Some(seq) = stamped.seq {
+            match state.number(seq, stamped.channel.as_deref()) {
+                Numbered::Again => return,
+                Numbered::After(missed) => {
+                    self.cluster
+                        .driver
+                        .drop_messages(DropReason::SequenceGap, missed);
+                }
+                Numbered::InTurn => {}
+            }
+        }
         let origin = if stamped.own {
             Origin::Local
         } else {
@@ -219,7 +299,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                     return;
                 }
             };
-            if first && delivered && entries.first().map(|(id, _)| *id) != Some(from) {
+            if first && delivered && entries.first().map(|e| e.offset) != Some(from) {
                 // The last entry delivered here is gone: trimmed (or Redis lost its data), so
                 // entries after it may be gone too.
                 self.cluster.driver.drop_messages(DropReason::HistoryGap, 1);
@@ -228,8 +308,8 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             first = false;
             let full = entries.len() == BATCH;
             let mut state = history.lock();
-            for (offset, payload) in entries {
-                if let Some(stamped) = self.decode_entry(offset, &payload) {
+            for entry in entries {
+                if let Some(stamped) = self.decode_entry(entry.offset, entry.seq, &entry.payload) {
                     self.deliver_in_order(&mut state, stamped);
                 }
             }
@@ -241,7 +321,12 @@ impl<E: SocketEmitter> RedisAdapter<E> {
     }
 
     /// A history entry as the broadcast it records; `None` (counted) when it is not one.
-    pub(super) fn decode_entry(&self, offset: Offset, payload: &[u8]) -> Option<Stamped> {
+    pub(super) fn decode_entry(
+        &self,
+        offset: Offset,
+        seq: Option<Seq>,
+        payload: &[u8],
+    ) -> Option<Stamped> {
         let env = match wire::decode(payload) {
             Ok(env) if env.v <= WIRE_VERSION => env,
             _ => {
@@ -259,6 +344,8 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             } => match Packet::try_from(packet) {
                 Ok(packet) => Some(Stamped {
                     offset,
+                    seq,
+                    channel: None,
                     own,
                     origin: env.origin,
                     sent_at_us,
@@ -273,5 +360,43 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             },
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(epoch: u64, n: u64) -> Seq {
+        Seq { epoch, n }
+    }
+
+    #[test]
+    fn numbers_tell_gaps_repeats_and_fresh_starts() {
+        let mut s = StreamState::default();
+        assert_eq!(
+            s.number(seq(1, 7), Some("r")),
+            Numbered::InTurn,
+            "first seen"
+        );
+        assert_eq!(s.number(seq(1, 8), Some("r")), Numbered::InTurn);
+        assert_eq!(s.number(seq(1, 12), Some("r")), Numbered::After(3));
+        assert_eq!(s.number(seq(1, 12), Some("r")), Numbered::Again);
+        assert_eq!(s.number(seq(1, 9), Some("r")), Numbered::Again);
+        // A history entry finds its channel by its epoch; an unknown epoch is not placed.
+        assert_eq!(s.number(seq(1, 14), None), Numbered::After(1));
+        assert_eq!(s.number(seq(9, 50), None), Numbered::InTurn);
+        assert_eq!(s.number(seq(9, 52), None), Numbered::InTurn);
+        // Another publisher (epoch) on the same channel counts on its own.
+        assert_eq!(s.number(seq(2, 0), Some("r")), Numbered::InTurn);
+        assert_eq!(s.number(seq(2, 1), Some("r")), Numbered::InTurn);
+        // Unsubscribed: what comes after a new subscription starts afresh.
+        s.forget("r");
+        assert_eq!(s.number(seq(1, 40), Some("r")), Numbered::InTurn);
+        assert_eq!(
+            s.number(seq(2, 30), None),
+            Numbered::InTurn,
+            "epoch forgotten"
+        );
     }
 }

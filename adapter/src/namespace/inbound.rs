@@ -19,9 +19,9 @@ use crate::{
 };
 
 impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
-    fn on_message(self: Arc<Self>, payload: &[u8]) {
+    fn on_message(self: Arc<Self>, channel: &str, payload: &[u8]) {
         let metrics = &self.cluster.driver.metrics;
-        let (offset, payload) = match history::unstamp(payload) {
+        let (offset, seq, payload) = match history::unstamp(payload) {
             Ok(split) => split,
             Err(_) => {
                 self.cluster.driver.drop_messages(DropReason::Decode, 1);
@@ -29,7 +29,8 @@ impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
             }
         };
         if let Some(offset) = offset {
-            if let Some(mut stamped) = self.decode_entry(offset, payload) {
+            if let Some(mut stamped) = self.decode_entry(offset, seq, payload) {
+                stamped.channel = Some(channel.to_owned());
                 let mut span = None;
                 if !stamped.own {
                     self.members.seen(&stamped.origin, None, None);

@@ -276,18 +276,19 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 .range(stream, start, BATCH)
                 .await
                 .map_err(|_| RestoreError::Unavailable)?;
-            if first && entries.first().map(|(id, _)| *id) != Some(from) {
+            if first && entries.first().map(|e| e.offset) != Some(from) {
                 return Err(RestoreError::Trimmed);
             }
             first = false;
             let full = entries.len() == BATCH;
             let mut errors = Vec::new();
-            for (offset, payload) in entries {
+            for entry in entries {
+                let offset = entry.offset;
                 if last.is_some_and(|l| offset <= l) {
                     continue;
                 }
                 *last = Some(offset);
-                let Some(stamped) = self.decode_entry(offset, &payload) else {
+                let Some(stamped) = self.decode_entry(offset, entry.seq, &entry.payload) else {
                     continue;
                 };
                 if reaches(&stamped.opts, sid, &rooms, senders) {

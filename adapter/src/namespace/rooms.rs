@@ -213,7 +213,12 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         metrics.room_channels.sub(rooms.len() as i64);
         let ops = metrics.room_channel_ops.with_label_values(&["unsubscribe"]);
         ops.inc_by(rooms.len() as u64);
-        let channels = rooms.iter().map(|r| self.room_channel(r)).collect();
+        let channels: Vec<String> = rooms.iter().map(|r| self.room_channel(r)).collect();
+        if let Some(history) = &self.history {
+            for channel in &channels {
+                history.forget(channel);
+            }
+        }
         let unsubscribed = self.cluster.driver.unsubscribe(channels);
         let ns = self.ns.clone();
         tokio::spawn(async move {

@@ -1,0 +1,84 @@
+//! What a publishing node numbers its recorded broadcasts by: one counter per channel, so
+//! that a node subscribed to some channels only can still tell, from the numbers it gets on
+//! each, exactly how many it missed. A counter idle for long is forgotten (rooms come and go);
+//! its next one starts a new epoch, which receivers take as a fresh start, not as a gap.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher as _, Hasher as _},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use crate::history::Seq;
+
+/// Counters kept before idle ones are looked for.
+const SWEEP_ABOVE: usize = 4096;
+/// How long an unused counter is kept past [`SWEEP_ABOVE`].
+const IDLE: Duration = Duration::from_secs(600);
+
+struct Counter {
+    epoch: u64,
+    next: u64,
+    used: Instant,
+}
+
+/// The per-channel counters of one publishing node.
+#[derive(Default)]
+pub(crate) struct ChannelSeqs {
+    counters: Mutex<HashMap<String, Counter>>,
+    epochs: std::collections::hash_map::RandomState,
+    made: std::sync::atomic::AtomicU64,
+}
+
+impl ChannelSeqs {
+    /// The number of the next broadcast on `channel`; call it once per broadcast, in the order
+    /// they leave for the broker.
+    pub(crate) fn next(&self, channel: &str) -> Seq {
+        let now = Instant::now();
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if counters.len() >= SWEEP_ABOVE && !counters.contains_key(channel) {
+            counters.retain(|_, c| now.duration_since(c.used) < IDLE);
+        }
+        let counter = counters
+            .entry(channel.to_owned())
+            .or_insert_with(|| Counter {
+                epoch: self.new_epoch(),
+                next: 0,
+                used: now,
+            });
+        let seq = Seq {
+            epoch: counter.epoch,
+            n: counter.next,
+        };
+        counter.next += 1;
+        counter.used = now;
+        seq
+    }
+
+    /// A random epoch: the process's random hasher keys over a count of epochs made.
+    fn new_epoch(&self) -> u64 {
+        let made = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut h = self.epochs.build_hasher();
+        h.write_u64(made);
+        h.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_channel_counts_on_its_own_from_its_own_epoch() {
+        let seqs = ChannelSeqs::default();
+        let a0 = seqs.next("a");
+        let b0 = seqs.next("b");
+        let a1 = seqs.next("a");
+        assert_eq!((a0.n, a1.n, b0.n), (0, 1, 0));
+        assert_eq!(a0.epoch, a1.epoch);
+        assert_ne!(a0.epoch, b0.epoch);
+        // Another node's counters start from other epochs.
+        assert_ne!(ChannelSeqs::default().next("a").epoch, a0.epoch);
+    }
+}
