@@ -40,13 +40,15 @@ impl ChannelSeqs {
         if counters.len() >= SWEEP_ABOVE && !counters.contains_key(channel) {
             counters.retain(|_, c| now.duration_since(c.used) < IDLE);
         }
-        let counter = counters
-            .entry(channel.to_owned())
-            .or_insert_with(|| Counter {
+        // Looked up by `&str` first: only a channel's first broadcast allocates its name.
+        let counter = match counters.get_mut(channel) {
+            Some(counter) => counter,
+            None => counters.entry(channel.to_owned()).or_insert(Counter {
                 epoch: self.new_epoch(),
                 next: 0,
                 used: now,
-            });
+            }),
+        };
         let seq = Seq {
             epoch: counter.epoch,
             n: counter.next,

@@ -49,10 +49,10 @@ struct StreamState {
     catching_up: bool,
     /// Where to catch up from when nothing was delivered yet: shortly before the loss.
     lost_at: Option<Offset>,
-    /// Per channel received on, per publisher epoch: the last number delivered.
-    numbers: HashMap<String, HashMap<u64, u64>>,
-    /// The channel each known epoch numbers (history entries do not say theirs).
-    epochs: HashMap<u64, String>,
+    /// Per publisher epoch (each numbers one channel): the last number delivered.
+    numbers: HashMap<u64, u64>,
+    /// The epochs seen on each channel received on, forgotten with it.
+    epochs: HashMap<String, Vec<u64>>,
 }
 
 /// What a broadcast's number says.
@@ -67,42 +67,42 @@ enum Numbered {
 }
 
 impl StreamState {
-    /// Places `seq` on `channel` (or, for a history entry, the channel its epoch was seen on).
+    /// Places `seq`, received on `channel` (`None`: a history entry, which does not say).
+    /// A known epoch is one lookup; only a new one, seen live, is filed under its channel.
     fn number(&mut self, seq: Seq, channel: Option<&str>) -> Numbered {
-        let channel = match channel {
-            Some(c) => c.to_owned(),
-            None => match self.epochs.get(&seq.epoch) {
-                Some(c) => c.clone(),
-                None => return Numbered::InTurn,
-            },
-        };
-        let known = self.numbers.entry(channel.clone()).or_default();
-        if known.len() >= EPOCHS_PER_CHANNEL && !known.contains_key(&seq.epoch) {
-            for epoch in known.keys() {
-                self.epochs.remove(epoch);
+        if let Some(last) = self.numbers.get_mut(&seq.epoch) {
+            if seq.n <= *last {
+                return Numbered::Again;
             }
-            known.clear();
-        }
-        match known.insert(seq.epoch, seq.n) {
-            None => {
-                self.epochs.insert(seq.epoch, channel);
+            let missed = seq.n - *last - 1;
+            *last = seq.n;
+            return if missed > 0 {
+                Numbered::After(missed)
+            } else {
                 Numbered::InTurn
-            }
-            Some(last) if seq.n <= last => {
-                known.insert(seq.epoch, last);
-                Numbered::Again
-            }
-            Some(last) if seq.n > last + 1 => Numbered::After(seq.n - last - 1),
-            Some(_) => Numbered::InTurn,
+            };
         }
+        let Some(channel) = channel else {
+            return Numbered::InTurn;
+        };
+        let known = match self.epochs.get_mut(channel) {
+            Some(known) => known,
+            None => self.epochs.entry(channel.to_owned()).or_default(),
+        };
+        if known.len() >= EPOCHS_PER_CHANNEL {
+            for epoch in known.drain(..) {
+                self.numbers.remove(&epoch);
+            }
+        }
+        known.push(seq.epoch);
+        self.numbers.insert(seq.epoch, seq.n);
+        Numbered::InTurn
     }
 
     /// This node stopped receiving on `channel`: what it knew of its numbers is stale.
     fn forget(&mut self, channel: &str) {
-        if let Some(known) = self.numbers.remove(channel) {
-            for epoch in known.keys() {
-                self.epochs.remove(epoch);
-            }
+        for epoch in self.epochs.remove(channel).unwrap_or_default() {
+            self.numbers.remove(&epoch);
         }
     }
 }
