@@ -101,14 +101,7 @@ async fn join(
     resume: &mut Resume,
 ) -> Result<u64, ClientError> {
     for attempt in 0..JOIN_TRIES {
-        let text = match protocol {
-            Protocol::Socketio => protocol::event_packet(
-                prefix,
-                Some(attempt),
-                &format!(r#"["join",{}]"#, protocol::json_str(room)),
-            ),
-            Protocol::Raw => protocol::raw::join(attempt, room),
-        };
+        let text = join_text(protocol, prefix, attempt, room);
         client.send(text).await?;
         match tokio::time::timeout(
             JOIN_RETRY_AFTER,
@@ -125,6 +118,18 @@ async fn join(
         cause: "join-unanswered".to_owned(),
         detail: format!("no ack to {JOIN_TRIES} joins of {room}"),
     })
+}
+
+/// A join of `room` with ack `id`, as `protocol` writes it (the reconnections' too).
+pub(super) fn join_text(protocol: Protocol, prefix: &str, id: u64, room: &str) -> String {
+    match protocol {
+        Protocol::Socketio => protocol::event_packet(
+            prefix,
+            Some(id),
+            &format!(r#"["join",{}]"#, protocol::json_str(room)),
+        ),
+        Protocol::Raw => protocol::raw::join(id, room),
+    }
 }
 
 /// Waits for the ack of any join sent so far (ack ids `0..=last`); the events on the way go

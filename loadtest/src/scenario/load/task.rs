@@ -12,7 +12,7 @@ use super::placement::Rng;
 use super::resume::{Resume, Verdict};
 use super::sender::{Sender, SenderResult};
 use super::seq::SeqTrack;
-use super::setup::Spec;
+use super::setup::{Spec, join_text};
 use super::wire::{fast_delivery, slow_parse};
 use super::{Flavor, room_name};
 use crate::client::{Client, ClientError};
@@ -256,13 +256,9 @@ impl Task {
             return Ok(());
         };
         let name = room_name(self.ctx.flavor, self.ctx.layout, room);
-        let args = format!(r#"["join",{}]"#, protocol::json_str(&name));
+        let ctx = &self.ctx;
         client
-            .send(protocol::event_packet(
-                &self.ctx.prefix,
-                Some(REJOIN_ACK),
-                &args,
-            ))
+            .send(join_text(ctx.protocol, &ctx.prefix, REJOIN_ACK, &name))
             .await
     }
 
