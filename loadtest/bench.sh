@@ -8,10 +8,11 @@
 #                  (a Redis stream; sessions kept 120 s; for the fault scenarios)
 #   socketioxide   3 x socketioxide + socketioxide-redis (fred: SPUBLISH / SSUBSCRIBE), as its
 #                  examples set it up
-#   socketioxide-tuned  the same with fred's documented one-line settings: a reconnect policy
-#                  (without one a Redis restart leaves the adapter disconnected for good) and a
-#                  pub/sub broadcast channel of 16,384 messages instead of 32 (a lagging
-#                  receiver drops what it missed)
+#   socketioxide-tuned  the same with the documented one-line settings: TCP_NODELAY on client
+#                  connections (axum's ListenerExt::tap_io), fred's reconnect policy (without
+#                  one a Redis restart leaves the adapter disconnected for good) and a pub/sub
+#                  broadcast channel of 16,384 messages instead of 32 (a lagging receiver
+#                  drops what it missed)
 #   raw-ws         1 x raw WebSocket fan-out server, no Redis (the ceiling)
 # (3 server processes per clustered implementation, 6 for the rooms scenario: --nodes.)
 # For each run and each implementation it starts a fresh Redis on a free port (or a fresh
@@ -222,7 +223,8 @@ if [ "$uses_node" = 1 ] && { [ ! -f "$NODE_BASELINE/node_modules/.package-lock.j
   echo "== installing the node-socketio baseline (npm ci)"
   npm ci --prefix "$NODE_BASELINE" --no-audit --no-fund
 fi
-LOADTEST="$BIN/ioscale-loadtest"
+# IOSCALE_BENCH_GENERATOR: another command in its place (a wrapper that profiles it, say).
+LOADTEST="${IOSCALE_BENCH_GENERATOR:-$BIN/ioscale-loadtest}"
 [ -x "$LOADTEST" ] || { echo "bench.sh: $LOADTEST missing (run without --no-build)" >&2; exit 1; }
 
 # Every client is a file descriptor, in the generator and in the servers: raise the limit (root
@@ -423,7 +425,7 @@ run_one() { # impl run
         ;;
       socketioxide-tuned)
         env "${threads_env[@]}" RUST_LOG=warn "$BIN/ioscale-baseline-socketioxide" --listen "127.0.0.1:$port" \
-          --redis-url "$redis_url" --redis-reconnect --fred-broadcast-capacity 16384 >"$log" 2>&1 &
+          --redis-url "$redis_url" --redis-reconnect --fred-broadcast-capacity 16384 --tcp-nodelay >"$log" 2>&1 &
         ;;
       raw-ws)
         env "${threads_env[@]}" "$BIN/ioscale-baseline-raw-ws" --listen "127.0.0.1:$port" >"$log" 2>&1 &

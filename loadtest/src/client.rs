@@ -216,6 +216,8 @@ pub struct ClientConfig {
     pub auth: Option<String>,
     /// The session recovery clients use.
     pub recovery: RecoveryMode,
+    /// `TCP_QUICKACK` after every WebSocket read (see the `--quickack` flag).
+    pub quickack: bool,
 }
 
 impl ClientConfig {
@@ -236,6 +238,13 @@ impl ClientConfig {
             "ioscale_recovery",
             (mode == RecoveryMode::Ioscale).then_some(ask),
         )
+    }
+
+    /// Acknowledges every WebSocket read at once (`TCP_QUICKACK`).
+    #[must_use]
+    pub fn with_quickack(mut self, quickack: bool) -> Self {
+        self.quickack = quickack;
+        self
     }
 
     fn with_auth_field(mut self, key: &str, value: Option<serde_json::Value>) -> Self {
@@ -276,6 +285,7 @@ impl ClientConfig {
             http,
             auth: None,
             recovery: RecoveryMode::Off,
+            quickack: false,
         })
     }
 }
@@ -391,7 +401,9 @@ impl Client {
                 ));
             }
             (_, Transport::Websocket) => {
-                let ws = WsConn::connect(&target.authority, &target.ws_path(cfg.protocol)).await?;
+                let mut ws =
+                    WsConn::connect(&target.authority, &target.ws_path(cfg.protocol)).await?;
+                ws.quickack = cfg.quickack;
                 Conn::Ws(Box::new(ws))
             }
             (Protocol::Socketio, Transport::Polling) => {

@@ -119,6 +119,13 @@ pub struct Common {
         default_missing_value = "ioscale"
     )]
     pub recovery: RecoveryMode,
+    /// Ask the kernel to acknowledge at once after every read of a WebSocket connection
+    /// (`TCP_QUICKACK`, which Linux clears again by itself), instead of delaying the ACK by up
+    /// to 40 ms. A server that writes without `TCP_NODELAY` holds each small write (Nagle)
+    /// until the previous one is acknowledged, so how the reader acknowledges sets that
+    /// server's pace: this shows how much of a measurement is the generator's ACK pattern.
+    #[arg(long, env = "IOSCALE_LOADTEST_QUICKACK")]
+    pub quickack: bool,
     /// Write the JSON report here, and an SVG plot next to it (same name, `.svg`).
     #[arg(long, env = "IOSCALE_LOADTEST_REPORT_JSON")]
     pub report_json: Option<PathBuf>,

@@ -57,6 +57,8 @@ pub struct WsConn {
     mask_state: u32,
     /// The message a caller last took (for callers that look before they borrow).
     pub last: Option<Span>,
+    /// Re-arm `TCP_QUICKACK` after every read (Linux leaves quick-ACK mode by itself).
+    pub quickack: bool,
 }
 
 /// The server answered the upgrade with something other than `101 Switching Protocols`.
@@ -74,6 +76,11 @@ impl std::fmt::Display for UpgradeRefused {
 }
 
 impl std::error::Error for UpgradeRefused {}
+
+/// Asks for an immediate ACK of what was read (best effort: an error only loses the hint).
+fn quickack(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+}
 
 /// Builds a frame error.
 fn bad(msg: impl Into<String>) -> io::Error {
@@ -135,6 +142,7 @@ impl WsConn {
             wpos: 0,
             mask_state: rand::random::<u32>() | 1,
             last: None,
+            quickack: false,
         })
     }
 
@@ -157,6 +165,9 @@ impl WsConn {
         }
         let before = self.rbuf.len();
         let n = self.stream.read_buf(&mut self.rbuf).await?;
+        if self.quickack {
+            quickack(&self.stream);
+        }
         if n > 0 && self.rbuf.len() == self.rbuf.capacity() && self.rbuf.capacity() < MAX_READ_BUF {
             // The read filled the buffer: more was waiting; read bigger next time.
             self.rbuf.reserve(self.rbuf.capacity());

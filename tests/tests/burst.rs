@@ -80,7 +80,7 @@ async fn check_nothing_dropped(cluster: &Cluster, checks: &mut Checks) -> Result
 #[tokio::test]
 async fn burst_of_20000_publishes_arrives_complete_once_and_in_order() -> Result<()> {
     with_timeout_of(Duration::from_secs(300), async {
-        let cluster = Cluster::start(3).await?;
+        let mut cluster = Cluster::start(3).await?;
         let agent = Agent::spawn().await?;
         // The publisher on node 2 is a member too (local delivery: its own buffer carries
         // 20,000 acks and 20,000 copies); the subscriber on node 1 gets them through Redis.
@@ -134,9 +134,37 @@ async fn burst_of_20000_publishes_arrives_complete_once_and_in_order() -> Result
             });
         }
         check_nothing_dropped(&cluster, &mut checks).await?;
+        check_recorded_in_batches(&mut cluster, &mut checks).await?;
         checks.finish()
     })
     .await
+}
+
+/// Calls of `command` in Redis' `INFO commandstats` text.
+fn calls(stats: &str, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Each publish was recorded once (one history entry each) and the burst went to Redis in
+/// batches: far fewer script calls than publishes (one per publish before batching).
+async fn check_recorded_in_batches(cluster: &mut Cluster, checks: &mut Checks) -> Result<()> {
+    let port = cluster.redis_mut().standalone().port();
+    let reply = ioscale_cluster_tests::redis::command(port, &["INFO", "commandstats"]).await?;
+    let stats = reply.as_text().unwrap_or_default();
+    let (evals, xadds) = (calls(&stats, "eval"), calls(&stats, "xadd"));
+    eprintln!("redis: {xadds} history entries in {evals} script calls");
+    checks.check(xadds == BURST, || {
+        format!("every publish recorded once: {xadds} XADD calls for {BURST} publishes")
+    });
+    checks.check(evals > 0 && evals <= BURST / 4, || {
+        format!("the burst must be recorded in batches: {evals} script calls for {BURST} publishes")
+    });
+    Ok(())
 }
 
 /// Malformed publishes and joins are refused with `ok: false` and an error, and counted under

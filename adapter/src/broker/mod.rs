@@ -7,6 +7,7 @@
 //! [`Driver`] is what the namespaces hold: it checks sizes, counts drops and keeps the
 //! channel → namespace routes that every broker delivers through.
 
+mod batch;
 pub(crate) mod memory;
 pub(crate) mod outbox;
 pub(crate) mod redis;

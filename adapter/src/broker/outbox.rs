@@ -10,13 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fred::{clients::Client, error::Error as FredError, types::Value};
-use futures_util::future::BoxFuture;
-
-/// A publish as the Redis connection will run it, given its place in this publisher's
-/// sequence (assigned when it is issued, so in issue order).
-pub(crate) type Command =
-    Box<dyn FnOnce(Client, u64) -> BoxFuture<'static, Result<Value, FredError>> + Send>;
+use super::batch::{Batches, Record};
 
 /// How much may wait in the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,20 +33,19 @@ impl Default for OutboxLimits {
     }
 }
 
-/// One publish waiting.
+/// One publish waiting (numbered only when it leaves, so nothing the outbox drops is counted
+/// as missed by receivers).
 pub(crate) struct Waiting {
-    pub(crate) command: Command,
+    pub(crate) record: Record,
     pub(crate) bytes: usize,
-    pub(crate) kind: &'static str,
     since: Instant,
 }
 
 impl Waiting {
-    pub(crate) fn new(command: Command, bytes: usize, kind: &'static str) -> Self {
+    pub(crate) fn new(record: Record) -> Self {
         Self {
-            command,
-            bytes,
-            kind,
+            bytes: record.payload.len(),
+            record,
             since: Instant::now(),
         }
     }
@@ -62,6 +55,9 @@ impl Waiting {
 pub(crate) struct Queue {
     waiting: VecDeque<Waiting>,
     bytes: usize,
+    /// The batch forming behind the unanswered ones (under the same lock, so publishes leave
+    /// in one order).
+    pub(crate) batches: Batches,
 }
 
 impl Queue {
@@ -120,16 +116,16 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
-    use futures_util::FutureExt as _;
-
     use super::*;
 
     fn waiting(bytes: usize) -> Waiting {
-        Waiting::new(
-            Box::new(|_, _| async { Ok(Value::Null) }.boxed()),
-            bytes,
-            "broadcast",
-        )
+        Waiting::new(Record {
+            stream: "s".to_owned(),
+            max_len: 10,
+            channel: "c".to_owned(),
+            payload: vec![0; bytes],
+            kind: "broadcast",
+        })
     }
 
     #[test]

@@ -142,7 +142,8 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
             Duration::from_millis(common.connect_timeout_ms),
         )?
         .with_auth_token(common.auth_token.as_deref())
-        .with_recovery(common.recovery),
+        .with_recovery(common.recovery)
+        .with_quickack(common.quickack),
     );
     let mut watch = ProcWatch::new(&common.watch_pids)?;
     let progress = Progress::new(!common.no_progress);

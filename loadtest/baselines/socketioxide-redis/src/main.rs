@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context as _, Result};
+use axum::serve::ListenerExt as _;
 use clap::Parser;
 use serde::Deserialize;
 use socketioxide::SocketIo;
@@ -54,6 +55,11 @@ struct Args {
     /// here) a client whose Redis connection closes stays closed.
     #[arg(long, env = "SIOX_BASELINE_REDIS_RECONNECT")]
     redis_reconnect: bool,
+    /// Set `TCP_NODELAY` on every accepted connection (axum's documented one-line
+    /// `ListenerExt::tap_io`). Off by default, as socketioxide's examples serve: each small
+    /// write then waits (Nagle) until the client has acknowledged the previous one.
+    #[arg(long, env = "SIOX_BASELINE_TCP_NODELAY")]
+    tcp_nodelay: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +161,15 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!("listening bound_addr={}", listener.local_addr()?);
-    axum::serve(listener, app).await.context("serving")?;
+    if args.tcp_nodelay {
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "TCP_NODELAY not set");
+            }
+        });
+        axum::serve(listener, app).await.context("serving")?;
+    } else {
+        axum::serve(listener, app).await.context("serving")?;
+    }
     Ok(())
 }

@@ -179,7 +179,8 @@ fn clients_config(common: &Common) -> Result<(Vec<Target>, ClientConfig)> {
         Duration::from_millis(common.connect_timeout_ms),
     )?
     .with_auth_token(common.auth_token.as_deref())
-    .with_recovery(common.recovery);
+    .with_recovery(common.recovery)
+    .with_quickack(common.quickack);
     Ok((targets, cfg))
 }
 

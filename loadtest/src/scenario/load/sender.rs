@@ -9,6 +9,11 @@ use super::placement::Rng;
 use super::{Flavor, Layout};
 use crate::stats::{self, Shard};
 
+/// Most sends written at once. A burst scheduled at one instant (`--rate-per-s` far above what
+/// the duration needs, e.g. 20,000 sends in 1 ms) goes out in one write up to this many, as a
+/// client that emits in a loop would write it.
+const MAX_BATCH: usize = 32_768;
+
 struct Pending {
     room: usize,
     seq: u64,
@@ -29,6 +34,9 @@ pub(super) struct Sender {
     pub j: usize,
     k: u64,
     pub next_due_us: u64,
+    /// The fraction of a microsecond the schedule is ahead of `next_due_us`: intervals under
+    /// 1 µs (a burst: thousands of sends scheduled within microseconds) add up exactly.
+    carry_us: f64,
     rooms: Rooms,
     seqs: Vec<u64>,
     next_ack: u64,
@@ -67,6 +75,7 @@ impl Sender {
             j,
             k: 0,
             next_due_us: ctx.t0_us + offset,
+            carry_us: 0.0,
             rooms,
             seqs: vec![0; ctx.rooms],
             next_ack: 1,
@@ -86,13 +95,17 @@ impl Sender {
         }
     }
 
-    /// The messages due by now (a burst when late), as wire text.
+    /// The messages due by now (a burst when late), as wire text: up to [`MAX_BATCH`], which
+    /// the task writes with one flush.
     pub fn due(&mut self, ctx: &Ctx, shard_id: usize) -> Vec<String> {
         let now = ctx.now_us();
         let mut out = Vec::new();
         let mut shard = ctx.recorder.shard(shard_id);
-        while self.sending && self.next_due_us <= now && out.len() < 4096 {
-            if !ctx.publishing.load(Ordering::Relaxed) || self.next_due_us >= ctx.end_us {
+        while self.sending && self.next_due_us <= now && out.len() < MAX_BATCH {
+            // The exact time, not the whole microsecond: a burst's last send at 9.9995 µs of a
+            // 10 µs schedule is its last, not one past it.
+            let exact_us = self.next_due_us as f64 + self.carry_us;
+            if !ctx.publishing.load(Ordering::Relaxed) || exact_us >= ctx.end_us as f64 {
                 self.sending = false;
                 ctx.senders_done.fetch_add(1, Ordering::Relaxed);
                 break;
@@ -116,8 +129,10 @@ impl Sender {
             );
             ctx.pending_acks.fetch_add(1, Ordering::Relaxed);
             shard.sent(step, ctx.expected_for(room), now - t);
-            let interval = (ctx.publishers as f64 * 1e6 / ctx.rate(step)).max(1.0);
-            self.next_due_us = t + interval as u64;
+            let interval = ctx.publishers as f64 * 1e6 / ctx.rate(step) + self.carry_us;
+            let whole = interval.floor();
+            self.carry_us = interval - whole;
+            self.next_due_us = t + whole as u64;
             self.k += 1;
         }
         out

@@ -7,6 +7,8 @@
 //!   is handed to fred's command queue by the caller itself, before `publish` returns, and one
 //!   connection writes that queue in order);
 //! - a caller waits when `publish_queue` messages are in flight instead of losing the message;
+//! - recorded broadcasts go out in batches while earlier ones are unanswered (`batch`), and a
+//!   plain publish never overtakes one waiting in the batch forming;
 //! - while Redis is unreachable, publishing fails fast (the message is counted as dropped) so
 //!   that local delivery is never held up;
 //! - after a reconnect every subscription is restored;
@@ -16,7 +18,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -25,21 +27,26 @@ use bytes::Bytes;
 use fred::{
     clients::{Client, SubscriberClient},
     error::Error as FredError,
-    interfaces::{ClientLike, EventInterface, LuaInterface, PubsubInterface, StreamsInterface},
+    interfaces::{ClientLike, LuaInterface, PubsubInterface, StreamsInterface},
     types::{
         Builder, Value,
         config::{Config, ReconnectPolicy, UnresponsiveConfig},
     },
 };
 use futures_util::{FutureExt as _, future::BoxFuture};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
     Broker, Entry, Hub, Recorded,
-    outbox::{Command, Outbox, Waiting},
+    batch::{self, Batch, Batches, Record},
+    outbox::{Outbox, Queue, Waiting},
     sequence::ChannelSeqs,
     subscriptions::{Op, SubscriptionQueue},
 };
+
+mod tasks;
+
+use tasks::{spawn_dispatcher, spawn_outbox_flusher, watch_reconnects};
 
 type FredResult<T> = std::result::Result<T, FredError>;
 use crate::{
@@ -168,6 +175,14 @@ impl Inner {
             .set(i64::from(self.is_connected()));
     }
 
+    /// Times an answer that was not in at once; a failed one may mean a lost connection.
+    fn answered(&self, sent: Instant, ok: bool) {
+        self.hub.metrics.stage(Stage::RedisPipeline, sent.elapsed());
+        if !ok {
+            self.update_connected_gauge();
+        }
+    }
+
     /// Hands one message to fred and, when its answer is not in at once, leaves a task to
     /// count it. The first poll of fred's command future puts the command in the client's
     /// queue (fred's `basic_request_response` sends before its first await), so messages go
@@ -182,6 +197,11 @@ impl Inner {
         permit: OwnedSemaphorePermit,
     ) {
         let sharded = self.sharded;
+        // Nothing overtakes a broadcast waiting in the forming batch.
+        let mut queue = self.outbox.lock();
+        if let Some(open) = queue.batches.open.take() {
+            self.issue_batch(&mut queue.batches, open);
+        }
         self.issue(payload.len(), kind, Some(permit), move |client| {
             async move {
                 let payload = Bytes::from(payload);
@@ -220,13 +240,7 @@ impl Inner {
             let answer = answer.await;
             drop(permit);
             if let Some(inner) = inner.upgrade() {
-                inner
-                    .hub
-                    .metrics
-                    .stage(Stage::RedisPipeline, sent.elapsed());
-                if answer.is_err() {
-                    inner.update_connected_gauge();
-                }
+                inner.answered(sent, answer.is_ok());
                 account(&inner.hub, kind, bytes, answer);
             }
         });
@@ -234,19 +248,92 @@ impl Inner {
 
     /// Issues a recorded broadcast, or keeps it in the outbox while Redis is unreachable or
     /// older ones still wait there.
-    fn issue_or_hold(self: &Arc<Self>, w: Waiting, permit: OwnedSemaphorePermit) {
+    fn issue_or_hold(self: &Arc<Self>, record: Record, permit: OwnedSemaphorePermit) {
         let mut queue = self.outbox.lock();
         if self.publisher.is_connected() && queue.is_empty() {
-            // Issued under the lock: sequence numbers go out in order.
-            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            let command = w.command;
-            return self.issue(w.bytes, w.kind, Some(permit), move |c| command(c, seq));
+            return self.enqueue(&mut queue, record, Some(permit));
         }
         drop(permit);
-        if queue.push(w, &self.outbox.limits).is_err() {
+        if queue
+            .push(Waiting::new(record), &self.outbox.limits)
+            .is_err()
+        {
             self.hub.drop_messages(DropReason::OutboxFull, 1);
         }
         self.hub.metrics.outbox_messages.set(queue.len() as i64);
+    }
+
+    /// Numbers `record` (under the outbox's lock: numbers go out in order) and issues it in a
+    /// batch of its own while few batches are unanswered, or adds it to the batch forming.
+    fn enqueue(
+        self: &Arc<Self>,
+        queue: &mut Queue,
+        record: Record,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        // Numbered once, when the broadcast leaves for Redis (never one the outbox drops), so
+        // receivers see a gap only for what Redis had.
+        let numbered = self.channel_seqs.next(&record.channel);
+        let batches = &mut queue.batches;
+        if let Some(open) = batches.open.take_if(|b| !b.accepts(&record)) {
+            self.issue_batch(batches, open);
+        }
+        let mut open = batches
+            .open
+            .take()
+            .unwrap_or_else(|| Batch::for_record(&record));
+        open.push(record, seq, numbered, permit);
+        if open.is_full() || batches.in_flight < batch::MAX_IN_FLIGHT {
+            self.issue_batch(batches, open);
+        } else {
+            batches.open = Some(open);
+        }
+    }
+
+    /// Writes `batch` (one script call) and counts its broadcasts once the answer is in; the
+    /// answer lets the batch formed meanwhile go.
+    fn issue_batch(self: &Arc<Self>, batches: &mut Batches, mut batch: Batch) {
+        // Issued even if the connection just went: these were admitted while it was up, and
+        // fred keeps a command through its reconnection (or fails it, counted, after the
+        // command timeout), as it does for the ones already written.
+        self.hub.metrics.publish_queue_depth.add(batch.len() as i64);
+        let sent = Instant::now();
+        let (keys, args) = batch.take_command(&self.origin);
+        let client = self.publisher.clone();
+        let mut answer = async move {
+            client
+                .eval::<Value, _, _, _>(batch::RECORD_MANY, keys, args)
+                .await
+        }
+        .boxed();
+        if let Some(answer) = (&mut answer).now_or_never() {
+            return account_batch(&self.hub, &batch, answer.map(drop));
+        }
+        batches.in_flight += 1;
+        let inner = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let answer = answer.await.map(drop);
+            // The places in flight are free once Redis answered.
+            batch.permits.clear();
+            if let Some(inner) = inner.upgrade() {
+                inner.answered(sent, answer.is_ok());
+                account_batch(&inner.hub, &batch, answer);
+                inner.batch_answered();
+            }
+        });
+    }
+
+    /// One batch fewer unanswered: the one formed meanwhile leaves.
+    fn batch_answered(self: &Arc<Self>) {
+        let mut queue = self.outbox.lock();
+        let batches = &mut queue.batches;
+        batches.in_flight = batches.in_flight.saturating_sub(1);
+        if batches.in_flight < batch::MAX_IN_FLIGHT
+            && let Some(open) = batches.open.take()
+        {
+            self.issue_batch(batches, open);
+        }
     }
 
     /// Sends what waits in the outbox, oldest first, while Redis is reachable; drops (counted)
@@ -262,9 +349,7 @@ impl Inner {
                 self.hub.drop_messages(DropReason::OutboxExpired, expired);
             }
             let Some(w) = next else { break };
-            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            let command = w.command;
-            self.issue(w.bytes, w.kind, None, move |c| command(c, seq));
+            self.enqueue(&mut queue, w.record, None);
         }
         self.hub.metrics.outbox_messages.set(queue.len() as i64);
     }
@@ -320,28 +405,14 @@ impl Broker for RedisBroker {
                 payload,
                 kind,
             } = message;
-            let bytes = payload.len();
-            let last_seq = format!("{stream}#from#{}", self.inner.origin);
-            let channel_seqs = self.inner.channel_seqs.clone();
-            // Called once, when the broadcast leaves for Redis (never for one the outbox
-            // drops), so receivers see a gap only for what Redis had.
-            let command: Command = Box::new(move |client: Client, seq: u64| {
-                let numbered = channel_seqs.next(&channel);
-                async move {
-                    let args: Vec<Value> = vec![
-                        Value::from(max_len as i64),
-                        Value::from(channel),
-                        Value::Bytes(Bytes::from(payload)),
-                        Value::from(seq.to_string()),
-                        Value::from(numbered.to_string()),
-                    ];
-                    let keys = vec![stream, last_seq];
-                    client.eval::<Value, _, _, _>(RECORD, keys, args).await
-                }
-                .boxed()
-            });
-            self.inner
-                .issue_or_hold(Waiting::new(command, bytes, kind), permit);
+            let record = Record {
+                stream,
+                max_len,
+                channel,
+                payload,
+                kind,
+            };
+            self.inner.issue_or_hold(record, permit);
             Ok(())
         }
         .boxed()
@@ -418,107 +489,6 @@ impl Broker for RedisBroker {
     }
 }
 
-fn spawn_dispatcher(inner: &Arc<Inner>) {
-    let mut rx = inner.subscriber.message_rx();
-    let weak = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        loop {
-            let msg = rx.recv().await;
-            let Some(inner) = weak.upgrade() else { break };
-            match msg {
-                Ok(msg) => match msg.value.as_bytes() {
-                    Some(bytes) => inner.hub.deliver(&msg.channel, bytes),
-                    None => inner.hub.drop_messages(DropReason::Decode, 1),
-                },
-                Err(RecvError::Lagged(n)) => {
-                    inner.hub.drop_messages(DropReason::SubscriberLagged, n);
-                }
-                Err(RecvError::Closed) => break,
-            }
-        }
-    });
-}
-
-/// Flushes the outbox soon after Redis is back (the reconnection handler flushes too; this
-/// also expires what waits while the connection comes and goes).
-fn spawn_outbox_flusher(inner: &Arc<Inner>) {
-    let weak = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let Some(inner) = weak.upgrade() else { break };
-            inner.flush_outbox();
-        }
-    });
-}
-
-fn watch_reconnects(inner: &Arc<Inner>) {
-    for (client, is_subscriber) in [
-        (inner.publisher.clone(), false),
-        (inner.subscriber.to_client(), true),
-    ] {
-        // Set when a connection fails; the next successful connection is a reconnection.
-        // (The client also announces its first connections, one per cluster shard.)
-        let lost = Arc::new(AtomicBool::new(false));
-        let weak = Arc::downgrade(inner);
-        let mut reconnects = client.reconnect_rx();
-        let lost_r = lost.clone();
-        tokio::spawn(async move {
-            let mut connected_before = false;
-            while reconnects.recv().await.is_ok() {
-                let Some(inner) = weak.upgrade() else { break };
-                inner.update_connected_gauge();
-                if is_subscriber {
-                    // A new subscriber connection after an earlier one missed whatever was
-                    // published in between: what arrives now waits until the namespaces
-                    // caught up from their history, which they read once resubscribed.
-                    let again = std::mem::replace(&mut connected_before, !inner.sharded);
-                    if again {
-                        inner.hub.subscription_lost();
-                    }
-                    inner.resubscribe().await;
-                    if again {
-                        inner.hub.resubscribed();
-                    }
-                } else {
-                    inner.flush_outbox();
-                }
-                if lost_r.swap(false, Ordering::SeqCst) {
-                    inner.hub.metrics.redis_reconnects.inc();
-                    tracing::warn!("reconnected to redis");
-                    inner.hub.reconnected();
-                }
-            }
-        });
-        let weak = Arc::downgrade(inner);
-        let mut errors = client.error_rx();
-        tokio::spawn(async move {
-            while let Ok(e) = errors.recv().await {
-                let Some(inner) = weak.upgrade() else { break };
-                if is_subscriber && !lost.load(Ordering::SeqCst) {
-                    inner.hub.subscription_lost();
-                }
-                lost.store(true, Ordering::SeqCst);
-                inner.update_connected_gauge();
-                tracing::warn!(error = %e.0, "redis connection error");
-            }
-        });
-    }
-}
-
-/// Appends the broadcast to the namespace's history and publishes it stamped with its stream
-/// id, atomically: Redis runs scripts one at a time, so subscribers see ids in stream order.
-/// Once per publish: `KEYS[2]` keeps the last sequence number this publisher recorded, so a
-/// command the client sends again after a lost connection (it may have run before the
-/// connection broke) is not recorded twice. `ARGV[5]` is the broadcast's number on its channel
-/// (`history::Seq`), kept with the entry (`q`) and sent after the id.
-const RECORD: &str = "local last = tonumber(redis.call('GET', KEYS[2]) or '-1')\n\
-if tonumber(ARGV[4]) <= last then return false end\n\
-redis.call('SET', KEYS[2], ARGV[4], 'PX', 3600000)\n\
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3], 'q', ARGV[5])\n\
-redis.call('PUBLISH', ARGV[2], '!' .. id .. ' ' .. ARGV[5] .. '\\n' .. ARGV[3])\n\
-return id";
-
 /// The entries of an `XRANGE` answer: `[[id, [field, value, ..]], ..]`, the values of `m` (the
 /// envelope) and `q` (its number, when it has one).
 fn parse_range(answer: Value) -> Result<Vec<Entry>> {
@@ -559,6 +529,24 @@ fn parse_range(answer: Value) -> Result<Vec<Entry>> {
             })
         })
         .collect()
+}
+
+/// What the broadcasts of a batch became, counted once its answer is in.
+fn account_batch(hub: &Hub, batch: &Batch, answer: FredResult<()>) {
+    hub.metrics.publish_queue_depth.sub(batch.len() as i64);
+    match answer {
+        Ok(()) => {
+            for &(kind, bytes) in &batch.sizes {
+                hub.metrics.messages_out.with_label_values(&[kind]).inc();
+                let out = hub.metrics.bytes_out.with_label_values(&[kind]);
+                out.inc_by(bytes as u64);
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "recording failed");
+            hub.drop_messages(DropReason::PublishFailed, batch.len() as u64);
+        }
+    }
 }
 
 /// What a publish became, counted once its answer is in.

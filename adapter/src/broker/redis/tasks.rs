@@ -1,0 +1,102 @@
+//! The Redis broker's background tasks: the dispatcher that hands incoming messages to the
+//! hub, the outbox flusher, and the watchers of each connection's losses and reconnections.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+use std::time::Duration;
+
+use fred::interfaces::EventInterface;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Inner;
+use crate::metrics::DropReason;
+
+pub(super) fn spawn_dispatcher(inner: &Arc<Inner>) {
+    let mut rx = inner.subscriber.message_rx();
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            let msg = rx.recv().await;
+            let Some(inner) = weak.upgrade() else { break };
+            match msg {
+                Ok(msg) => match msg.value.as_bytes() {
+                    Some(bytes) => inner.hub.deliver(&msg.channel, bytes),
+                    None => inner.hub.drop_messages(DropReason::Decode, 1),
+                },
+                Err(RecvError::Lagged(n)) => {
+                    inner.hub.drop_messages(DropReason::SubscriberLagged, n);
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+/// Flushes the outbox soon after Redis is back (the reconnection handler flushes too; this
+/// also expires what waits while the connection comes and goes).
+pub(super) fn spawn_outbox_flusher(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some(inner) = weak.upgrade() else { break };
+            inner.flush_outbox();
+        }
+    });
+}
+
+pub(super) fn watch_reconnects(inner: &Arc<Inner>) {
+    for (client, is_subscriber) in [
+        (inner.publisher.clone(), false),
+        (inner.subscriber.to_client(), true),
+    ] {
+        // Set when a connection fails; the next successful connection is a reconnection.
+        // (The client also announces its first connections, one per cluster shard.)
+        let lost = Arc::new(AtomicBool::new(false));
+        let weak = Arc::downgrade(inner);
+        let mut reconnects = client.reconnect_rx();
+        let lost_r = lost.clone();
+        tokio::spawn(async move {
+            let mut connected_before = false;
+            while reconnects.recv().await.is_ok() {
+                let Some(inner) = weak.upgrade() else { break };
+                inner.update_connected_gauge();
+                if is_subscriber {
+                    // A new subscriber connection after an earlier one missed whatever was
+                    // published in between: what arrives now waits until the namespaces
+                    // caught up from their history, which they read once resubscribed.
+                    let again = std::mem::replace(&mut connected_before, !inner.sharded);
+                    if again {
+                        inner.hub.subscription_lost();
+                    }
+                    inner.resubscribe().await;
+                    if again {
+                        inner.hub.resubscribed();
+                    }
+                } else {
+                    inner.flush_outbox();
+                }
+                if lost_r.swap(false, Ordering::SeqCst) {
+                    inner.hub.metrics.redis_reconnects.inc();
+                    tracing::warn!("reconnected to redis");
+                    inner.hub.reconnected();
+                }
+            }
+        });
+        let weak = Arc::downgrade(inner);
+        let mut errors = client.error_rx();
+        tokio::spawn(async move {
+            while let Ok(e) = errors.recv().await {
+                let Some(inner) = weak.upgrade() else { break };
+                if is_subscriber && !lost.load(Ordering::SeqCst) {
+                    inner.hub.subscription_lost();
+                }
+                lost.store(true, Ordering::SeqCst);
+                inner.update_connected_gauge();
+                tracing::warn!(error = %e.0, "redis connection error");
+            }
+        });
+    }
+}
