@@ -4,13 +4,17 @@
 # implementation, medians); the tables are gathered in <out>/summary.md.
 #
 #   fanout-ramp           300 subscribers in one room over 3 nodes, 3 publishers, 100-byte
-#                         payloads, open loop x1.5 every 5 s until p99 > 50 ms or a loss
+#                         payloads, open loop x1.25 every 5 s until p99 > 50 ms or a loss;
+#                         socketioxide as shipped and tuned (TCP_NODELAY and fred's settings)
+#   fanout-ramp-generator-2-threads  the same, the load generator on two threads
 #   fanout-ramp-1-thread  the same, each Rust server process on one tokio worker thread
 #   fixed-30k             the same clients at a fixed 100 sends/s = 30,000 deliveries/s, 20 s
+#   burst-at-once         20,000 publishes written at once by one client, its one subscriber
+#                         on another node
 #   burst-20k             20,000 publishes in one second from one client, 3 subscribers on
 #                         3 nodes (60,000 deliveries)
 #   idle-20k              20,000 idle WebSocket connections held by one server process: RSS
-#                         per connection
+#                         per connection (ioscale also with --auth jwt)
 #
 # Usage: loadtest/bench-all.sh [--out DIR] [--runs N] [--no-build] [--only part,part]
 set -euo pipefail
@@ -64,9 +68,17 @@ part() { # name description bench.sh-args...
 }
 
 : >"$out/summary.md"
-part fanout-ramp "Highest fan-out rate held (p99 <= 50 ms, no loss), default threads."
+ramp_impls=ioscale,node-socketio,socketioxide,socketioxide-tuned,raw-ws
+part fanout-ramp "Highest fan-out rate held (p99 <= 50 ms, no loss), default threads." \
+  --impls "$ramp_impls"
+part fanout-ramp-generator-2-threads "The same ramp, the load generator on two threads." \
+  --impls ioscale,socketioxide,socketioxide-tuned --generator-threads 2
 part fixed-30k "Latency at a fixed 30,000 deliveries/s." \
-  --fixed-rate-per-s 100 --duration-s 20 --warmup-s 2
+  --impls "$ramp_impls" --fixed-rate-per-s 100 --duration-s 20 --warmup-s 2
+part burst-at-once "20,000 publishes written at once by one client, its subscriber on another node." \
+  --impls ioscale,node-socketio,socketioxide,socketioxide-tuned \
+  --fixed-rate-per-s 2000000000 --duration-s 0.00001 --warmup-s 0 --subscribers 1 \
+  --room-size 1 --publishers 1 --drain-ms 10000
 part burst-20k "A burst of 20,000 publishes in one second, 3 subscribers on 3 nodes." \
   --fixed-rate-per-s 20000 --duration-s 1 --warmup-s 0 --subscribers 3 --room-size 3 \
   --publishers 1 --drain-ms 10000
@@ -78,7 +90,7 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt $((idle_clients + 400)) ]; then
   idle_clients=$((hard - 400))
 fi
 part idle-20k "Memory per idle WebSocket connection, $idle_clients held by one server process." \
-  --scenario idle --clients "$idle_clients"
+  --scenario idle --clients "$idle_clients" --impls ioscale,ioscale-jwt,node-socketio,socketioxide,raw-ws
 # Last: the longest part, and the one the others' figures do not depend on.
 part fanout-ramp-1-thread "Highest fan-out rate held, each Rust server on 1 worker thread." \
   --server-threads 1

@@ -13,6 +13,8 @@
 #                  one a Redis restart leaves the adapter disconnected for good) and a pub/sub
 #                  broadcast channel of 16,384 messages instead of 32 (a lagging receiver
 #                  drops what it missed)
+#   ioscale-jwt    ioscale with --auth jwt: every client sends a token (one user, every room
+#                  granted) in its namespace CONNECT
 #   raw-ws         1 x raw WebSocket fan-out server, no Redis (the ceiling)
 # (3 server processes per clustered implementation, 6 for the rooms scenario: --nodes.)
 # For each run and each implementation it starts a fresh Redis on a free port (or a fresh
@@ -23,7 +25,8 @@
 # Usage: loadtest/bench.sh [options] [-- extra ioscale-loadtest flags]
 #   --runs N               runs per implementation, medians reported (3)
 #   --impls a,b,..         implementations (ioscale,node-socketio,socketioxide,raw-ws; also
-#                          node-sharded, node-streams, socketioxide-tuned, ioscale-baseline)
+#                          node-sharded, node-streams, socketioxide-tuned, ioscale-jwt,
+#                          ioscale-baseline)
 #   --nodes N              server processes per clustered implementation (3; rooms: 6)
 #   --redis MODE           standalone | cluster (standalone). cluster: 3 masters, no replicas
 #                          (`redis-cli --cluster create`), every server given all of them:
@@ -225,6 +228,8 @@ if [ "$uses_node" = 1 ] && { [ ! -f "$NODE_BASELINE/node_modules/.package-lock.j
 fi
 # IOSCALE_BENCH_GENERATOR: another command in its place (a wrapper that profiles it, say).
 LOADTEST="${IOSCALE_BENCH_GENERATOR:-$BIN/ioscale-loadtest}"
+# The secret of `ioscale-jwt`'s nodes (a benchmark's own, never a deployment's).
+BENCH_JWT_SECRET="bench-only-secret-$(date +%s)-0123456789abcdef"
 [ -x "$LOADTEST" ] || { echo "bench.sh: $LOADTEST missing (run without --no-build)" >&2; exit 1; }
 
 # Every client is a file descriptor, in the generator and in the servers: raise the limit (root
@@ -378,7 +383,7 @@ run_one() { # impl run
   [ "$redis_mode" = cluster ] && nredis=$((2 * redis_masters))
   # shellcheck disable=SC2207
   local ports=($("$LOADTEST" free-ports $((n + nredis))))
-  local watch="" urls="" metrics_urls="" proto=socketio i port
+  local watch="" urls="" metrics_urls="" proto=socketio i port auth_args=()
   # tokio reads TOKIO_WORKER_THREADS when a runtime does not set its own count; only the
   # servers get it, never the load generator.
   local threads_env=()
@@ -396,8 +401,13 @@ run_one() { # impl run
     port="${ports[$i]}"
     local log="$out/logs/$tag.node$((i + 1)).log"
     case "$impl" in
-      ioscale | ioscale-baseline)
+      ioscale | ioscale-baseline | ioscale-jwt)
         local node_bin="$BIN/ioscale-node" node_extra=()
+        if [ "$impl" = ioscale-jwt ]; then
+          node_extra=(--auth jwt --jwt-secret "$BENCH_JWT_SECRET")
+          auth_args=(--auth-token "$("$BIN/ioscale-node" token --sub bench --rooms '*' --ttl-s 86400 \
+            --jwt-secret "$BENCH_JWT_SECRET")")
+        fi
         if [ "$impl" = ioscale-baseline ]; then
           node_bin="$baseline_node_bin"
           read -r -a node_extra <<<"$baseline_node_args"
@@ -468,7 +478,7 @@ run_one() { # impl run
   # A failed run (e.g. servers that refuse the clients) is reported and the others go on.
   if ! "$LOADTEST" "${args[@]}" --threads "$generator_threads" --urls "$urls" --protocol "$proto" --label "$impl" \
     "${sched[@]}" --no-progress \
-    --watch-pids "$watch" --report-json "$out/$tag.json" "${fault_args[@]}" "${extra[@]}" \
+    --watch-pids "$watch" --report-json "$out/$tag.json" "${fault_args[@]}" "${auth_args[@]}" "${extra[@]}" \
     2>&1 | tee "$out/logs/$tag.loadtest.log"; then
     echo "bench.sh: the load generator failed for $impl run $run (log: $out/logs/$tag.loadtest.log)" >&2
   fi
@@ -482,7 +492,7 @@ fault_flags() { # impl tag
   local impl="$1" tag="$2"
   fault_args=()
   case "$impl" in
-    ioscale | ioscale-baseline) fault_args+=(--recovery ioscale) ;;
+    ioscale | ioscale-baseline | ioscale-jwt) fault_args+=(--recovery ioscale) ;;
     node-streams) fault_args+=(--recovery socketio) ;;
   esac
   [ -n "$kill_node_at" ] && fault_args+=(--kill-node-at-s "$kill_node_at" --kill-node-pid "${started[$((${#started[@]} - 1))]}")

@@ -202,7 +202,11 @@ fn public_router(
             .connects_refused
             .with_label_values(&["address_rate"]),
     ));
-    let mut routes = routes.layer(layer);
+    let mut routes = routes
+        .layer(layer)
+        // Right outside the socket.io layer, after every check that reads the head: the head
+        // it keeps is a trimmed copy (see `detach`).
+        .layer(axum::middleware::map_request(detach::trim_head));
     if config.session_binding == SessionBinding::Address {
         // A polling client requests at least every ping interval; twice the interval and
         // timeout is well past the moment engineioxide closes a silent session.
@@ -227,8 +231,6 @@ fn public_router(
             origin_check,
             origin::check,
         ))
-        // Outside the socket.io layer, so the request head it keeps is a copy (see `detach`).
-        .layer(axum::middleware::map_request(detach::detach_head))
         // After the socket.io layer, which would otherwise take every `/socket.io/` path.
         .route(
             client_script::CLIENT_SCRIPT_ROUTE,

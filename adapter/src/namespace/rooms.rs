@@ -31,9 +31,11 @@ const SWEEPS_PER_FULL_SWEEP: u32 = 20;
 
 /// A room channel this node wants.
 struct Entry {
-    /// True once the subscription was applied (or failed: the broker then subscribes it again
-    /// on its next connection); joins of a room still being subscribed wait for it.
-    ready: watch::Receiver<bool>,
+    /// While the subscription is being applied: true once it was (or failed: the broker then
+    /// subscribes it again on its next connection); joins of a room still being subscribed
+    /// wait for it. `None` once applied, which frees the channel (each idle socket's own
+    /// room would keep one).
+    ready: Option<watch::Receiver<bool>>,
     /// When the sweep first found the room without a local socket.
     empty_since: Option<Instant>,
 }
@@ -101,8 +103,8 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 match st.rooms.get_mut(&room) {
                     Some(e) => {
                         e.empty_since = None;
-                        if !*e.ready.borrow() {
-                            waits.push(e.ready.clone());
+                        if let Some(ready) = e.ready.as_ref().filter(|r| !*r.borrow()) {
+                            waits.push(ready.clone());
                         }
                     }
                     None => fresh.push(room),
@@ -115,7 +117,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 let channels = fresh.iter().map(|r| self.room_channel(r)).collect();
                 for room in fresh.iter().cloned() {
                     let entry = Entry {
-                        ready: ready.clone(),
+                        ready: Some(ready.clone()),
                         empty_since: None,
                     };
                     st.rooms.insert(room, entry);
@@ -123,14 +125,29 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 metrics.room_channels.add(fresh.len() as i64);
                 let ops = metrics.room_channel_ops.with_label_values(&["subscribe"]);
                 ops.inc_by(fresh.len() as u64);
-                (done, self.cluster.driver.subscribe(channels, handler))
+                (
+                    done,
+                    self.cluster.driver.subscribe(channels, handler),
+                    fresh,
+                )
             })
         };
-        if let Some((done, subscribed)) = subscribing {
+        if let Some((done, subscribed, fresh)) = subscribing {
             if let Err(e) = subscribed.await {
                 tracing::warn!(ns = %self.ns, error = %e, "room channels not subscribed yet; restored on reconnection");
             }
             let _ = done.send(true);
+            // Only entries still waiting on this batch's channel (not a later subscription of
+            // a room swept and joined again meanwhile).
+            let mine = done.subscribe();
+            let mut st = self.room_channels.lock();
+            for room in &fresh {
+                if let Some(e) = st.rooms.get_mut(room)
+                    && e.ready.as_ref().is_some_and(|r| r.same_channel(&mine))
+                {
+                    e.ready = None;
+                }
+            }
         }
         for mut ready in waits {
             // Only a dropped sender ends this early, and it is dropped after sending.
@@ -190,7 +207,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 continue;
             }
             let since = *entry.empty_since.get_or_insert(now);
-            let ready = *entry.ready.borrow();
+            let ready = entry.ready.as_ref().is_none_or(|r| *r.borrow());
             if ready && now.duration_since(since) >= delay {
                 gone.push(room);
             } else {
