@@ -143,11 +143,9 @@ impl Ctx {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scenario::load::Stamp;
-
-    fn ctx(layout: Layout) -> Ctx {
+impl Ctx {
+    /// A context of one publisher, one room of 3 and one rate step, for unit tests.
+    pub fn for_tests(layout: Layout) -> Ctx {
         Ctx {
             flavor: Flavor::PubSub,
             layout,
@@ -174,6 +172,16 @@ mod tests {
             pad: "x".repeat(100),
             faults: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::load::Stamp;
+
+    fn ctx(layout: Layout) -> Ctx {
+        Ctx::for_tests(layout)
     }
 
     #[test]
