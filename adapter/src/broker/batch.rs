@@ -8,6 +8,7 @@ use bytes::Bytes;
 use fred::types::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::Recorded;
 use crate::history::Seq;
 
 /// Batches unanswered before the next one waits to grow: enough to keep the connection busy,
@@ -19,13 +20,18 @@ const MAX_ENTRIES: usize = 256;
 const MAX_BYTES: usize = 256 * 1024;
 
 /// A broadcast to record: appended to `stream` (trimmed to about `max_len`) and published on
-/// `channel`.
+/// its channel.
 pub(crate) struct Record {
     pub(crate) stream: String,
     pub(crate) max_len: usize,
-    pub(crate) channel: String,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) message: Recorded,
+}
+
+/// Consecutive broadcasts of one kind in a batch: counted with one metric lookup.
+pub(crate) struct Tally {
     pub(crate) kind: &'static str,
+    pub(crate) messages: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Broadcasts of one stream, numbered, in the order they go to Redis.
@@ -35,8 +41,10 @@ pub(crate) struct Batch {
     /// The script's arguments: the stream's length bound, then per broadcast its channel,
     /// payload, sequence number and channel number.
     args: Vec<Value>,
-    /// Kind and payload size of each broadcast, counted once the answer is in.
-    pub(crate) sizes: Vec<(&'static str, usize)>,
+    /// Broadcasts in the batch.
+    len: usize,
+    /// What the answer counts, by runs of one kind.
+    pub(crate) tallies: Vec<Tally>,
     bytes: usize,
     /// The in-flight places of the broadcasts that hold one (those from the outbox do not).
     pub(crate) permits: Vec<OwnedSemaphorePermit>,
@@ -48,7 +56,8 @@ impl Batch {
             stream: record.stream.clone(),
             max_len: record.max_len,
             args: vec![Value::from(record.max_len as i64)],
-            sizes: Vec::new(),
+            len: 0,
+            tallies: Vec::new(),
             bytes: 0,
             permits: Vec::new(),
         }
@@ -58,17 +67,17 @@ impl Batch {
     pub(crate) fn accepts(&self, record: &Record) -> bool {
         self.stream == record.stream
             && self.max_len == record.max_len
-            && self.sizes.len() < MAX_ENTRIES
-            && self.bytes + record.payload.len() <= MAX_BYTES
+            && self.len < MAX_ENTRIES
+            && self.bytes + record.message.payload.len() <= MAX_BYTES
     }
 
     /// Whether the batch should leave now rather than grow.
     pub(crate) fn is_full(&self) -> bool {
-        self.sizes.len() >= MAX_ENTRIES || self.bytes >= MAX_BYTES
+        self.len >= MAX_ENTRIES || self.bytes >= MAX_BYTES
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.sizes.len()
+        self.len
     }
 
     /// Adds `record` as the `seq`th broadcast this publisher records and the `numbered`th on
@@ -80,14 +89,25 @@ impl Batch {
         numbered: Seq,
         permit: Option<OwnedSemaphorePermit>,
     ) {
-        let Record {
+        let Recorded {
             channel,
             payload,
             kind,
-            ..
-        } = record;
-        self.bytes += payload.len();
-        self.sizes.push((kind, payload.len()));
+        } = record.message;
+        let size = payload.len();
+        self.len += 1;
+        self.bytes += size;
+        match self.tallies.last_mut() {
+            Some(t) if t.kind == kind => {
+                t.messages += 1;
+                t.bytes += size as u64;
+            }
+            _ => self.tallies.push(Tally {
+                kind,
+                messages: 1,
+                bytes: size as u64,
+            }),
+        }
         self.args.extend([
             Value::from(channel),
             Value::Bytes(Bytes::from(payload)),
@@ -141,9 +161,11 @@ mod tests {
         Record {
             stream: stream.to_owned(),
             max_len: 10,
-            channel: "ch".to_owned(),
-            payload: vec![0; bytes],
-            kind: "broadcast",
+            message: Recorded {
+                channel: "ch".to_owned(),
+                payload: vec![0; bytes],
+                kind: "broadcast",
+            },
         }
     }
 
@@ -164,5 +186,9 @@ mod tests {
         assert_eq!(keys, ["a", "a#from#node~1"]);
         assert_eq!(args.len(), 1 + 4 * MAX_ENTRIES);
         assert_eq!(batch.len(), MAX_ENTRIES);
+        let [t] = &batch.tallies[..] else {
+            panic!("one run of one kind")
+        };
+        assert_eq!((t.messages, t.bytes), (MAX_ENTRIES as u64, 10 + 255));
     }
 }

@@ -29,7 +29,6 @@ use crate::{
     metrics::{DropReason, Metrics},
 };
 
-/// A broadcast to record: the channel it is published on and its envelope.
 /// One entry of a history stream.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -39,6 +38,7 @@ pub(crate) struct Entry {
     pub(crate) payload: Bytes,
 }
 
+/// A broadcast to record: the channel it is published on and its envelope.
 pub(crate) struct Recorded {
     pub(crate) channel: String,
     pub(crate) payload: Vec<u8>,

@@ -44,7 +44,7 @@ pub(crate) struct Waiting {
 impl Waiting {
     pub(crate) fn new(record: Record) -> Self {
         Self {
-            bytes: record.payload.len(),
+            bytes: record.message.payload.len(),
             record,
             since: Instant::now(),
         }
@@ -117,14 +117,17 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Recorded;
 
     fn waiting(bytes: usize) -> Waiting {
         Waiting::new(Record {
             stream: "s".to_owned(),
             max_len: 10,
-            channel: "c".to_owned(),
-            payload: vec![0; bytes],
-            kind: "broadcast",
+            message: Recorded {
+                channel: "c".to_owned(),
+                payload: vec![0; bytes],
+                kind: "broadcast",
+            },
         })
     }
 

@@ -274,7 +274,7 @@ impl Inner {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         // Numbered once, when the broadcast leaves for Redis (never one the outbox drops), so
         // receivers see a gap only for what Redis had.
-        let numbered = self.channel_seqs.next(&record.channel);
+        let numbered = self.channel_seqs.next(&record.message.channel);
         let batches = &mut queue.batches;
         if let Some(open) = batches.open.take_if(|b| !b.accepts(&record)) {
             self.issue_batch(batches, open);
@@ -400,17 +400,10 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'_, Result<()>> {
         async move {
             let permit = self.permit().await?;
-            let Recorded {
-                channel,
-                payload,
-                kind,
-            } = message;
             let record = Record {
                 stream,
                 max_len,
-                channel,
-                payload,
-                kind,
+                message,
             };
             self.inner.issue_or_hold(record, permit);
             Ok(())
@@ -536,10 +529,13 @@ fn account_batch(hub: &Hub, batch: &Batch, answer: FredResult<()>) {
     hub.metrics.publish_queue_depth.sub(batch.len() as i64);
     match answer {
         Ok(()) => {
-            for &(kind, bytes) in &batch.sizes {
-                hub.metrics.messages_out.with_label_values(&[kind]).inc();
-                let out = hub.metrics.bytes_out.with_label_values(&[kind]);
-                out.inc_by(bytes as u64);
+            for t in &batch.tallies {
+                hub.metrics
+                    .messages_out
+                    .with_label_values(&[t.kind])
+                    .inc_by(t.messages);
+                let out = hub.metrics.bytes_out.with_label_values(&[t.kind]);
+                out.inc_by(t.bytes);
             }
         }
         Err(e) => {

@@ -102,20 +102,21 @@ impl Sender {
         let mut out = Vec::new();
         let mut shard = ctx.recorder.shard(shard_id);
         while self.sending && self.next_due_us <= now && out.len() < MAX_BATCH {
+            let t = self.next_due_us;
+            let step = ctx.step_of(t);
+            let interval = ctx.publishers as f64 * 1e6 / ctx.rate(step);
             // The exact time, not the whole microsecond: a burst's last send at 9.9995 µs of a
             // 10 µs schedule is its last, not one past it. Twenty thousand additions of half a
             // nanosecond end a hair below 10 µs, not on it: a millionth of an interval is the
             // rounding's share, far below any real gap between two sends.
-            let exact_us = self.next_due_us as f64 + self.carry_us;
-            let slack_us =
-                ctx.publishers as f64 * 1e6 / ctx.rate(ctx.step_of(self.next_due_us)) * 1e-6;
-            if !ctx.publishing.load(Ordering::Relaxed) || exact_us + slack_us >= ctx.end_us as f64 {
+            let exact_us = t as f64 + self.carry_us;
+            if !ctx.publishing.load(Ordering::Relaxed)
+                || exact_us + interval * 1e-6 >= ctx.end_us as f64
+            {
                 self.sending = false;
                 ctx.senders_done.fetch_add(1, Ordering::Relaxed);
                 break;
             }
-            let t = self.next_due_us;
-            let step = ctx.step_of(t);
             let room = self.next_room(ctx);
             let seq = self.seqs[room];
             self.seqs[room] += 1;
@@ -133,9 +134,9 @@ impl Sender {
             );
             ctx.pending_acks.fetch_add(1, Ordering::Relaxed);
             shard.sent(step, ctx.expected_for(room), now - t);
-            let interval = ctx.publishers as f64 * 1e6 / ctx.rate(step) + self.carry_us;
-            let whole = interval.floor();
-            self.carry_us = interval - whole;
+            let ahead = interval + self.carry_us;
+            let whole = ahead.floor();
+            self.carry_us = ahead - whole;
             self.next_due_us = t + whole as u64;
             self.k += 1;
         }
