@@ -112,7 +112,7 @@ fn parse_forwarded(s: &str) -> Option<IpAddr> {
 
 /// Whether the request opens a new Engine.IO session (not the client script, not a request of
 /// an existing session).
-fn opens_session(req: &Request) -> bool {
+pub(crate) fn opens_session(req: &Request) -> bool {
     let path = req.uri().path();
     if path != "/socket.io/" && path != "/socket.io" {
         return false;

@@ -114,6 +114,12 @@ pub struct Config {
     /// Packets buffered per socket before new ones are dropped (and counted).
     #[arg(long, env = "IOSCALE_SOCKET_BUFFER_PACKETS", default_value_t = 16_384)]
     pub socket_buffer_packets: usize,
+    /// Bytes a client may leave unread of what the node sent it: the kernel send buffer of
+    /// each connection (capped by net.core.wmem_max). A Socket.IO connection found with it full
+    /// is closed at once as a slow consumer (counted, logged); its client reconnects and, with
+    /// session recovery, catches up.
+    #[arg(long, env = "IOSCALE_SOCKET_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub socket_buffer_bytes: usize,
     /// Bytes of `/pubsub` publishes one socket may have waiting to be handed to the cluster;
     /// a publish beyond it is refused (`ok: false`) and counted, never dropped silently.
     #[arg(long, env = "IOSCALE_PUBLISH_BUFFER_BYTES", default_value_t = 8 * 1024 * 1024)]
@@ -234,6 +240,10 @@ pub struct Config {
 /// Largest `--publish-buffer-bytes`: more per socket is a typo, not a plan.
 pub const MAX_PUBLISH_BUFFER_BYTES: usize = 1 << 30;
 
+/// The smallest `--socket-buffer-bytes`: below it a client on a real network would be a slow
+/// consumer for the bytes merely in flight.
+pub const MIN_SOCKET_BUFFER_BYTES: usize = 64 * 1024;
+
 pub use crate::config_error::ConfigError;
 
 impl Config {
@@ -256,6 +266,14 @@ impl Config {
         }
         if self.publish_buffer_bytes == 0 || self.publish_buffer_bytes > MAX_PUBLISH_BUFFER_BYTES {
             return bad("--publish-buffer-bytes must be 1-1073741824 (1 GiB)");
+        }
+        if !(MIN_SOCKET_BUFFER_BYTES..=1 << 30).contains(&self.socket_buffer_bytes)
+            || (self.socket_buffer_bytes as u64) < 2 * self.max_payload_bytes
+        {
+            return bad(
+                "--socket-buffer-bytes must be 65536-1073741824 and at least twice \
+                 --max-payload-bytes (one message must never fill it alone)",
+            );
         }
         if !(256..=1 << 20).contains(&self.ws_read_buffer_bytes) {
             return bad("--ws-read-buffer-bytes must be 256-1048576");
@@ -331,6 +349,7 @@ impl std::fmt::Debug for Config {
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("socket_buffer_packets", &self.socket_buffer_packets)
+            .field("socket_buffer_bytes", &self.socket_buffer_bytes)
             .field("publish_buffer_bytes", &self.publish_buffer_bytes)
             .field("ws_read_buffer_bytes", &self.ws_read_buffer_bytes)
             .field("ping_interval_ms", &self.ping_interval_ms)

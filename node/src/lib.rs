@@ -27,6 +27,7 @@ pub mod config;
 pub mod config_error;
 pub mod detach;
 pub mod eager;
+pub mod edge;
 pub mod handshake;
 pub mod health;
 pub mod joins;

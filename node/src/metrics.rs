@@ -2,8 +2,11 @@
 //! adapter's.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
+
+use crate::edge::connections::ConnectionMetrics;
 
 /// Node-level metrics. Labels: namespace (from the served set), transport, reason, route, status.
 #[derive(Debug, Clone)]
@@ -43,6 +46,10 @@ pub struct NodeMetrics {
     pub pubsub_stage_duration: HistogramVec,
     /// Its series, resolved once: observed per publish.
     pubsub_stages: [Histogram; 3],
+    /// TCP connections of the public listener open now.
+    pub http_connections_open: IntGauge,
+    /// Connections the node closed, by reason (`slow_consumer`, `draining`).
+    pub http_connections_closed: IntCounterVec,
 }
 
 /// A stage of a `/pubsub` publish on the node that received it (the `stage` label). The
@@ -158,7 +165,32 @@ impl NodeMetrics {
             pubsub_stages: PubsubStage::ALL
                 .map(|st| stage_duration.with_label_values(&[st.as_str()])),
             pubsub_stage_duration: stage_duration,
+            http_connections_open: gauge(
+                r,
+                "ioscale_http_connections_open",
+                "TCP connections of the public listener open now",
+            )?,
+            http_connections_closed: counters(
+                r,
+                "ioscale_http_connections_closed_total",
+                "Connections the node closed: slow_consumer (its send buffer full), draining \
+                 (told to go while the node drains)",
+                &["reason"],
+            )?,
         })
+    }
+
+    /// The counters of the public listener's connections.
+    pub fn connection_metrics(&self) -> ConnectionMetrics {
+        ConnectionMetrics {
+            open: self.http_connections_open.clone(),
+            slow_consumer: self
+                .http_connections_closed
+                .with_label_values(&["slow_consumer"]),
+            draining: self
+                .http_connections_closed
+                .with_label_values(&["draining"]),
+        }
     }
 
     /// Records `d` spent in a `/pubsub` stage.
@@ -195,6 +227,13 @@ fn counters(
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
+}
+
+/// A registered gauge.
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
 }
 
 /// A registered counter.

@@ -13,6 +13,7 @@ use socketioxide::{
 use crate::{
     admission,
     app::{Adapter, App},
+    edge::connections::{Closed, Conn},
     joins,
     rate::{EventBudget, Verdict},
     refusal::{Code, Refused},
@@ -54,6 +55,12 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
     app.metrics.connects.with_label_values(&[&ns]).inc();
     app.metrics.connections.with_label_values(&[&ns, t]).inc();
     tracing::debug!(sid = %s.id, ns = %ns, transport = t, "connected");
+    // The connection that opened the session: its own for a WebSocket client, the first poll's
+    // for one that upgrades (whose WebSocket is another connection, logged by its peer).
+    let conn = s.req_parts().extensions.get::<Arc<Conn>>().cloned();
+    if let Some(c) = &conn {
+        c.label(&public_id::of(s));
+    }
     s.on("set-data", set_data);
     recovery::connected(s, app);
     s.on_disconnect(
@@ -63,9 +70,11 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
             let ns = s.ns().to_owned();
             app.admission.closed();
             app.metrics.connections.with_label_values(&[&ns, t]).dec();
+            let closed = conn.as_ref().and_then(|c| c.closed_by_node());
+            let why = closed.map_or(reason_label(reason), closed_label);
             app.metrics
                 .disconnects
-                .with_label_values(&[&ns, reason_label(reason)])
+                .with_label_values(&[ns.as_str(), why])
                 .inc();
             recovery::disconnected(&s, &app);
             app.cluster.remove_socket_data(&ns, s.id);
@@ -85,6 +94,14 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
 /// before a handler registered there.
 pub(crate) async fn whoami(s: SocketRef<Adapter>, ack: AckSender<Adapter>) {
     let _ = ack.send(&serde_json::json!({"ok": true, "id": public_id::of(&s)}));
+}
+
+/// The `reason` of a socket whose connection the node closed.
+fn closed_label(c: Closed) -> &'static str {
+    match c {
+        Closed::SlowConsumer => "slow_consumer",
+        Closed::Draining => "draining",
+    }
 }
 
 fn reason_label(r: DisconnectReason) -> &'static str {
