@@ -10,7 +10,7 @@ use futures_util::future::{BoxFuture, join_all};
 use socketioxide::{SocketIo, SocketIoBuilder, extract::SocketRef, handler::ConnectHandler as _};
 
 use crate::{
-    app::{Adapter, App, HttpState},
+    app::{Adapter, App, HttpState, Register},
     eager::Eager,
     handshake,
     sockets::{self, OnDisconnect},
@@ -38,6 +38,7 @@ pub trait Application: fmt::Debug + Send + Sync {
 
 #[derive(Default)]
 struct NamespaceHooks {
+    register: Vec<Register>,
     connect: Vec<ConnectHook>,
     disconnect: Vec<OnDisconnect>,
 }
@@ -99,6 +100,12 @@ impl<'a> Setup<'a> {
     }
 
     /// Runs `then` when a socket of `ns` disconnects, after the core's cleanup.
+    /// Adds a registration of event handlers of namespace `ns`, run before the client hears
+    /// it is connected (see [`Register`]).
+    pub fn on_register(&mut self, ns: &str, register: Register) {
+        self.hooks(ns).register.push(register);
+    }
+
     pub fn on_disconnect(&mut self, ns: &str, then: OnDisconnect) {
         self.hooks(ns).disconnect.push(then);
     }
@@ -127,6 +134,15 @@ impl<'a> Setup<'a> {
 
     /// Serves every namespace an application asked for on `io`.
     pub(crate) async fn serve_namespaces(self, io: &SocketIo<Adapter>) -> anyhow::Result<()> {
+        let registers = self
+            .namespaces
+            .iter()
+            .filter(|(_, h)| !h.register.is_empty())
+            .map(|(ns, h)| (ns.clone(), h.register.clone()))
+            .collect();
+        if self.app.registers.set(registers).is_err() {
+            anyhow::bail!("namespaces served twice");
+        }
         for (ns, hooks) in self.namespaces {
             let hooks = Arc::new(Served {
                 connect: hooks.connect,

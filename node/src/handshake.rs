@@ -3,12 +3,17 @@
 
 use std::sync::Arc;
 
-use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::{
+    SocketIo,
+    extract::{SocketRef, State, TryData},
+};
 
 use crate::{
     admission::Refusal,
     app::{Adapter, App},
-    joins, rooms,
+    joins,
+    rate::EventBudget,
+    rooms,
     session::{public_id, recovery},
     sockets,
 };
@@ -19,6 +24,7 @@ use crate::{
 /// The refusal the client gets as its `connect_error` message.
 pub(crate) async fn middleware(
     s: SocketRef<Adapter>,
+    io: SocketIo<Adapter>,
     State(app): State<Arc<App>>,
     TryData(payload): TryData<serde_json::Value>,
 ) -> Result<(), Refusal> {
@@ -53,6 +59,13 @@ pub(crate) async fn middleware(
             own.extend(identity.user.as_deref().map(rooms::user_room));
             own.extend(kept_rooms);
             s.extensions.insert(identity);
+            s.extensions
+                .insert(Arc::new(EventBudget::new(app.config.event_limits())));
+            // Before CONNECT: the client may emit the moment it hears it (see `Register`).
+            let registers = app.registers.get().and_then(|r| r.get(s.ns()));
+            for register in registers.into_iter().flatten() {
+                register(&s, &io, &app);
+            }
             joins::join(&s, &app.cluster, own).await;
             Ok(())
         }

@@ -136,21 +136,21 @@ struct PublishQueue {
     pending: Arc<AtomicUsize>,
 }
 
-/// Connect hook of `/pubsub`.
-pub async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<App>) {
+/// The event handlers of a `/pubsub` socket, registered at its handshake.
+pub fn register(s: &SocketRef<Adapter>, io: &SocketIo<Adapter>, app: &Arc<App>) {
     s.on("join", join_or_leave);
     s.on("leave", join_or_leave);
     let events = app.metrics.events.with_label_values(&[NAMESPACE]);
-    let Some(budget) = sockets::budget(&s) else {
+    let Some(budget) = sockets::budget(s) else {
         tracing::error!(sid = %s.id, "a /pubsub socket without its event budget");
         return;
     };
-    let identity = admission::identity(&s);
+    let identity = admission::identity(s);
     s.on(
         "publish",
         OrderedPublish {
-            io,
-            app,
+            io: io.clone(),
+            app: app.clone(),
             events,
             budget,
             identity,

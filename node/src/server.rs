@@ -155,7 +155,7 @@ fn socket_io(
 /// The core's own namespaces: `/custom` (the common socket behaviour alone) and `/pubsub`.
 fn core_namespaces(setup: &mut Setup<'_>) {
     setup.on_connect("/custom", |_s, _io, _app| async {});
-    setup.on_connect(pubsub::NAMESPACE, pubsub::on_connect);
+    setup.on_register(pubsub::NAMESPACE, pubsub::register);
 }
 
 /// The health routes, on every listener.

@@ -41,9 +41,9 @@ pub type OnDisconnect = fn(SocketRef<Adapter>, DisconnectReason) -> BoxFuture<'s
 /// disconnect handler per socket, so an application's own one would replace this one).
 pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisconnect]>) {
     // The own-id and user rooms were joined at the handshake (`handshake::middleware`).
+    // The event budget was inserted at the handshake (`handshake::middleware`), with the
+    // handlers that use it.
     app.admission.opened();
-    s.extensions
-        .insert(Arc::new(EventBudget::new(app.config.event_limits())));
     // A user's sockets share a room on every node, and its id is visible to fetchSockets
     // (`data.user`, which `set-data` cannot change).
     if let Some(user) = &admission::identity(s).user {
