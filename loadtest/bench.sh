@@ -34,7 +34,7 @@
 #                          baselines node-redis' createCluster (node-socketio's classic
 #                          PUBLISH then reaches every master over the cluster bus); raw-ws
 #                          has no Redis
-#   --scenario S           fanout | rooms | chat | rpc | idle (fanout).
+#   --scenario S           fanout | rooms | chat | rpc | idle | storm (fanout).
 #                          rooms: --rooms rooms of --room-size members each spread over the
 #                          nodes, --publishers publishing to random rooms (many small rooms: the
 #                          cost of a delivery when each publish reaches few members and few
@@ -44,6 +44,19 @@
 #                          idle: the memory benchmark, one server process per implementation
 #                          holding --clients idle WebSocket connections on /pubsub; reports
 #                          resident memory per connection
+#                          storm: a reconnect storm behind nginx (deploy/lb/nginx.conf.template,
+#                          started by this script): --clients WebSocket clients from 250 loopback
+#                          addresses, half of them straight to the last server and half through
+#                          nginx (so that server holds well over half), at --connect-rate-per-s;
+#                          3 s after the last connect the last server is stopped (--storm-fault)
+#                          and every client it held reconnects through nginx with
+#                          socket.io-client's backoff. ioscale runs with --trust-proxy, its
+#                          per-address handshake budget as shipped, and
+#                          --shutdown-drain-delay-ms --storm-drain-ms. Reports the time until
+#                          50/99/100 % were back, each client's outage, failed attempts by cause
+#                          and the surviving servers' CPU
+#   --storm-fault F        storm: term (SIGTERM: a rolling update) or kill (SIGKILL) (term)
+#   --storm-drain-ms MS    storm: ioscale's --shutdown-drain-delay-ms (8000)
 #   --clients N            idle: connections held (20000)
 #   --connect-rate-per-s R idle: connection attempts per second (2000)
 #   --hold-s S             idle: how long every connection is held before RSS is read (5)
@@ -125,6 +138,8 @@ restart_redis_at=""
 drop_clients_at=""
 drop_share=0.1
 extra=()
+storm_fault=term
+storm_drain_ms=8000
 
 need_value() {
   [ $# -ge 2 ] || { echo "bench.sh: $1 needs a value" >&2; exit 2; }
@@ -165,12 +180,15 @@ while [ $# -gt 0 ]; do
     --restart-redis-at) need_value "$@"; restart_redis_at="$2"; shift 2 ;;
     --drop-clients-at) need_value "$@"; drop_clients_at="$2"; shift 2 ;;
     --drop-share) need_value "$@"; drop_share="$2"; shift 2 ;;
+    --storm-fault) need_value "$@"; storm_fault="$2"; shift 2 ;;
+    --storm-drain-ms) need_value "$@"; storm_drain_ms="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-case "$scenario" in fanout|rooms|chat|rpc|idle) ;; *) echo "bench.sh: --scenario must be fanout, rooms, chat, rpc or idle" >&2; exit 2 ;; esac
+case "$scenario" in fanout|rooms|chat|rpc|idle|storm) ;; *) echo "bench.sh: --scenario must be fanout, rooms, chat, rpc, idle or storm" >&2; exit 2 ;; esac
+case "$storm_fault" in term|kill) ;; *) echo "bench.sh: --storm-fault must be term or kill" >&2; exit 2 ;; esac
 case "$redis_mode" in standalone|cluster) ;; *) echo "bench.sh: --redis must be standalone or cluster" >&2; exit 2 ;; esac
 if [ "$ramp" = 1 ] && [ -n "$fixed_rate" ]; then
   echo "bench.sh: --ramp and --fixed-rate-per-s exclude each other" >&2
@@ -235,7 +253,7 @@ BENCH_JWT_SECRET="bench-only-secret-$(date +%s)-0123456789abcdef"
 # Every client is a file descriptor, in the generator and in the servers: raise the limit (root
 # may raise the hard limit too; others get what the hard limit allows).
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$scenario" = idle ] && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((clients + 200)) ]; then
+if { [ "$scenario" = idle ] || [ "$scenario" = storm ]; } && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((clients + 200)) ]; then
   echo "bench.sh: open-files limit $(ulimit -n) is below --clients $clients (+200); raise it (ulimit -Hn) or hold fewer" >&2
   exit 1
 fi
@@ -413,9 +431,15 @@ run_one() { # impl run
           read -r -a node_extra <<<"$baseline_node_args"
         fi
         # The generator's clients all come from 127.0.0.1: lift the per-address handshake
-        # budget (as the variables, which builds without the flag ignore).
-        env "${threads_env[@]}" RUST_LOG=info IOSCALE_HANDSHAKES_PER_ADDRESS_PER_S=1000000 \
-          IOSCALE_HANDSHAKE_BURST_PER_ADDRESS=1000000 "$node_bin" "${node_extra[@]}" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
+        # budget (as the variables, which builds without the flag ignore). The storm's come
+        # from many addresses, through nginx: the budget as shipped, the client's address
+        # from X-Forwarded-For, and a drain.
+        local budget_env=(IOSCALE_HANDSHAKES_PER_ADDRESS_PER_S=1000000 IOSCALE_HANDSHAKE_BURST_PER_ADDRESS=1000000)
+        if [ "$scenario" = storm ]; then
+          budget_env=()
+          node_extra+=(--trust-proxy --shutdown-drain-delay-ms "$storm_drain_ms")
+        fi
+        env "${threads_env[@]}" RUST_LOG=info "${budget_env[@]}" "$node_bin" "${node_extra[@]}" --listen "127.0.0.1:$port" --node-id "bench-$((i + 1))" \
           --redis-url "$redis_url" --shutdown-timeout-ms 1000 >"$log" 2>&1 &
         # Without --admin-listen, /metrics is served on the main port.
         metrics_urls="${metrics_urls:+$metrics_urls,}http://127.0.0.1:$port/metrics"
@@ -461,13 +485,16 @@ run_one() { # impl run
     chat) args=(chat --clients "$subscribers" --senders "$publishers") ;;
     rpc) args=(rpc --clients "$subscribers") ;;
     idle) args=(connect --clients "$clients" --connect-rate-per-s "$connect_rate" --hold-s "$hold_s" --namespace /pubsub) ;;
+    storm) storm_args "$tag" "$n" ;;
   esac
   # The sending scenarios ramp the rate; the connection storm has no send schedule.
   local sched=()
-  if [ "$scenario" != idle ] && [ -n "$fixed_rate" ]; then
+  if [ "$scenario" = idle ] || [ "$scenario" = storm ]; then
+    :
+  elif [ -n "$fixed_rate" ]; then
     sched=(--payload-bytes "$payload_bytes" --rate-per-s "$fixed_rate" --warmup-s "$warmup_s"
       --duration-s "$duration_s" --drain-ms "$drain_ms")
-  elif [ "$scenario" != idle ]; then
+  else
     sched=(--payload-bytes "$payload_bytes" --ramp --rate-per-s "$start_rate"
       --warmup-s "$warmup_s" --ramp-step-s "$ramp_step_s" --ramp-factor "$ramp_factor" --ramp-p99-ms "$ramp_p99_ms"
       --duration-s "$max_duration_s" --drain-ms "$drain_ms")
@@ -483,6 +510,55 @@ run_one() { # impl run
     echo "bench.sh: the load generator failed for $impl run $run (log: $out/logs/$tag.loadtest.log)" >&2
   fi
   stop_all
+}
+
+# Sets args, urls and watch for a storm run (tag names its files, n is the number of servers):
+# nginx in front of the servers, clients half straight to the last server and half through
+# nginx, the last server stopped 3 s after the last connect, the survivors and nginx watched.
+storm_args() { # tag n
+  local tag="$1" n="$2" dir="$out/logs/$1.nginx" lb_port victim i
+  lb_port="$("$LOADTEST" free-ports 1)"
+  mkdir -p "$dir/tmp"
+  sed -e "s|\${IOSCALE_LB_LISTEN}|127.0.0.1:$lb_port|" \
+    -e "s|\${IOSCALE_NODE_1}|127.0.0.1:${ports[0]}|" -e "s|\${IOSCALE_NODE_2}|127.0.0.1:${ports[1]}|" \
+    -e "s|\${IOSCALE_NODE_3}|127.0.0.1:${ports[2]}|" "$ROOT/deploy/lb/nginx.conf.template" >"$dir/site.conf"
+  # Each proxied connection is two descriptors: four workers keep each under the open-files
+  # limit.
+  cat >"$dir/nginx.conf" <<NGINX
+daemon off;
+worker_processes 4;
+worker_rlimit_nofile $(ulimit -n);
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections $(( $(ulimit -n) - 100 )); }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/client_body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    include $dir/site.conf;
+}
+NGINX
+  # The servers are the last n processes started so far (Redis before them).
+  local first=$((${#started[@]} - n))
+  victim="${started[$((first + n - 1))]}"
+  nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout.log" 2>&1 &
+  started+=($!)
+  local nginx_pid=$!
+  for i in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$lb_port") 2>/dev/null && break
+    sleep 0.05
+  done
+  local sig=TERM
+  [ "$storm_fault" = kill ] && sig=KILL
+  urls="http://127.0.0.1:${ports[$((n - 1))]},http://127.0.0.1:$lb_port"
+  watch="nginx=$nginx_pid"
+  for ((i = 0; i < n - 1; i++)); do watch="$watch,node$((i + 1))=${started[$((first + i))]}"; done
+  args=(connect --clients "$clients" --connect-rate-per-s "$connect_rate" --hold-s 0 --namespace /pubsub
+    --source-addrs 250 --reconnect-urls "http://127.0.0.1:$lb_port"
+    --fault-at-s 3 --fault-cmd "kill -$sig $victim" --storm-window-s 40)
 }
 
 # Sets fault_args: the generator's fault flags for one run of impl (tag names its files). The

@@ -8,6 +8,7 @@
 //! for busy clients, so one process can hold tens of thousands of clients.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -218,6 +219,9 @@ pub struct ClientConfig {
     pub recovery: RecoveryMode,
     /// `TCP_QUICKACK` after every WebSocket read (see the `--quickack` flag).
     pub quickack: bool,
+    /// Local addresses WebSocket clients connect from, in turn (empty: the system's choice).
+    pub sources: Arc<[std::net::IpAddr]>,
+    next_source: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ClientConfig {
@@ -245,6 +249,26 @@ impl ClientConfig {
     pub fn with_quickack(mut self, quickack: bool) -> Self {
         self.quickack = quickack;
         self
+    }
+
+    /// WebSocket clients connect from `n` loopback addresses, 127.77.0.1 onwards, in turn.
+    #[must_use]
+    pub fn with_source_addrs(mut self, n: u32) -> Self {
+        self.sources = (0..n)
+            .map(|i| {
+                let [_, _, hi, lo] = (i / 250 * 256 + i % 250 + 1).to_be_bytes();
+                std::net::IpAddr::from([127, 77, hi, lo])
+            })
+            .collect();
+        self
+    }
+
+    /// The local address of the next WebSocket client, if they are spread.
+    fn next_source(&self) -> Option<std::net::IpAddr> {
+        let i = self
+            .next_source
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sources.get(i % self.sources.len().max(1)).copied()
     }
 
     fn with_auth_field(mut self, key: &str, value: Option<serde_json::Value>) -> Self {
@@ -286,6 +310,8 @@ impl ClientConfig {
             auth: None,
             recovery: RecoveryMode::Off,
             quickack: false,
+            sources: Arc::from(Vec::new()),
+            next_source: Arc::default(),
         })
     }
 }
@@ -401,8 +427,8 @@ impl Client {
                 ));
             }
             (_, Transport::Websocket) => {
-                let mut ws =
-                    WsConn::connect(&target.authority, &target.ws_path(cfg.protocol)).await?;
+                let path = target.ws_path(cfg.protocol);
+                let mut ws = WsConn::connect(&target.authority, &path, cfg.next_source()).await?;
                 ws.quickack = cfg.quickack;
                 Conn::Ws(Box::new(ws))
             }

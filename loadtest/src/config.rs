@@ -353,6 +353,45 @@ pub struct ConnectArgs {
     /// Namespace to connect.
     #[arg(long, env = "IOSCALE_LOADTEST_NAMESPACE", default_value = "/pubsub")]
     pub namespace: String,
+    #[command(flatten)]
+    pub storm: StormArgs,
+}
+
+/// `connect`'s reconnect storm: a fault that cuts clients off, and their way back.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct StormArgs {
+    /// Run `--fault-cmd` this many seconds into the hold (every attempt done), then wait for
+    /// the clients it cut off to connect again, with socket.io-client's backoff.
+    #[arg(long, env = "IOSCALE_LOADTEST_FAULT_AT_S", requires = "fault_cmd")]
+    pub fault_at_s: Option<f64>,
+    /// Shell command of the fault (`kill -TERM <pid>`, a restart script, ...).
+    #[arg(long, env = "IOSCALE_LOADTEST_FAULT_CMD")]
+    pub fault_cmd: Option<String>,
+    /// How long after the fault the clients have to come back before the run ends.
+    #[arg(long, env = "IOSCALE_LOADTEST_STORM_WINDOW_S", default_value_t = 30.0)]
+    pub storm_window_s: f64,
+    /// First reconnection delay (socket.io-client's `reconnectionDelay`), randomized by ±50 %.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_STORM_RECONNECT_DELAY_MS",
+        default_value_t = 1000
+    )]
+    pub storm_reconnect_delay_ms: u64,
+    /// Longest reconnection delay (`reconnectionDelayMax`); the delay doubles up to it.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_STORM_RECONNECT_DELAY_MAX_MS",
+        default_value_t = 5000
+    )]
+    pub storm_reconnect_delay_max_ms: u64,
+    /// Spread the WebSocket clients over this many loopback source addresses (127.77.0.1 ...):
+    /// to a proxy and the servers' per-address handshake budgets they are that many hosts.
+    #[arg(long, env = "IOSCALE_LOADTEST_SOURCE_ADDRS", default_value_t = 0)]
+    pub source_addrs: u32,
+    /// Where clients reconnect (a load balancer), in turn; default: their own URL first,
+    /// then the next ones of `--urls`.
+    #[arg(long, env = "IOSCALE_LOADTEST_RECONNECT_URLS", value_delimiter = ',')]
+    pub reconnect_urls: Vec<String>,
 }
 
 /// `compare`

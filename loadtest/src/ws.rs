@@ -87,6 +87,25 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// Connects to `authority` from the local address `ip` (any free port): clients spread over
+/// many loopback addresses look like many hosts to a proxy and to the servers' per-address
+/// budgets, and each address has its own ephemeral ports.
+async fn connect_from(ip: std::net::IpAddr, authority: &str) -> io::Result<TcpStream> {
+    let addr = tokio::net::lookup_host(authority)
+        .await?
+        .find(|a| a.is_ipv4() == ip.is_ipv4())
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to connect to")
+        })?;
+    let socket = if ip.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
 impl WsConn {
     /// Makes dropping the connection send a TCP reset instead of a FIN.
     pub fn reset_on_drop(&self) {
@@ -98,8 +117,15 @@ impl WsConn {
     ///
     /// # Errors
     /// TCP errors, or a response other than `101 Switching Protocols`.
-    pub async fn connect(authority: &str, path_and_query: &str) -> io::Result<Self> {
-        let mut stream = TcpStream::connect(authority).await?;
+    pub async fn connect(
+        authority: &str,
+        path_and_query: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> io::Result<Self> {
+        let mut stream = match source {
+            None => TcpStream::connect(authority).await?,
+            Some(ip) => connect_from(ip, authority).await?,
+        };
         stream.set_nodelay(true)?;
         let key: [u8; 16] = rand::random();
         let key = base64::engine::general_purpose::STANDARD.encode(key);

@@ -120,6 +120,10 @@ pub struct Config {
     /// session recovery, catches up.
     #[arg(long, env = "IOSCALE_SOCKET_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub socket_buffer_bytes: usize,
+    /// How long a connection's send buffer may stay full before it is closed as a slow
+    /// consumer (0: at once); spares a client that pauses through a burst.
+    #[arg(long, env = "IOSCALE_SLOW_CONSUMER_GRACE_MS", default_value_t = 1000)]
+    pub slow_consumer_grace_ms: u64,
     /// Bytes of `/pubsub` publishes one socket may have waiting to be handed to the cluster;
     /// a publish beyond it is refused (`ok: false`) and counted, never dropped silently.
     #[arg(long, env = "IOSCALE_PUBLISH_BUFFER_BYTES", default_value_t = 8 * 1024 * 1024)]
@@ -275,6 +279,9 @@ impl Config {
                  --max-payload-bytes (one message must never fill it alone)",
             );
         }
+        if self.slow_consumer_grace_ms > 600_000 {
+            return bad("--slow-consumer-grace-ms must be at most 600000 (10 minutes)");
+        }
         if !(256..=1 << 20).contains(&self.ws_read_buffer_bytes) {
             return bad("--ws-read-buffer-bytes must be 256-1048576");
         }
@@ -350,6 +357,7 @@ impl std::fmt::Debug for Config {
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("socket_buffer_packets", &self.socket_buffer_packets)
             .field("socket_buffer_bytes", &self.socket_buffer_bytes)
+            .field("slow_consumer_grace_ms", &self.slow_consumer_grace_ms)
             .field("publish_buffer_bytes", &self.publish_buffer_bytes)
             .field("ws_read_buffer_bytes", &self.ws_read_buffer_bytes)
             .field("ping_interval_ms", &self.ping_interval_ms)

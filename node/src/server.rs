@@ -336,6 +336,7 @@ async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let connections = Connections::new(
         app.config.socket_buffer_bytes,
+        Config::ms(app.config.slow_consumer_grace_ms),
         app.metrics.connection_metrics(),
     );
     let listener = connections.listener(listener);

@@ -35,6 +35,10 @@ fn node() -> ClusterBuilder {
         bytes.as_str(),
         "--max-payload-bytes",
         "32768",
+        // At once: the bound itself is under test (the default grace is covered by the
+        // node's unit tests).
+        "--slow-consumer-grace-ms",
+        "0",
     ])
 }
 

@@ -2,6 +2,7 @@
 //! and (`svg`) the plot written next to the JSON.
 
 mod faults;
+mod storm;
 mod svg;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::{Percentiles, ProcReport};
 
 pub use faults::{FaultEvent, FaultReport, ReconnectReport, SubscriberLosses};
+pub use storm::StormReport;
 pub use svg::svg;
 
 /// Everything one run measured. Sections that do not apply to a scenario are absent.
@@ -61,6 +63,9 @@ pub struct Report {
     /// The faults injected (`fanout --kill-node-at-s` …) and what they cost the clients.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub faults: Option<FaultReport>,
+    /// The reconnect storm (`connect --fault-at-s`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub storm: Option<StormReport>,
 }
 
 /// The cluster's cost of the run (`rooms`): CPU of every watched process per delivery, the
@@ -445,6 +450,9 @@ impl Report {
         }
         if let Some(f) = &self.faults {
             s.push_str(&f.summary());
+        }
+        if let Some(st) = &self.storm {
+            s.push_str(&st.summary());
         }
         if let Some(g) = &self.generator {
             let _ = writeln!(

@@ -17,6 +17,7 @@ use crate::client::{Client, ClientConfig, Protocol, Target, Transport, transport
 use crate::config::ConnectArgs;
 use crate::progress::Progress;
 use crate::report::{ConnectReport, Report, TimePoint};
+use crate::scenario::storm::Storm;
 use crate::stats::{self, Percentiles, ProcWatch, Recorder};
 
 #[derive(Default)]
@@ -66,6 +67,7 @@ async fn attempt(
     i: usize,
     sched_us: u64,
     mut stop: watch::Receiver<bool>,
+    storm: Option<Arc<Storm>>,
 ) {
     let lag = sh.now_us().saturating_sub(sched_us);
     sh.recorder.shard(i).sent(0, 1, lag);
@@ -94,19 +96,24 @@ async fn attempt(
             let open = sh.open.fetch_add(1, Ordering::Relaxed) + 1;
             sh.peak.fetch_max(open, Ordering::Relaxed);
             sh.resolved.fetch_add(1, Ordering::Relaxed);
-            // Hold the connection (answering heartbeats) until the run ends.
+            // Hold the connection (answering heartbeats) until the run ends; in a storm, come
+            // back after every drop.
             loop {
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    r = client.recv() => {
-                        if !matches!(r, Ok(Some(_))) {
-                            sh.dropped.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
+                let lost = hold(&mut client, &mut stop).await;
+                sh.open.fetch_sub(1, Ordering::Relaxed);
+                if !lost {
+                    break;
+                }
+                sh.dropped.fetch_add(1, Ordering::Relaxed);
+                let Some(storm) = &storm else { break };
+                match storm.come_back(&cfg, i, transport, &nsp, &mut stop).await {
+                    Some(c) => {
+                        client = c;
+                        sh.open.fetch_add(1, Ordering::Relaxed);
                     }
+                    None => break,
                 }
             }
-            sh.open.fetch_sub(1, Ordering::Relaxed);
         }
         Err(e) => {
             {
@@ -115,6 +122,21 @@ async fn attempt(
                 t.first_error.get_or_insert_with(|| e.to_string());
             }
             sh.resolved.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Holds `client` (answering heartbeats) until the run stops (false) or the connection is
+/// lost (true).
+async fn hold(client: &mut Client, stop: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return false,
+            r = client.recv() => {
+                if !matches!(r, Ok(Some(_))) {
+                    return true;
+                }
+            }
         }
     }
 }
@@ -143,7 +165,8 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
         )?
         .with_auth_token(common.auth_token.as_deref())
         .with_recovery(common.recovery)
-        .with_quickack(common.quickack),
+        .with_quickack(common.quickack)
+        .with_source_addrs(args.storm.source_addrs),
     );
     let mut watch = ProcWatch::new(&common.watch_pids)?;
     let progress = Progress::new(!common.no_progress);
@@ -173,6 +196,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
         dropped: AtomicU64::new(0),
         last_success_us: AtomicU64::new(0),
     });
+    let storm = Storm::of(&args.storm, &targets, &common.path, sh.epoch)?.map(Arc::new);
     let t0_us = 200_000u64;
     let (stop_tx, stop_rx) = watch::channel(false);
     progress.line(&format!(
@@ -181,7 +205,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
     ));
     watch.begin(0.0);
     let dispatcher = {
-        let (sh, cfg) = (sh.clone(), cfg.clone());
+        let (sh, cfg, storm) = (sh.clone(), cfg.clone(), storm.clone());
         let nsp = args.namespace.clone();
         let share = if common.protocol == Protocol::Raw {
             0.0
@@ -205,6 +229,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
                     i,
                     sched_us,
                     stop_rx.clone(),
+                    storm.clone(),
                 )));
             }
             handles
@@ -216,6 +241,10 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
     let mut next_point_us = t0_us + 1_000_000;
     let mut all_done_us: Option<u64> = None;
     let hold_us = (args.hold_s.max(0.0) * 1e6) as u64;
+    let fault_delay_us = (args.storm.fault_at_s.unwrap_or(0.0).max(0.0) * 1e6) as u64;
+    let window_us = (args.storm.storm_window_s.max(0.0) * 1e6) as u64;
+    let mut fault_us: Option<u64> = None;
+    let mut held = 0;
     loop {
         tick.tick().await;
         let now = sh.now_us();
@@ -232,13 +261,33 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
         let open = sh.open.load(Ordering::Relaxed);
         if all_done_us.is_none() && resolved >= n as u64 {
             all_done_us = Some(now);
+            held = open;
             progress.line(&format!(
                 "connect: all {n} attempts done after {:.1} s; holding {open} connections {:.1} s",
                 secs(now),
                 args.hold_s
             ));
         }
-        if let Some(done) = all_done_us
+        if let (Some(done), Some(storm)) = (all_done_us, &storm) {
+            if fault_us.is_none() && now >= done + fault_delay_us {
+                fault_us = Some(storm.fault_now());
+                run_fault(args.storm.fault_cmd.as_deref().unwrap_or("true"), &progress);
+                // The watched processes' CPU and memory over the storm only.
+                watch.begin(secs(now));
+            }
+            if let Some(f) = fault_us
+                && storm_over(
+                    storm,
+                    f,
+                    now,
+                    window_us,
+                    sh.open.load(Ordering::Relaxed),
+                    held,
+                )
+            {
+                break;
+            }
+        } else if let Some(done) = all_done_us
             && now >= done + hold_us
         {
             break;
@@ -292,5 +341,50 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
     });
     report.duration_s = secs(end);
     report.stop_reason = "all attempts done and held".to_owned();
+    if let Some(storm) = &storm {
+        let cmd = args.storm.fault_cmd.as_deref().unwrap_or("");
+        report.storm = Some(storm.report(args.storm.fault_at_s.unwrap_or(0.0), cmd));
+        report.stop_reason = "the storm's window ended or every client was back".to_owned();
+    }
     Ok(report)
+}
+
+/// Runs the storm's fault command in the background (a drain outlasts the tick), reporting
+/// how it ended.
+fn run_fault(cmd: &str, progress: &Progress) {
+    progress.line(&format!("storm: running `{cmd}`"));
+    let cmd = cmd.to_owned();
+    tokio::spawn(async move {
+        match tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+            .await
+        {
+            Ok(st) if st.success() => {}
+            Ok(st) => eprintln!("storm: `{cmd}` exited with {st}"),
+            Err(e) => eprintln!("storm: `{cmd}` did not run: {e}"),
+        }
+    });
+}
+
+/// Whether the storm is over: its window has passed, or every connection held before the
+/// fault is open again with nobody dropped for two seconds (a drain closes its connections
+/// over seconds, so an early moment with all back is not the end).
+fn storm_over(
+    storm: &Storm,
+    fault_us: u64,
+    now: u64,
+    window_us: u64,
+    open: i64,
+    held: i64,
+) -> bool {
+    if now >= fault_us + window_us {
+        return true;
+    }
+    let (dropped, back, last_drop) = storm.progress();
+    dropped > 0
+        && back >= dropped
+        && open >= held
+        && last_drop.is_some_and(|d| now >= d + 2_000_000)
 }

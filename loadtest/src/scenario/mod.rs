@@ -7,3 +7,4 @@ pub mod fanout;
 pub mod load;
 pub mod rooms;
 pub mod rpc;
+mod storm;

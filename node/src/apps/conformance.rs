@@ -43,6 +43,7 @@ impl Application for Conformance {
     }
 
     fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
+        setup.on_register(NAMESPACE, register);
         setup.on_connect(NAMESPACE, on_connect);
         setup.on_connect(
             CUSTOM_NAMESPACE,
@@ -52,11 +53,14 @@ impl Application for Conformance {
     }
 }
 
-/// Connect hook of `/`: the echo events, then `auth`.
-async fn on_connect(s: SocketRef<Adapter>, _io: SocketIo<Adapter>, _app: Arc<App>) {
-    // Registered before `auth` is emitted: a client may answer it at once.
+/// The echo events of `/`, registered at the handshake.
+fn register(s: &SocketRef<Adapter>, _io: &SocketIo<Adapter>, _app: &Arc<App>) {
     s.on("message", Echo(message));
     s.on("message-with-ack", Echo(message_with_ack));
+}
+
+/// Connect hook of `/`: `auth`.
+async fn on_connect(s: SocketRef<Adapter>, _io: SocketIo<Adapter>, _app: Arc<App>) {
     emit_auth(&s);
 }
 

@@ -29,6 +29,8 @@ use std::{
 use axum::extract::connect_info::Connected;
 use futures_util::task::AtomicWaker;
 use prometheus::{IntCounter, IntGauge};
+use std::future::Future as _;
+
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -74,6 +76,7 @@ pub struct Connections {
     live: Mutex<HashMap<u64, Weak<Conn>>>,
     next_id: AtomicU64,
     send_buffer_bytes: usize,
+    grace: Duration,
     metrics: ConnectionMetrics,
 }
 
@@ -126,12 +129,14 @@ impl Conn {
 }
 
 impl Connections {
-    /// A registry whose connections get a kernel send buffer of `send_buffer_bytes`.
-    pub fn new(send_buffer_bytes: usize, metrics: ConnectionMetrics) -> Arc<Self> {
+    /// A registry whose connections get a kernel send buffer of `send_buffer_bytes`, and are
+    /// closed as slow consumers once it has stayed full for `grace`.
+    pub fn new(send_buffer_bytes: usize, grace: Duration, metrics: ConnectionMetrics) -> Arc<Self> {
         Arc::new(Self {
             live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             send_buffer_bytes,
+            grace,
             metrics,
         })
     }
@@ -176,6 +181,7 @@ impl Connections {
         TrackedStream {
             io,
             conn,
+            blocked: None,
             id,
             registry: self.clone(),
         }
@@ -232,7 +238,8 @@ impl Connections {
                 sid = conn.label.get().map_or("-", |l| &**l),
                 peer = %conn.peer,
                 send_buffer_bytes = self.send_buffer_bytes,
-                "slow consumer: its send buffer is full; connection closed, the client reconnects"
+                grace_ms = self.grace.as_millis(),
+                "slow consumer: its send buffer stayed full; connection closed, the client reconnects"
             );
         }
     }
@@ -283,8 +290,41 @@ impl Connected<axum::serve::IncomingStream<'_, TrackedListener>> for Peer {
 pub struct TrackedStream {
     io: TcpStream,
     conn: Arc<Conn>,
+    /// Since the kernel's send buffer was found full, the end of the grace: a timer that
+    /// wakes the writer then, even if the buffer stays full.
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
     id: u64,
     registry: Arc<Connections>,
+}
+
+impl TrackedStream {
+    /// A write's outcome, judged: the kernel's send buffer full (`Pending`) means the client
+    /// holds that much unread. A Socket.IO client still that far behind after the grace is
+    /// closed rather than left to fill the transport's queue behind it; the grace spares a
+    /// client that pauses (a collector, a busy machine) through a burst.
+    fn judge(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if !written.is_pending() {
+            self.blocked = None;
+            return written;
+        }
+        if !self.conn.socketio.load(Ordering::Relaxed) {
+            return written;
+        }
+        let grace = self.registry.grace;
+        let timer = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(grace)));
+        if grace.is_zero() || timer.as_mut().poll(cx).is_ready() {
+            self.blocked = None;
+            self.registry.slow_consumer(&self.conn);
+            return Poll::Ready(Err(closed_error()));
+        }
+        written
+    }
 }
 
 impl Drop for TrackedStream {
@@ -323,16 +363,8 @@ impl AsyncWrite for TrackedStream {
         if this.conn.is_closed() {
             return Poll::Ready(Err(closed_error()));
         }
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            // The kernel's send buffer is full: the client holds that much unread. A Socket.IO
-            // client that far behind is closed now rather than left to fill the transport's
-            // queue behind it.
-            Poll::Pending if this.conn.socketio.load(Ordering::Relaxed) => {
-                this.registry.slow_consumer(&this.conn);
-                Poll::Ready(Err(closed_error()))
-            }
-            other => other,
-        }
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.judge(cx, written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -352,16 +384,114 @@ impl AsyncWrite for TrackedStream {
         if this.conn.is_closed() {
             return Poll::Ready(Err(closed_error()));
         }
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Pending if this.conn.socketio.load(Ordering::Relaxed) => {
-                this.registry.slow_consumer(&this.conn);
-                Poll::Ready(Err(closed_error()))
-            }
-            other => other,
-        }
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.judge(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::*;
+
+    fn registry(grace: Duration) -> Arc<Connections> {
+        let metrics = ConnectionMetrics {
+            open: IntGauge::new("open", "h").unwrap(),
+            slow_consumer: IntCounter::new("slow", "h").unwrap(),
+            draining: IntCounter::new("draining", "h").unwrap(),
+        };
+        Connections::new(64 * 1024, grace, metrics)
+    }
+
+    /// A registered Socket.IO connection whose peer never reads, and that peer.
+    async fn stalled(reg: &Arc<Connections>) -> (TrackedStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap());
+        let (peer, accepted) = tokio::join!(peer, listener.accept());
+        let (io, addr) = accepted.unwrap();
+        let stream = reg.register(io, addr);
+        stream.conn.carries_socketio();
+        (stream, peer.unwrap())
+    }
+
+    /// Writes until the stream fails; returns how long it took from the first blocked write.
+    async fn write_until_closed(stream: &mut TrackedStream) -> Duration {
+        let chunk = vec![0u8; 16 * 1024];
+        let mut blocked_at = None;
+        loop {
+            let write = stream.write(&chunk);
+            match tokio::time::timeout(Duration::from_millis(20), write).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return blocked_at.map_or(Duration::ZERO, |t: Instant| t.elapsed()),
+                Err(_) => {
+                    blocked_at.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_buffer_stays_full_past_the_grace_is_closed_as_a_slow_consumer() {
+        let reg = registry(Duration::from_millis(300));
+        let (mut stream, _peer) = stalled(&reg).await;
+        let waited = tokio::time::timeout(Duration::from_secs(10), write_until_closed(&mut stream))
+            .await
+            .expect("never closed");
+        assert!(
+            waited >= Duration::from_millis(250),
+            "closed after {waited:?}"
+        );
+        assert_eq!(stream.conn.closed_by_node(), Some(Closed::SlowConsumer));
+        assert_eq!(reg.metrics.slow_consumer.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_catches_up_within_the_grace_is_kept() {
+        let reg = registry(Duration::from_secs(5));
+        let (mut stream, mut peer) = stalled(&reg).await;
+        let chunk = vec![0u8; 16 * 1024];
+        // Fill until a write blocks, then let the peer read everything.
+        loop {
+            let write = stream.write(&chunk);
+            if tokio::time::timeout(Duration::from_millis(20), write)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let reader = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut peer, &mut tokio::io::sink()).await;
+        });
+        for _ in 0..100 {
+            tokio::time::timeout(Duration::from_secs(5), stream.write_all(&chunk))
+                .await
+                .expect("write stalled")
+                .expect("closed while the reader kept up");
+        }
+        assert_eq!(stream.conn.closed_by_node(), None);
+        assert_eq!(reg.metrics.slow_consumer.get(), 0);
+        reader.abort();
+    }
+
+    #[tokio::test]
+    async fn told_to_go_ends_reads_and_fails_writes() {
+        let reg = registry(Duration::from_secs(1));
+        let (mut stream, _peer) = stalled(&reg).await;
+        assert_eq!(reg.tell_to_go(Duration::from_millis(10)).await, 1);
+        let mut buf = [0u8; 8];
+        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "a connection told to go reads as ended");
+        assert!(stream.write(b"x").await.is_err());
+        assert_eq!(reg.metrics.draining.get(), 1);
     }
 }

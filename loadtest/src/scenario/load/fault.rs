@@ -38,7 +38,7 @@ pub(super) struct Fault {
 
 /// socket.io-client's reconnection delay: `delay · 2^attempt`, randomized by ±50 %, capped.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Backoff {
+pub(crate) struct Backoff {
     pub first: Duration,
     pub max: Duration,
 }

@@ -20,6 +20,7 @@ mod account;
 mod cluster;
 mod ctx;
 mod fault;
+pub(crate) use fault::Backoff;
 mod monitor;
 pub mod placement;
 mod resume;

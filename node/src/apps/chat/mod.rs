@@ -83,6 +83,7 @@ impl Application for Chat {
     fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
         let store = Arc::new(self.store(&setup.app().config, setup.app()));
         setup.state(store.clone());
+        setup.on_register("/", |s, _io, _app| s.on("add-message", add_message));
         setup.on_connect("/", move |s, _io, _app| on_connect(s, store.clone()));
         setup.routes(page::router());
         Ok(())
@@ -114,7 +115,6 @@ fn validate(v: serde_json::Value) -> Result<NewMessage, String> {
 
 /// What a socket connecting to `/` gets from the chat: its events, then the history.
 async fn on_connect(s: SocketRef<Adapter>, store: Arc<ChatStore>) {
-    s.on("add-message", add_message);
     match store.history().await {
         Ok(history) => {
             let _ = s.emit("messages-available", &history);

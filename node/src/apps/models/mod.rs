@@ -145,7 +145,7 @@ impl Application for Crud {
         )?;
         setup.state(models);
         // The seeds' clients connect to `/`, where the chat is too.
-        setup.on_connect(NAMESPACE, |s, _io, _app| async move { register(&s) });
+        setup.on_register(NAMESPACE, |s, _io, _app| register(s));
         Ok(())
     }
 }

@@ -5,7 +5,6 @@ use super::*;
 /// Connect hook of `/chat`: `a message` to every `/chat` socket on every node, then one to
 /// the new socket (the README's `chat.emit` and `socket.emit`).
 pub(super) async fn on_connect_chat(s: SocketRef<Adapter>, io: SocketIo<Adapter>, _app: Arc<App>) {
-    s.on("hi!", hi);
     if let Some(chat) = io.of(CHAT_NAMESPACE)
         && let Err(e) = chat
             .emit("a message", &json!({"everyone": "in", "/chat": "will get"}))
@@ -33,7 +32,6 @@ pub(super) async fn hi(s: SocketRef<Adapter>, reply: Reply) {
 
 /// Connect hook of `/news`: `item {news: 'item'}` to the new socket.
 pub(super) async fn on_connect_news(s: SocketRef<Adapter>, _app: Arc<App>) {
-    s.on("woot", woot);
     let _ = s.emit("item", &json!({"news": "item"}));
 }
 

@@ -153,7 +153,8 @@ fn not_ready() -> Refused {
 // --- /readme --------------------------------------------------------------------------------
 
 /// Connect hook of `/readme`: the README's connection-time recipes, in its order.
-async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<App>) {
+/// The recipes' events on `/readme`, registered at the handshake.
+fn register(s: &SocketRef<Adapter>, _io: &SocketIo<Adapter>, _app: &Arc<App>) {
     s.on("my other event", my_other_event);
     s.on("private message", private_message);
     s.on("set nickname", set_nickname);
@@ -168,7 +169,9 @@ async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<App>)
     s.on("in", in_room);
     s.on("tweet", tweet);
     s.on("message", message);
+}
 
+async fn on_connect(s: SocketRef<Adapter>, io: SocketIo<Adapter>, app: Arc<App>) {
     connection_broadcasts(&s, &io, &app).await;
     // "How to use": a greeting for this socket only. It comes last, once the broadcasts above
     // are handed to the cluster, so a client that got it knows they are on their way.
@@ -382,9 +385,12 @@ impl Application for ReadmeFeatures {
     }
 
     fn setup(&self, setup: &mut Setup<'_>) -> anyhow::Result<()> {
+        setup.on_register(NAMESPACE, register);
         setup.on_connect(NAMESPACE, on_connect);
         setup.on_disconnect(NAMESPACE, on_disconnect);
+        setup.on_register(CHAT_NAMESPACE, |s, _io, _app| s.on("hi!", hi));
         setup.on_connect(CHAT_NAMESPACE, on_connect_chat);
+        setup.on_register(NEWS_NAMESPACE, |s, _io, _app| s.on("woot", woot));
         setup.on_connect(NEWS_NAMESPACE, |s, _io, app| on_connect_news(s, app));
         Ok(())
     }
