@@ -52,8 +52,12 @@ pub async fn wait_ready_state(
 /// What [`wait_delivery`] found.
 #[derive(Debug, Clone, Copy)]
 pub struct Resumed {
-    /// When the first probe that reached every client was sent, after `since`.
-    pub after: Duration,
+    /// When the first probe that reached every client was sent, after `since` (it may have
+    /// waited in a reconnecting client's queue).
+    pub sent: Duration,
+    /// When the test saw that probe at every client, after `since` (at most one
+    /// [`PROBE_EVERY`] after it arrived): the time delivery resumed, as the bound counts it.
+    pub seen: Duration,
     /// Probes sent, the successful one included.
     pub probes: u32,
 }
@@ -120,16 +124,61 @@ pub async fn wait_delivery(
         }
         let got_all = common.and_then(|c| c.first().copied());
         if let Some(n) = got_all {
-            let after = sent
+            let seen = since.elapsed();
+            let sent = sent
                 .iter()
                 .find(|(m, _)| u64::from(*m) == n)
-                .map_or(since.elapsed(), |(_, at)| *at);
-            return Ok(Resumed { after, probes });
+                .map_or(seen, |(_, at)| *at);
+            return Ok(Resumed { sent, seen, probes });
         }
         ensure!(
             since.elapsed() < limit,
             "no {event} probe through node {via} reached all of {:?} within {limit:?} ({probes} sent)",
             to.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()
         );
+    }
+}
+
+/// Polls `/readyz` of some nodes in the background and records every change of status.
+#[derive(Debug)]
+pub struct ReadyzWatch {
+    task: tokio::task::JoinHandle<Vec<(usize, u16, Duration)>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl ReadyzWatch {
+    /// Starts polling `apis` (node `i` is `apis[i]`) every 50 ms; times count from `since`.
+    pub fn start(apis: Vec<crate::http::Api>, since: Instant) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut last: Vec<Option<u16>> = vec![None; apis.len()];
+            let mut changes = Vec::new();
+            while !*stopped.borrow() {
+                for (i, api) in apis.iter().enumerate() {
+                    // An unanswered poll (the node is busy) is no status.
+                    let Ok(Ok(s)) =
+                        tokio::time::timeout(Duration::from_secs(1), api.readyz()).await
+                    else {
+                        continue;
+                    };
+                    if last[i] != Some(s) {
+                        last[i] = Some(s);
+                        changes.push((i, s, since.elapsed()));
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), stopped.changed()).await;
+            }
+            changes
+        });
+        Self { task, stop }
+    }
+
+    /// Stops polling; returns every change as (node, status, time since `since`).
+    ///
+    /// # Errors
+    /// If the polling task panicked.
+    pub async fn stop(self) -> Result<Vec<(usize, u16, Duration)>> {
+        let _ = self.stop.send(true);
+        Ok(self.task.await?)
     }
 }

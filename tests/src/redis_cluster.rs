@@ -258,6 +258,40 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// After the master on `old_port` was killed: polls until a running server other than it
+    /// serves `slot` as a master that is not failed and every running server reports
+    /// `cluster_state:ok`; returns when that was first seen and the new master's port.
+    ///
+    /// # Errors
+    /// If that does not happen within `limit`.
+    pub async fn wait_failover(
+        &self,
+        slot: u16,
+        old_port: u16,
+        limit: Duration,
+    ) -> Result<(std::time::Instant, u16)> {
+        let started = std::time::Instant::now();
+        loop {
+            let topology = self.topology(Some(old_port)).await.unwrap_or_default();
+            let new = slot_master(&topology, slot)
+                .filter(|m| m.port != old_port && !m.failed)
+                .map(|m| m.port);
+            if let Some(port) = new
+                && self.wait_ok(Duration::ZERO).await.is_ok()
+            {
+                return Ok((std::time::Instant::now(), port));
+            }
+            if started.elapsed() > limit {
+                bail!(
+                    "no replica took over slot {slot} from {old_port} within {limit:?}: {topology:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// The master serving `slot` in `topology`, if any (a failed one counts until replaced).
 pub fn slot_master(topology: &[ClusterNode], slot: u16) -> Option<&ClusterNode> {
     topology

@@ -81,7 +81,7 @@ async fn a_stalled_redis_is_noticed_within_the_timeout_and_everything_resumes() 
                 wait_delivery(&cluster, &agent, probe, resumed_at, Duration::from_secs(10)).await?;
             eprintln!(
                 "delivery from node {via} to node {to} resumed {:?} after SIGCONT ({} probes)",
-                r.after, r.probes
+                r.seen, r.probes
             );
         }
         cluster.wait_nodes_visible(2).await?;
@@ -208,7 +208,7 @@ async fn a_stalled_node_is_skipped_within_two_heartbeats_and_taken_back() -> Res
         let r = wait_delivery(&cluster, &agent, probe, resumed_at, limit).await?;
         eprintln!(
             "broadcasts from A reach C's clients {:?} after SIGCONT",
-            r.after
+            r.seen
         );
         let probe = Probe {
             via: 2,
@@ -219,7 +219,7 @@ async fn a_stalled_node_is_skipped_within_two_heartbeats_and_taken_back() -> Res
         let r = wait_delivery(&cluster, &agent, probe, resumed_at, limit).await?;
         eprintln!(
             "broadcasts from C reach A's and B's clients {:?} after SIGCONT",
-            r.after
+            r.seen
         );
         let all: BTreeSet<String> = clients.iter().map(|c| c.id.clone()).collect();
         let sockets = cluster.api(0).sockets("/", &[]).await?;
