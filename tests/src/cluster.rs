@@ -38,7 +38,8 @@ pub enum RedisBackend {
     None,
     Standalone(RedisServer),
     Cluster(RedisCluster),
-    Sentinel(RedisSentinel),
+    /// Boxed: three servers, much larger than the other variants.
+    Sentinel(Box<RedisSentinel>),
 }
 
 impl RedisBackend {
@@ -180,7 +181,9 @@ impl ClusterBuilder {
             RedisKind::ClusterWithReplicas => {
                 RedisBackend::Cluster(RedisCluster::start_with_replicas_in(&logs, 3, 1).await?)
             }
-            RedisKind::Sentinel => RedisBackend::Sentinel(RedisSentinel::start_in(&logs).await?),
+            RedisKind::Sentinel => {
+                RedisBackend::Sentinel(Box::new(RedisSentinel::start_in(&logs).await?))
+            }
         };
         let mut cluster = Cluster {
             logs,
