@@ -85,6 +85,9 @@ struct Inner {
     stalled: AtomicBool,
     /// How long Redis has to answer the probe's `PING`.
     redis_timeout: Duration,
+    /// Per connection: answers (publisher) or messages (subscriber) received, so the probe
+    /// tells a busy connection, whose `PING` waits behind a backlog, from a stalled one.
+    progress: [AtomicU64; 2],
 }
 
 /// Which of the broker's two connections.
@@ -175,6 +178,7 @@ impl RedisBroker {
             lost: [AtomicBool::new(false), AtomicBool::new(false)],
             stalled: AtomicBool::new(false),
             redis_timeout: config.redis_timeout,
+            progress: [AtomicU64::new(0), AtomicU64::new(0)],
         });
         // Subscriptions are replayed by `watch_reconnects` after every (re)connection. fred's
         // own `manage_subscriptions` is not used: it sends `SUBSCRIBE` with an empty channel
@@ -227,7 +231,10 @@ impl Inner {
     /// Times an answer that was not in at once; a failed one may mean a lost connection.
     fn answered(&self, sent: Instant, ok: bool) {
         self.hub.metrics.stage(Stage::RedisPipeline, sent.elapsed());
-        if !ok {
+        if ok {
+            // Only a real answer is progress: a command that timed out is not one.
+            self.progress[Conn::Publisher as usize].fetch_add(1, Ordering::Relaxed);
+        } else {
             self.update_connected_gauge();
         }
     }

@@ -75,7 +75,9 @@ async fn probe_once(weak: &Weak<Inner>) -> bool {
 }
 
 /// `PING` on one connection: `None` when it is not connected, else whether it was answered
-/// within the Redis timeout. An error other than a timeout is no stall (Redis answered, or fred saw the socket close and reconnects by itself).
+/// within the Redis timeout. An error other than a timeout is no stall (Redis answered, or
+/// fred saw the socket close and reconnects by itself), nor is a `PING` that waited behind a
+/// backlog while other answers kept coming in (a burst of publishes is slow, not stalled).
 async fn ping(inner: &Inner, conn: Conn) -> Option<bool> {
     let client = match conn {
         Conn::Publisher => inner.publisher.clone(),
@@ -84,12 +86,14 @@ async fn ping(inner: &Inner, conn: Conn) -> Option<bool> {
     if !client.is_connected() {
         return None;
     }
+    let progress = &inner.progress[conn as usize];
+    let before = progress.load(Ordering::Relaxed);
     let answer = tokio::time::timeout(inner.redis_timeout, client.ping::<Value>(None)).await;
     Some(match answer {
         Ok(Ok(_)) => true,
         // fred's own command timeout equals ours; either way Redis did not answer in time.
-        Ok(Err(e)) => *e.kind() != ErrorKind::Timeout,
-        Err(_) => false,
+        Ok(Err(e)) if *e.kind() != ErrorKind::Timeout => true,
+        _ => progress.load(Ordering::Relaxed) != before,
     })
 }
 

@@ -17,6 +17,7 @@ pub(super) fn spawn_dispatcher(inner: &Arc<Inner>) {
         loop {
             let msg = rx.recv().await;
             let Some(inner) = weak.upgrade() else { break };
+            inner.progress[Conn::Subscriber as usize].fetch_add(1, Ordering::Relaxed);
             match msg {
                 Ok(msg) => match msg.value.as_bytes() {
                     Some(bytes) => inner.hub.deliver(&msg.channel, bytes),
