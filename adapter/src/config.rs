@@ -383,6 +383,17 @@ mod tests {
     }
 
     #[test]
+    fn redis_timeout_defaults_to_3_s_and_must_be_at_least_100_ms() {
+        let c = AdapterConfig::new("redis://127.0.0.1");
+        assert_eq!(c.redis_timeout, DEFAULT_REDIS_TIMEOUT);
+        let short = c.clone().with_redis_timeout(Duration::from_millis(99));
+        assert!(short.validate().is_err());
+        c.with_redis_timeout(Duration::from_millis(100))
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
     fn rejects_hash_in_node_id() {
         let c = AdapterConfig::new("redis://127.0.0.1").with_node_id("a#b");
         assert!(c.validate().is_err());
