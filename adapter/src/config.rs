@@ -55,6 +55,10 @@ pub const REDIS_SCHEMES: [&str; 7] = [
 /// connection before it returns a cluster that is not ready yet (and keeps retrying).
 pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(5);
 
+/// Default time Redis has to answer a command, and a periodic `PING` on each connection,
+/// before the connection counts as stalled: the node turns not ready and reconnects.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Configuration of the adapter: the Redis URL and every tunable, with documented defaults.
 ///
 /// Build it with [`AdapterConfig::new`] and the `with_*` methods, then hand it to
@@ -106,6 +110,8 @@ pub struct AdapterConfig {
     pub(crate) outbox: OutboxLimits,
     /// How long `Cluster::connect` waits for the first connection.
     pub(crate) connect_wait: Duration,
+    /// How long Redis has to answer a command or the periodic `PING` of a connection.
+    pub(crate) redis_timeout: Duration,
     /// Where the adapter counts; `None`: counters nobody exports.
     pub(crate) metrics: Option<Metrics>,
 }
@@ -133,6 +139,7 @@ impl AdapterConfig {
             room_unsubscribe_delay: DEFAULT_ROOM_UNSUBSCRIBE_DELAY,
             max_room_channels_per_broadcast: DEFAULT_MAX_ROOM_CHANNELS_PER_BROADCAST,
             connect_wait: DEFAULT_CONNECT_WAIT,
+            redis_timeout: DEFAULT_REDIS_TIMEOUT,
             history_max_len: 0,
             outbox: OutboxLimits::default(),
             metrics: None,
@@ -168,6 +175,15 @@ impl AdapterConfig {
     /// and connects in the background.
     pub fn with_connect_wait(mut self, wait: Duration) -> Self {
         self.connect_wait = wait;
+        self
+    }
+
+    /// Sets how long Redis has to answer (default [`DEFAULT_REDIS_TIMEOUT`]): a command not
+    /// answered in time fails, and a connection whose periodic `PING` is not answered in time
+    /// counts as stalled (a Redis that stopped answering but keeps its sockets open): the
+    /// cluster turns not ready and reconnects until Redis answers again.
+    pub fn with_redis_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_timeout = timeout;
         self
     }
 
@@ -305,6 +321,9 @@ impl AdapterConfig {
         if self.request_timeout.is_zero() {
             return bad("request timeout must be non-zero");
         }
+        if self.redis_timeout < Duration::from_millis(100) {
+            return bad("redis timeout must be at least 100 ms");
+        }
         if self.publish_queue == 0 || self.publish_batch == 0 || self.subscriber_buffer == 0 {
             return bad("queue, batch and buffer sizes must be non-zero");
         }
@@ -361,6 +380,17 @@ mod tests {
         }
         let err = AdapterConfig::new("http://h").validate().unwrap_err();
         assert!(err.to_string().contains("redis url scheme"), "{err}");
+    }
+
+    #[test]
+    fn redis_timeout_defaults_to_3_s_and_must_be_at_least_100_ms() {
+        let c = AdapterConfig::new("redis://127.0.0.1");
+        assert_eq!(c.redis_timeout, DEFAULT_REDIS_TIMEOUT);
+        let short = c.clone().with_redis_timeout(Duration::from_millis(99));
+        assert!(short.validate().is_err());
+        c.with_redis_timeout(Duration::from_millis(100))
+            .validate()
+            .unwrap();
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct Metrics {
     pub(crate) dropped: IntCounterVec,
     /// Reconnections of the Redis clients.
     pub(crate) redis_reconnects: IntCounter,
+    /// Connections found stalled: a `PING` not answered within the Redis timeout.
+    pub(crate) redis_stalls: IntCounter,
     /// 1 while both Redis connections are up.
     pub(crate) redis_connected: IntGauge,
     /// Other nodes currently alive (summed over namespaces).
@@ -275,9 +277,14 @@ fn room_metrics(
 
 fn connection_metrics(
     r: &Registry,
-) -> prometheus::Result<(IntCounter, IntGauge, IntGauge, IntGauge)> {
+) -> prometheus::Result<(IntCounter, IntCounter, IntGauge, IntGauge, IntGauge)> {
     Ok((
         counter(r, "redis_reconnects_total", "Reconnections to Redis")?,
+        counter(
+            r,
+            "redis_stalls_total",
+            "Redis connections that did not answer a PING within the Redis timeout (each is reconnected)",
+        )?,
         gauge(r, "redis_connected", "1 while the Redis connections are up")?,
         gauge(
             r,
@@ -377,7 +384,7 @@ impl Metrics {
             broadcast_counters(r)?;
         let (messages_out, messages_in, bytes_out, bytes_in) = traffic_counters(r)?;
         let (requests, request_timeouts, request_duration) = request_metrics(r)?;
-        let (redis_reconnects, redis_connected, nodes_alive, publish_queue_depth) =
+        let (redis_reconnects, redis_stalls, redis_connected, nodes_alive, publish_queue_depth) =
             connection_metrics(r)?;
         let dropped = counter_vec(
             r,
@@ -405,6 +412,7 @@ impl Metrics {
             request_duration,
             dropped,
             redis_reconnects,
+            redis_stalls,
             redis_connected,
             nodes_alive,
             publish_queue_depth,

@@ -165,6 +165,11 @@ pub struct Config {
     /// How long startup waits for Redis before starting not ready.
     #[arg(long, env = "IOSCALE_REDIS_CONNECT_WAIT_MS", default_value_t = 5000)]
     pub redis_connect_wait_ms: u64,
+    /// How long Redis has to answer a command, and the PING each Redis connection gets about
+    /// every second: past it a connection counts as stalled (Redis stopped answering with
+    /// its sockets open), the node turns not ready and reconnects until Redis answers again.
+    #[arg(long, env = "IOSCALE_REDIS_TIMEOUT_MS", default_value_t = 3000)]
+    pub redis_timeout_ms: u64,
     /// Threads that run the node's tasks. Absent: one per core the process may use. Fewer
     /// threads than cores pay off when several nodes share a host: a socket's writer woken on
     /// the thread that broadcast needs no cross-thread wake-up.
@@ -346,6 +351,7 @@ impl std::fmt::Debug for Config {
             .field("admin_listen", &self.admin_listen)
             .field("redis_prefix", &self.redis_prefix)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("room_channels", &self.room_channels)
             .field("room_unsubscribe_delay_ms", &self.room_unsubscribe_delay_ms)
             .field("recovery_window_ms", &self.recovery_window_ms)

@@ -70,6 +70,7 @@ async fn connect_cluster(config: &Config, metrics: Metrics) -> anyhow::Result<Cl
     let adapter_config = adapter_config
         .with_metrics(metrics)
         .with_connect_wait(Config::ms(config.redis_connect_wait_ms))
+        .with_redis_timeout(Config::ms(config.redis_timeout_ms))
         .with_prefix(&config.redis_prefix)
         .with_request_timeout(Config::ms(config.request_timeout_ms))
         .with_heartbeat_interval(Config::ms(config.heartbeat_interval_ms))

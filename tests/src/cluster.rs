@@ -8,6 +8,7 @@ use crate::http::Api;
 use crate::logs::TestLogs;
 use crate::node::{NodeOpts, NodeProc};
 use crate::redis::{RedisCluster, RedisServer};
+use crate::sentinel::RedisSentinel;
 
 /// API key every cluster node gets unless told otherwise, so the bearer-token
 /// path is exercised by every test.
@@ -25,6 +26,10 @@ pub enum RedisKind {
     Standalone,
     /// A Redis Cluster of 3 masters.
     Cluster,
+    /// A Redis Cluster of 3 masters with one replica each (failover tests).
+    ClusterWithReplicas,
+    /// A master, a replica and a Sentinel (failover tests).
+    Sentinel,
 }
 
 /// The running Redis of a [`Cluster`].
@@ -33,6 +38,8 @@ pub enum RedisBackend {
     None,
     Standalone(RedisServer),
     Cluster(RedisCluster),
+    /// Boxed: three servers, much larger than the other variants.
+    Sentinel(Box<RedisSentinel>),
 }
 
 impl RedisBackend {
@@ -42,6 +49,7 @@ impl RedisBackend {
             RedisBackend::None => None,
             RedisBackend::Standalone(s) => Some(s.url()),
             RedisBackend::Cluster(c) => Some(c.url()),
+            RedisBackend::Sentinel(s) => Some(s.url()),
         }
     }
 
@@ -64,6 +72,17 @@ impl RedisBackend {
         match self {
             RedisBackend::Cluster(c) => c,
             other => panic!("not a redis cluster: {other:?}"),
+        }
+    }
+
+    /// The Sentinel deployment.
+    ///
+    /// # Panics
+    /// If this is not a Sentinel deployment.
+    pub fn sentinel(&mut self) -> &mut RedisSentinel {
+        match self {
+            RedisBackend::Sentinel(s) => s,
+            other => panic!("not a sentinel deployment: {other:?}"),
         }
     }
 }
@@ -159,6 +178,12 @@ impl ClusterBuilder {
                 RedisBackend::Standalone(RedisServer::start_with(&logs, &args).await?)
             }
             RedisKind::Cluster => RedisBackend::Cluster(RedisCluster::start_in(&logs, 3).await?),
+            RedisKind::ClusterWithReplicas => {
+                RedisBackend::Cluster(RedisCluster::start_with_replicas_in(&logs, 3, 1).await?)
+            }
+            RedisKind::Sentinel => {
+                RedisBackend::Sentinel(Box::new(RedisSentinel::start_in(&logs).await?))
+            }
         };
         let mut cluster = Cluster {
             logs,

@@ -25,6 +25,7 @@ pub mod compose;
 pub mod dialects;
 pub mod example;
 pub mod extra;
+pub mod failover;
 pub mod fixture;
 pub mod helm;
 pub mod http;
@@ -35,7 +36,9 @@ pub mod node;
 pub mod protocol;
 pub mod py;
 pub mod redis;
+pub mod redis_cluster;
 pub mod rooms;
+pub mod sentinel;
 pub mod tools;
 
 use std::future::Future;

@@ -1,4 +1,5 @@
-//! Real `redis-server` processes for the tests: a standalone server and a 3-master cluster.
+//! Real `redis-server` processes for the tests: a standalone server, a Sentinel (see
+//! [`crate::sentinel`]) and a Redis Cluster of 3 or more masters, with or without replicas.
 //!
 //! Each server gets a free port found by binding `127.0.0.1:0` and dropping the
 //! listener. `--port 0` is never used: it makes Redis disable TCP entirely.
@@ -15,6 +16,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::TcpStream;
 
 use crate::logs::{TestLogs, tail};
+pub use crate::redis_cluster::RedisCluster;
 
 /// How long a freshly spawned Redis may take to answer PING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,6 +122,9 @@ pub struct RedisServer {
     log: PathBuf,
     /// Extra arguments, kept so `restart` starts an identical server.
     extra: Vec<String>,
+    /// For a Sentinel: its configuration file's text (Sentinel needs a writable file; it
+    /// records what it learns there), written into `dir` before every start.
+    sentinel_conf: Option<String>,
     child: Option<Child>,
     /// Kept alive so the panic hook keeps naming the log directory.
     _logs: TestLogs,
@@ -139,6 +144,23 @@ impl RedisServer {
     /// # Errors
     /// If no server could be started and answer PING within 10 s.
     pub async fn start_with(logs: &TestLogs, extra: &[&str]) -> Result<Self> {
+        Self::start_as(logs, extra, None).await
+    }
+
+    /// Starts `redis-server <conf> --sentinel` with `conf` as its configuration file's text
+    /// (the port, bind address, log file and directory come from the command line).
+    ///
+    /// # Errors
+    /// If no Sentinel could be started and answer PING within 10 s.
+    pub async fn start_sentinel(logs: &TestLogs, conf: &str) -> Result<Self> {
+        Self::start_as(logs, &[], Some(conf.to_owned())).await
+    }
+
+    async fn start_as(
+        logs: &TestLogs,
+        extra: &[&str],
+        sentinel_conf: Option<String>,
+    ) -> Result<Self> {
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
@@ -150,6 +172,7 @@ impl RedisServer {
                     .tempdir()
                     .context("creating redis tempdir")?,
                 extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+                sentinel_conf: sentinel_conf.clone(),
                 child: None,
                 _logs: logs.clone(),
             };
@@ -164,6 +187,11 @@ impl RedisServer {
     /// Spawns the process on `self.port` and waits until it answers PING.
     async fn spawn_and_wait(&mut self) -> Result<()> {
         let mut cmd = Command::new("redis-server");
+        if let Some(conf) = &self.sentinel_conf {
+            let path = self.dir.path().join("sentinel.conf");
+            std::fs::write(&path, conf).context("writing sentinel.conf")?;
+            cmd.arg(&path).arg("--sentinel");
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -341,124 +369,4 @@ pub async fn cli(port: u16, args: &[&str]) -> Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A Redis Cluster of N masters and no replicas.
-#[derive(Debug)]
-pub struct RedisCluster {
-    nodes: Vec<RedisServer>,
-}
-
-impl RedisCluster {
-    /// Starts `masters` servers in cluster mode, joins them with
-    /// `redis-cli --cluster create` and waits for `cluster_state:ok` on all.
-    ///
-    /// # Errors
-    /// If a server does not start or the cluster does not become ok within 30 s.
-    pub async fn start(masters: usize) -> Result<Self> {
-        Self::start_in(&TestLogs::for_current_test()?, masters).await
-    }
-
-    /// Like [`RedisCluster::start`], logging into `logs`.
-    ///
-    /// # Errors
-    /// If a server does not start or the cluster does not become ok within 30 s.
-    pub async fn start_in(logs: &TestLogs, masters: usize) -> Result<Self> {
-        ensure!(
-            masters >= 3,
-            "redis-cli --cluster create needs at least 3 masters"
-        );
-        let mut nodes = Vec::with_capacity(masters);
-        for i in 0..masters {
-            let conf = format!("nodes-{i}.conf");
-            // The config file path is relative to --dir, which is per server.
-            let server = RedisServer::start_with(
-                logs,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &conf,
-                    "--cluster-node-timeout",
-                    "2000",
-                ],
-            )
-            .await?;
-            nodes.push(server);
-        }
-        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-        args.extend(nodes.iter().map(RedisServer::addr));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        // Slot assignment plus the config epoch handshake takes a few seconds.
-        let mut cmd = tokio::process::Command::new("redis-cli");
-        cmd.args(&args).stdin(Stdio::null()).kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-            .await
-            .context("redis-cli --cluster create timed out")??;
-        ensure!(
-            out.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let cluster = Self { nodes };
-        cluster.wait_ok(Duration::from_secs(30)).await?;
-        Ok(cluster)
-    }
-
-    /// Waits until `CLUSTER INFO` reports `cluster_state:ok` on every master.
-    ///
-    /// # Errors
-    /// If that does not happen within `timeout`.
-    pub async fn wait_ok(&self, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let mut all_ok = true;
-            let mut states = Vec::new();
-            for n in &self.nodes {
-                let info = command(n.port, &["CLUSTER", "INFO"])
-                    .await
-                    .ok()
-                    .and_then(|r| r.as_text())
-                    .unwrap_or_default();
-                let ok = info.lines().any(|l| l.trim() == "cluster_state:ok");
-                all_ok &= ok;
-                states.push((n.port, ok));
-            }
-            if all_ok {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("redis cluster not ok after {timeout:?}: {states:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// fred's cluster URL: `redis-cluster://127.0.0.1:p1?node=127.0.0.1:p2&node=127.0.0.1:p3`.
-    pub fn url(&self) -> String {
-        let mut url = format!("redis-cluster://{}", self.nodes[0].addr());
-        for (i, n) in self.nodes[1..].iter().enumerate() {
-            url.push(if i == 0 { '?' } else { '&' });
-            url.push_str("node=");
-            url.push_str(&n.addr());
-        }
-        url
-    }
-
-    /// The masters.
-    pub fn nodes(&self) -> &[RedisServer] {
-        &self.nodes
-    }
-
-    /// The masters, mutably (to kill or restart one).
-    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
-        &mut self.nodes
-    }
-
-    /// The masters' ports.
-    pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(RedisServer::port).collect()
-    }
 }

@@ -12,13 +12,16 @@
 //! - while Redis is unreachable, publishing fails fast (the message is counted as dropped) so
 //!   that local delivery is never held up;
 //! - after a reconnect every subscription is restored;
+//! - a Redis that stops answering while its sockets stay open (a stalled process, a network
+//!   black hole) is noticed within the Redis timeout plus one probe interval (`probe`): the
+//!   broker reports itself down and reconnects until Redis answers again;
 //! - every message that cannot be delivered is counted in `ioscale_adapter_dropped_total` and
 //!   logged at most once per second.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -44,8 +47,12 @@ use super::{
     subscriptions::{Op, SubscriptionQueue},
 };
 
+mod probe;
+mod range;
 mod tasks;
 
+use probe::spawn_prober;
+use range::parse_range;
 use tasks::{spawn_dispatcher, spawn_outbox_flusher, watch_reconnects};
 
 type FredResult<T> = std::result::Result<T, FredError>;
@@ -72,6 +79,34 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     /// Subscribes and unsubscribes, in order and batched.
     subscriptions: SubscriptionQueue,
+    /// Per connection (publisher, subscriber): set when it failed or stalled, so the next
+    /// connection counts as a reconnection (and, for the subscriber, one that missed messages).
+    lost: [AtomicBool; 2],
+    /// Set while a connection's `PING` went unanswered and no later one was answered: fred
+    /// may still call such a connection connected.
+    stalled: AtomicBool,
+    /// How long Redis has to answer the probe's `PING`.
+    redis_timeout: Duration,
+    /// Per connection: answers (publisher) or messages (subscriber) received, so the probe
+    /// tells a busy connection, whose `PING` waits behind a backlog, from a stalled one.
+    progress: [AtomicU64; 2],
+}
+
+/// Which of the broker's two connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Conn {
+    Publisher = 0,
+    Subscriber = 1,
+}
+
+impl Conn {
+    /// A log field value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Conn::Publisher => "publisher",
+            Conn::Subscriber => "subscriber",
+        }
+    }
 }
 
 /// The Redis broker of one node.
@@ -90,15 +125,18 @@ fn fred_builder(config: &AdapterConfig) -> Result<(Builder, bool)> {
             p.broadcast_channel_capacity = config.subscriber_buffer;
             // A publish must not wait forever on a dead connection; local delivery
             // depends on the queue draining.
-            p.default_command_timeout = Duration::from_secs(3);
+            p.default_command_timeout = config.redis_timeout;
             // Commands handed over together are written with one flush, up to this many.
             p.max_feed_count = config.publish_batch as u64;
         })
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);
-            c.internal_command_timeout = Duration::from_secs(3);
+            c.internal_command_timeout = config.redis_timeout;
+            // fred's own check only fires when nothing was written for `max_timeout` while an
+            // answer is due, which steady publishing (heartbeats) never allows; `probe` is what
+            // notices a stall. This one stays as a backstop.
             c.unresponsive = UnresponsiveConfig {
-                max_timeout: Some(Duration::from_secs(5)),
+                max_timeout: Some(config.redis_timeout * 2),
                 interval: Duration::from_secs(1),
             };
         })
@@ -139,6 +177,10 @@ impl RedisBroker {
             hub,
             in_flight: Arc::new(Semaphore::new(config.publish_queue)),
             subscriptions,
+            lost: [AtomicBool::new(false), AtomicBool::new(false)],
+            stalled: AtomicBool::new(false),
+            redis_timeout: config.redis_timeout,
+            progress: [AtomicU64::new(0), AtomicU64::new(0)],
         });
         // Subscriptions are replayed by `watch_reconnects` after every (re)connection. fred's
         // own `manage_subscriptions` is not used: it sends `SUBSCRIBE` with an empty channel
@@ -149,6 +191,7 @@ impl RedisBroker {
         spawn_dispatcher(&inner);
         watch_reconnects(&inner);
         spawn_outbox_flusher(&inner);
+        spawn_prober(&inner);
         let wait = async {
             inner.publisher.wait_for_connect().await?;
             inner.subscriber.wait_for_connect().await
@@ -165,7 +208,19 @@ impl RedisBroker {
 
 impl Inner {
     fn is_connected(&self) -> bool {
-        self.publisher.is_connected() && self.subscriber.is_connected()
+        self.publisher.is_connected()
+            && self.subscriber.is_connected()
+            && !self.stalled.load(Ordering::SeqCst)
+    }
+
+    /// `conn` failed or stalled: the namespaces hold what arrives until they caught up (once,
+    /// for the subscriber), and the next connection counts as a reconnection.
+    fn connection_lost(&self, conn: Conn) {
+        let was_lost = self.lost[conn as usize].swap(true, Ordering::SeqCst);
+        if conn == Conn::Subscriber && !was_lost {
+            self.hub.subscription_lost();
+        }
+        self.update_connected_gauge();
     }
 
     fn update_connected_gauge(&self) {
@@ -178,7 +233,10 @@ impl Inner {
     /// Times an answer that was not in at once; a failed one may mean a lost connection.
     fn answered(&self, sent: Instant, ok: bool) {
         self.hub.metrics.stage(Stage::RedisPipeline, sent.elapsed());
-        if !ok {
+        if ok {
+            // Only a real answer is progress: a command that timed out is not one.
+            self.progress[Conn::Publisher as usize].fetch_add(1, Ordering::Relaxed);
+        } else {
             self.update_connected_gauge();
         }
     }
@@ -480,48 +538,6 @@ impl Broker for RedisBroker {
         }
         .boxed()
     }
-}
-
-/// The entries of an `XRANGE` answer: `[[id, [field, value, ..]], ..]`, the values of `m` (the
-/// envelope) and `q` (its number, when it has one).
-fn parse_range(answer: Value) -> Result<Vec<Entry>> {
-    let Value::Array(entries) = answer else {
-        return match answer {
-            Value::Null => Ok(Vec::new()),
-            _ => Err(Error::MalformedHistory),
-        };
-    };
-    entries
-        .into_iter()
-        .map(|entry| {
-            let Value::Array(mut parts) = entry else {
-                return Err(Error::MalformedHistory);
-            };
-            let fields = parts.pop();
-            let id = parts.pop().and_then(|v| v.as_string());
-            let offset = id
-                .and_then(|id| id.parse().ok())
-                .ok_or(Error::MalformedHistory)?;
-            let Some(Value::Array(fields)) = fields else {
-                return Err(Error::MalformedHistory);
-            };
-            let field = |name: &str| {
-                fields.chunks(2).find_map(|kv| match kv {
-                    [k, Value::Bytes(b)] if k.as_str().as_deref() == Some(name) => Some(b.clone()),
-                    [k, Value::String(s)] if k.as_str().as_deref() == Some(name) => {
-                        Some(Bytes::copy_from_slice(s.as_bytes()))
-                    }
-                    _ => None,
-                })
-            };
-            let seq = field("q").and_then(|q| std::str::from_utf8(&q).ok()?.parse().ok());
-            Ok(Entry {
-                offset,
-                seq,
-                payload: field("m").ok_or(Error::MalformedHistory)?,
-            })
-        })
-        .collect()
 }
 
 /// What the broadcasts of a batch became, counted once its answer is in.

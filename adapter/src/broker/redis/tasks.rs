@@ -1,16 +1,13 @@
 //! The Redis broker's background tasks: the dispatcher that hands incoming messages to the
 //! hub, the outbox flusher, and the watchers of each connection's losses and reconnections.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 use std::time::Duration;
 
 use fred::interfaces::EventInterface;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::Inner;
+use super::{Conn, Inner};
 use crate::metrics::DropReason;
 
 pub(super) fn spawn_dispatcher(inner: &Arc<Inner>) {
@@ -20,6 +17,7 @@ pub(super) fn spawn_dispatcher(inner: &Arc<Inner>) {
         loop {
             let msg = rx.recv().await;
             let Some(inner) = weak.upgrade() else { break };
+            inner.progress[Conn::Subscriber as usize].fetch_add(1, Ordering::Relaxed);
             match msg {
                 Ok(msg) => match msg.value.as_bytes() {
                     Some(bytes) => inner.hub.deliver(&msg.channel, bytes),
@@ -48,16 +46,13 @@ pub(super) fn spawn_outbox_flusher(inner: &Arc<Inner>) {
 }
 
 pub(super) fn watch_reconnects(inner: &Arc<Inner>) {
-    for (client, is_subscriber) in [
-        (inner.publisher.clone(), false),
-        (inner.subscriber.to_client(), true),
+    for (client, conn) in [
+        (inner.publisher.clone(), Conn::Publisher),
+        (inner.subscriber.to_client(), Conn::Subscriber),
     ] {
-        // Set when a connection fails; the next successful connection is a reconnection.
-        // (The client also announces its first connections, one per cluster shard.)
-        let lost = Arc::new(AtomicBool::new(false));
+        let is_subscriber = conn == Conn::Subscriber;
         let weak = Arc::downgrade(inner);
         let mut reconnects = client.reconnect_rx();
-        let lost_r = lost.clone();
         tokio::spawn(async move {
             let mut connected_before = false;
             while reconnects.recv().await.is_ok() {
@@ -78,7 +73,10 @@ pub(super) fn watch_reconnects(inner: &Arc<Inner>) {
                 } else {
                     inner.flush_outbox();
                 }
-                if lost_r.swap(false, Ordering::SeqCst) {
+                // `lost` is set when a connection fails or stalls; the next successful
+                // connection is a reconnection. (The client also announces its first
+                // connections, one per cluster shard.)
+                if inner.lost[conn as usize].swap(false, Ordering::SeqCst) {
                     inner.hub.metrics.redis_reconnects.inc();
                     tracing::warn!("reconnected to redis");
                     inner.hub.reconnected();
@@ -90,11 +88,7 @@ pub(super) fn watch_reconnects(inner: &Arc<Inner>) {
         tokio::spawn(async move {
             while let Ok(e) = errors.recv().await {
                 let Some(inner) = weak.upgrade() else { break };
-                if is_subscriber && !lost.load(Ordering::SeqCst) {
-                    inner.hub.subscription_lost();
-                }
-                lost.store(true, Ordering::SeqCst);
-                inner.update_connected_gauge();
+                inner.connection_lost(conn);
                 tracing::warn!(error = %e.0, "redis connection error");
             }
         });
