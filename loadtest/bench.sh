@@ -554,8 +554,11 @@ NGINX
   local sig=TERM
   [ "$storm_fault" = kill ] && sig=KILL
   urls="http://127.0.0.1:${ports[$((n - 1))]},http://127.0.0.1:$lb_port"
-  watch="nginx=$nginx_pid"
-  for ((i = 0; i < n - 1; i++)); do watch="$watch,node$((i + 1))=${started[$((first + i))]}"; done
+  # nginx's workers do the proxying; the master only starts them.
+  watch=""
+  local w k=0
+  for w in $(pgrep -P "$nginx_pid"); do k=$((k + 1)); watch="${watch:+$watch,}nginx$k=$w"; done
+  for ((i = 0; i < n - 1; i++)); do watch="${watch:+$watch,}node$((i + 1))=${started[$((first + i))]}"; done
   args=(connect --clients "$clients" --connect-rate-per-s "$connect_rate" --hold-s 0 --namespace /pubsub
     --source-addrs 250 --reconnect-urls "http://127.0.0.1:$lb_port"
     --fault-at-s 3 --fault-cmd "kill -$sig $victim" --storm-window-s 40)

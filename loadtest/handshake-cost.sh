@@ -45,7 +45,7 @@ one() { # variant run
     "${extra[@]}" >"$out/$variant.$run.node.log" 2>&1 &
   local node=$!
   pids+=($node)
-  until grep -q bound_addr= "$out/$variant.$run.node.log"; do sleep 0.05; done
+  until grep -qs bound_addr= "$out/$variant.$run.node.log"; do sleep 0.05; done
   sleep 1
   taskset -c 1 "$BIN/ioscale-loadtest" connect --urls "http://127.0.0.1:$node_port" --clients "$clients" \
     --connect-rate-per-s "$rate" --hold-s 1 --namespace /pubsub --no-progress --watch-pids "node=$node" \

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::client::{Client, ClientConfig, Protocol, Target, Transport, transport_for};
 use crate::config::ConnectArgs;
 use crate::progress::Progress;
-use crate::report::{ConnectReport, Report, TimePoint};
+use crate::report::{ConnectReport, GeneratorReport, Report, TimePoint};
 use crate::scenario::storm::Storm;
 use crate::stats::{self, Percentiles, ProcWatch, Recorder};
 
@@ -72,7 +72,7 @@ async fn attempt(
     let lag = sh.now_us().saturating_sub(sched_us);
     sh.recorder.shard(i).sent(0, 1, lag);
     match Client::connect(&cfg, &target, transport, &nsp).await {
-        Ok((mut client, times)) => {
+        Ok((client, times)) => {
             let now = sh.now_us();
             sh.recorder
                 .shard(i)
@@ -98,20 +98,21 @@ async fn attempt(
             sh.resolved.fetch_add(1, Ordering::Relaxed);
             // Hold the connection (answering heartbeats) until the run ends; in a storm, come
             // back after every drop.
-            loop {
-                let lost = hold(&mut client, &mut stop).await;
+            let mut held = Some(client);
+            while let Some(mut c) = held.take() {
+                let lost = hold(&mut c, &mut stop).await;
                 sh.open.fetch_sub(1, Ordering::Relaxed);
                 if !lost {
                     break;
                 }
                 sh.dropped.fetch_add(1, Ordering::Relaxed);
+                // The lost connection's descriptor goes before a new one is opened: a storm
+                // of clients each holding two would run the generator out of them.
+                drop(c);
                 let Some(storm) = &storm else { break };
-                match storm.come_back(&cfg, i, transport, &nsp, &mut stop).await {
-                    Some(c) => {
-                        client = c;
-                        sh.open.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => break,
+                held = storm.come_back(&cfg, i, transport, &nsp, &mut stop).await;
+                if held.is_some() {
+                    sh.open.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -244,6 +245,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
     let fault_delay_us = (args.storm.fault_at_s.unwrap_or(0.0).max(0.0) * 1e6) as u64;
     let window_us = (args.storm.storm_window_s.max(0.0) * 1e6) as u64;
     let mut fault_us: Option<u64> = None;
+    let mut storm_cpu_start = 0.0;
     let mut held = 0;
     loop {
         tick.tick().await;
@@ -271,6 +273,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
         if let (Some(done), Some(storm)) = (all_done_us, &storm) {
             if fault_us.is_none() && now >= done + fault_delay_us {
                 fault_us = Some(storm.fault_now());
+                storm_cpu_start = stats::self_cpu_s();
                 run_fault(args.storm.fault_cmd.as_deref().unwrap_or("true"), &progress);
                 // The watched processes' CPU and memory over the storm only.
                 watch.begin(secs(now));
@@ -344,6 +347,24 @@ pub async fn run(args: ConnectArgs) -> Result<Report> {
     if let Some(storm) = &storm {
         let cmd = args.storm.fault_cmd.as_deref().unwrap_or("");
         report.storm = Some(storm.report(args.storm.fault_at_s.unwrap_or(0.0), cmd));
+        // The instrument's own cost over the storm: one thread busy all along would make
+        // the outages its own.
+        if let Some(f) = fault_us {
+            let wall_s = secs(end) - secs(f);
+            let cpu_s = stats::self_cpu_s() - storm_cpu_start;
+            let threads = tokio::runtime::Handle::current()
+                .metrics()
+                .num_workers()
+                .max(1);
+            report.generator = Some(GeneratorReport {
+                threads,
+                cpu_s,
+                wall_s,
+                cpu_util: cpu_s / (wall_s * threads as f64).max(1e-9),
+                cpu_us_per_delivery: 0.0,
+                bound: false,
+            });
+        }
         report.stop_reason = "the storm's window ended or every client was back".to_owned();
     }
     Ok(report)
