@@ -389,11 +389,13 @@ pub(crate) fn encode(env: &Envelope) -> Result<Vec<u8>> {
     Ok(rmp_serde::to_vec_named(env)?)
 }
 
-/// Decodes an envelope.
+/// Decodes an envelope. The input is scanned first ([`crate::shape`]), so a declared length
+/// beyond the input or a hostile nesting is refused before the decoder allocates for it.
 ///
 /// # Errors
 /// [`crate::Error::Decode`] on malformed input; never panics.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope> {
+    crate::shape::check(bytes).map_err(rmp_serde::decode::Error::from)?;
     Ok(rmp_serde::from_slice(bytes)?)
 }
 
