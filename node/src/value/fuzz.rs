@@ -30,9 +30,9 @@ fn bad_binary(j: &Json) -> bool {
         Json::Array(a) => a.iter().any(bad_binary),
         Json::Object(o) if o.len() == 1 && o.contains_key("$binary") => {
             let b64 = base64::engine::general_purpose::STANDARD;
-            !o["$binary"]
+            o["$binary"]
                 .as_str()
-                .is_some_and(|s| base64::Engine::decode(&b64, s).is_ok())
+                .is_none_or(|s| base64::Engine::decode(&b64, s).is_err())
         }
         Json::Object(o) => o.values().any(bad_binary),
         _ => false,
