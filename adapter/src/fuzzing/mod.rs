@@ -93,7 +93,7 @@ fn stable(env: &Envelope, input: &[u8]) -> Result<(), TestCaseError> {
 }
 
 /// Random bytes: no panic; whatever the scan refuses the decoder refuses; what decodes is
-/// stable; the history stamp parser never panics either.
+/// stable; the ack error decoder and the history stamp parser never panic either.
 fn wire_bytes(bytes: Vec<u8>) -> Result<(), TestCaseError> {
     let decoded = wire::decode(&bytes);
     if shape::check(&bytes).is_err() {
@@ -103,6 +103,8 @@ fn wire_bytes(bytes: Vec<u8>) -> Result<(), TestCaseError> {
         let _ = bounds::check(&env);
         stable(&env, &bytes)?;
     }
+    // Ack errors are another node's msgpack too, decoded into any shape.
+    let _ = wire::decode_ack_error::<serde_json::Value>(&bytes);
     let mut stamped = vec![history::STAMP];
     stamped.extend_from_slice(&bytes);
     let _ = history::unstamp(&stamped);
