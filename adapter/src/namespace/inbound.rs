@@ -393,3 +393,20 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_events_beyond_the_bound_are_refused_until_one_ends() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let running: Vec<Running> = (0..MAX_SERVER_EVENTS_RUNNING)
+            .map(|_| Running::take(&counter).unwrap())
+            .collect();
+        assert!(Running::take(&counter).is_none());
+        drop(running);
+        assert_eq!(counter.load(Ordering::Acquire), 0);
+        assert!(Running::take(&counter).is_some());
+    }
+}
