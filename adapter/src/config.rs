@@ -309,8 +309,12 @@ impl AdapterConfig {
                 REDIS_SCHEMES.join(", ")
             )));
         }
-        if self.node_id.is_empty() || self.node_id.contains('#') {
-            return bad("node id must be non-empty and must not contain '#'");
+        // The other nodes refuse messages from an id of another shape (bounds.rs).
+        if !crate::bounds::valid_id(&self.node_id) {
+            return Err(crate::Error::Config(format!(
+                "node id must be 1-{} bytes, without '#' or control characters",
+                crate::bounds::MAX_ID_BYTES
+            )));
         }
         if self.prefix.is_empty() || self.prefix.contains('#') {
             return bad("prefix must be non-empty and must not contain '#'");
@@ -343,7 +347,11 @@ impl AdapterConfig {
 fn generated_node_id() -> String {
     use std::hash::{BuildHasher as _, Hasher as _};
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".to_owned());
-    let host: String = host.chars().filter(|c| *c != '#').take(40).collect();
+    let host: String = host
+        .chars()
+        .filter(|c| *c != '#' && !c.is_control())
+        .take(40)
+        .collect();
     // RandomState is seeded from the OS per process; mixed with the pid and the time.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
@@ -394,9 +402,12 @@ mod tests {
     }
 
     #[test]
-    fn rejects_hash_in_node_id() {
-        let c = AdapterConfig::new("redis://127.0.0.1").with_node_id("a#b");
-        assert!(c.validate().is_err());
+    fn rejects_node_ids_other_nodes_would_refuse() {
+        let long = "a".repeat(crate::bounds::MAX_ID_BYTES + 1);
+        for id in ["a#b", "", "a\nb", long.as_str()] {
+            let c = AdapterConfig::new("redis://127.0.0.1").with_node_id(id);
+            assert!(c.validate().is_err(), "{id:?}");
+        }
     }
 
     #[test]

@@ -70,27 +70,34 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod ack;
+mod bounds;
 mod broker;
 mod channel;
 mod cluster;
 mod config;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+#[allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+pub mod fuzzing;
 mod history;
 mod membership;
 mod metrics;
 mod namespace;
 mod reports;
 mod request;
+mod shape;
 mod wire;
 
 pub use ack::AckFailure;
+pub use bounds::{MAX_ACK_TIMEOUT_MS, MAX_EVENT_NAME_BYTES, MAX_ID_BYTES, MAX_SOCKETS_PER_NODE};
 pub use broker::{memory::MemoryBus, outbox::OutboxLimits};
 pub use channel::{all_nodes as all_nodes_channel, one_node as node_channel, room as room_channel};
 pub use cluster::{Cluster, ServerEventHandler, TracePropagator};
 pub use config::*;
 pub use error::{Error, Result};
 pub use history::{BadOffset, Offset, RestoreError};
-pub use membership::NodeInfo;
+pub use membership::{MAX_NODES, NodeInfo};
 pub use metrics::{DropReason, Metrics};
 pub use namespace::{InitRes, OFFSET_KEY, RedisAdapter, all_sockets};
 /// The Prometheus crate [`Metrics::new`] registers into, so a user's registry has the same type.

@@ -13,6 +13,11 @@ use std::{
 
 use tokio::sync::watch;
 
+/// Most other nodes one namespace keeps track of. Clusters are tens of nodes; the bound is what
+/// a stream of forged node ids can cost (the table, and requests waiting for phantom nodes
+/// until they expire), not a size anyone should reach.
+pub const MAX_NODES: usize = 1024;
+
 #[derive(Debug, Clone)]
 struct Member {
     uid: Option<String>,
@@ -50,6 +55,12 @@ impl Membership {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Member>> {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a message from `node` may be taken: it is known, or there is room for it.
+    pub(crate) fn admits(&self, node: &str) -> bool {
+        let nodes = self.lock();
+        nodes.len() < MAX_NODES || nodes.contains_key(node)
     }
 
     /// Records that `node` was heard from. Returns true if it was not known.
@@ -178,5 +189,16 @@ mod tests {
         assert!(m.live().is_empty());
         assert_eq!(m.sweep(), vec!["a".to_owned()]);
         assert!(!m.is_alive("a"));
+    }
+
+    #[test]
+    fn a_full_table_admits_known_nodes_only() {
+        let m = Membership::new(Duration::from_secs(5));
+        for i in 0..MAX_NODES {
+            assert!(m.admits(&format!("n{i}")));
+            m.seen(&format!("n{i}"), None, None);
+        }
+        assert!(m.admits("n0"));
+        assert!(!m.admits("phantom"));
     }
 }

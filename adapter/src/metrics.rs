@@ -34,6 +34,15 @@ pub enum DropReason {
     /// Recorded broadcasts this node never received: its publisher's numbers on the channel
     /// jumped by that many (counted once the next one arrives; each node counts its own).
     SequenceGap,
+    /// A message from another node decoded, but a field was out of its range (a node id of
+    /// the wrong shape, an ack timeout or a socket count beyond the bounds of `bounds.rs`).
+    OutOfRange,
+    /// A message from a node not yet known while the namespace already knows the most nodes
+    /// it keeps (forged node ids would otherwise grow the table without end).
+    TooManyNodes,
+    /// A server-side event from another node while the most this node runs at once were
+    /// already running.
+    ServerEventsBusy,
 }
 
 impl DropReason {
@@ -51,6 +60,9 @@ impl DropReason {
             DropReason::OutboxFull => "outbox_full",
             DropReason::OutboxExpired => "outbox_expired",
             DropReason::SequenceGap => "sequence_gap",
+            DropReason::OutOfRange => "out_of_range",
+            DropReason::TooManyNodes => "too_many_nodes",
+            DropReason::ServerEventsBusy => "server_events_busy",
         }
     }
 }

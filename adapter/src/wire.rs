@@ -364,6 +364,8 @@ pub(crate) fn encode_ack_error<T: Serialize>(error: &T) -> ByteBuf {
 /// # Errors
 /// [`crate::Error::Decode`] on malformed input.
 pub(crate) fn decode_ack_error<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    // Another node's bytes: scanned like an envelope before the decoder trusts a length.
+    crate::shape::check(bytes).map_err(rmp_serde::decode::Error::from)?;
     Ok(rmp_serde::from_slice(bytes)?)
 }
 
@@ -389,11 +391,13 @@ pub(crate) fn encode(env: &Envelope) -> Result<Vec<u8>> {
     Ok(rmp_serde::to_vec_named(env)?)
 }
 
-/// Decodes an envelope.
+/// Decodes an envelope. The input is scanned first ([`crate::shape`]), so a declared length
+/// beyond the input or a hostile nesting is refused before the decoder allocates for it.
 ///
 /// # Errors
 /// [`crate::Error::Decode`] on malformed input; never panics.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope> {
+    crate::shape::check(bytes).map_err(rmp_serde::decode::Error::from)?;
     Ok(rmp_serde::from_slice(bytes)?)
 }
 
@@ -482,6 +486,7 @@ mod tests {
         let e = encode_ack_error(&"Timeout");
         assert_eq!(decode_ack_error::<String>(&e).unwrap(), "Timeout");
         assert!(decode_ack_error::<String>(b"\xc1").is_err());
+        assert!(decode_ack_error::<Vec<String>>(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use ioscale_adapter::{NamespaceHandle, all_sockets};
+use ioscale_adapter::{MAX_EVENT_NAME_BYTES, NamespaceHandle, all_sockets};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value as Json, json};
 use socketioxide::operators::BroadcastOperators;
@@ -32,6 +32,9 @@ use crate::{
     session::public_id,
     value::{ApiValue, Args},
 };
+
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 
 /// Longest ack timeout a caller may ask for.
 pub const MAX_ACK_TIMEOUT_MS: u64 = 60_000;
@@ -259,8 +262,9 @@ struct EmitBody {
     ack_timeout_ms: Option<u64>,
 }
 
-async fn emit(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
-    let mut b: EmitBody = body(bytes)?;
+/// Checks an emit body: an event that is not the protocol's, valid rooms, `$binary` values
+/// decoded, an ack timeout in range. Returns the body without its args, and the args.
+fn emit_request(mut b: EmitBody) -> Result<(EmitBody, Args), ApiError> {
     if b.event.is_empty() || RESERVED_EVENTS.contains(&b.event.as_str()) {
         return Err(ApiError::bad(format!(
             "event {:?} cannot be emitted",
@@ -269,12 +273,26 @@ async fn emit(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>)
     }
     check_rooms(&b.rooms)?;
     check_rooms(&b.except)?;
+    check_ack_timeout(b.ack_timeout_ms)?;
     let args = std::mem::take(&mut b.args)
         .into_iter()
         .map(ApiValue::from_json)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::bad(e.to_string()))?;
-    let args = Args(args);
+    Ok((b, Args(args)))
+}
+
+fn check_ack_timeout(ms: Option<u64>) -> Result<(), ApiError> {
+    match ms {
+        Some(ms) if ms == 0 || ms > MAX_ACK_TIMEOUT_MS => Err(ApiError::bad(format!(
+            "ack_timeout_ms must be 1-{MAX_ACK_TIMEOUT_MS}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+async fn emit(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
+    let (mut b, args) = emit_request(body(bytes)?)?;
     let (ns, op) = namespace(&st, b.namespace.take())?;
     match b.ack_timeout_ms {
         None => {
@@ -291,9 +309,6 @@ async fn emit(State(st): State<HttpState>, bytes: Result<Bytes, BytesRejection>)
             }
             Ok(axum::Json(json!({"ok": true})))
         }
-        Some(ms) if ms == 0 || ms > MAX_ACK_TIMEOUT_MS => Err(ApiError::bad(format!(
-            "ack_timeout_ms must be 1-{MAX_ACK_TIMEOUT_MS}"
-        ))),
         Some(ms) => emit_with_acks(&st, &ns, b, args, Duration::from_millis(ms)).await,
     }
 }
@@ -516,19 +531,23 @@ struct ServerEmitBody {
     ack_timeout_ms: Option<u64>,
 }
 
+/// Checks a server-emit body: an event name the other nodes take (they refuse longer ones),
+/// an ack timeout in range.
+fn server_emit_request(b: &ServerEmitBody) -> Result<(), ApiError> {
+    if b.event.is_empty() || b.event.len() > MAX_EVENT_NAME_BYTES {
+        return Err(ApiError::bad(format!(
+            "event must be 1-{MAX_EVENT_NAME_BYTES} bytes"
+        )));
+    }
+    check_ack_timeout(b.ack_timeout_ms)
+}
+
 async fn server_emit(
     State(st): State<HttpState>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let b: ServerEmitBody = body(bytes)?;
-    if b.event.is_empty() {
-        return Err(ApiError::bad("event must not be empty"));
-    }
-    if matches!(b.ack_timeout_ms, Some(ms) if ms == 0 || ms > MAX_ACK_TIMEOUT_MS) {
-        return Err(ApiError::bad(format!(
-            "ack_timeout_ms must be 1-{MAX_ACK_TIMEOUT_MS}"
-        )));
-    }
+    server_emit_request(&b)?;
     let (ns, _) = namespace(&st, b.namespace)?;
     let report = handle(&st, &ns)?
         .server_side_emit(

@@ -28,6 +28,14 @@ pub mod config_error;
 pub mod detach;
 pub mod eager;
 pub mod edge;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod health;
 pub mod joins;

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
+
 use futures_util::future::BoxFuture;
 use socketioxide::{
     extract::{AckSender, Data, SocketRef, State},
@@ -130,17 +133,39 @@ async fn set_data(
         let _ = ack.send(&r.to_json());
         return;
     }
+    let current = app.cluster.socket_data(s.ns(), s.id);
+    let data = match merged_data(current, patch, app.admission.verifies_tokens()) {
+        Ok(data) => data,
+        Err(r) => {
+            let _ = ack.send(&r.to_json());
+            return;
+        }
+    };
+    app.cluster.set_socket_data(s.ns(), s.id, data);
+    recovery::changed(&s);
+    let _ = ack.send(&serde_json::json!({"ok": true}));
+}
+
+/// A socket's data after a client's `set-data` patch: the patch must be an object, may not
+/// set the token's user when tokens are verified, and the result must stay within
+/// [`MAX_SOCKET_DATA_BYTES`] serialised.
+///
+/// # Errors
+/// The refusal to answer the client with.
+pub fn merged_data(
+    current: serde_json::Value,
+    patch: serde_json::Value,
+    verifies_tokens: bool,
+) -> Result<serde_json::Value, Refused> {
     let serde_json::Value::Object(patch) = patch else {
-        let _ = ack.send(&Refused::new(Code::BadRequest, "set-data expects an object").to_json());
-        return;
+        return Err(Refused::new(Code::BadRequest, "set-data expects an object"));
     };
     // Only the node writes the token's user; without auth the key is the client's.
-    if app.admission.verifies_tokens() && patch.contains_key(USER_KEY) {
+    if verifies_tokens && patch.contains_key(USER_KEY) {
         let error = format!("{USER_KEY} is set by the node, from the connection's token");
-        let _ = ack.send(&Refused::new(Code::Forbidden, error).to_json());
-        return;
+        return Err(Refused::new(Code::Forbidden, error));
     }
-    let mut data = match app.cluster.socket_data(s.ns(), s.id) {
+    let mut data = match current {
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),
     };
@@ -151,12 +176,9 @@ async fn set_data(
     let size = data.to_string().len();
     if size > MAX_SOCKET_DATA_BYTES {
         let error = format!("socket data of {size} bytes exceeds {MAX_SOCKET_DATA_BYTES}");
-        let _ = ack.send(&Refused::new(Code::TooLarge, error).to_json());
-        return;
+        return Err(Refused::new(Code::TooLarge, error));
     }
-    app.cluster.set_socket_data(s.ns(), s.id, data);
-    recovery::changed(&s);
-    let _ = ack.send(&serde_json::json!({"ok": true}));
+    Ok(data)
 }
 
 /// The event every client event that finds no answer of its own is refused with, when the

@@ -3,6 +3,9 @@
 
 use std::{collections::BTreeMap, fmt};
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
+
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use serde::{
     Deserialize, Deserializer, Serialize, Serializer,

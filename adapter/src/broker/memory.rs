@@ -149,6 +149,21 @@ impl MemoryBus {
             .find(|n| n.node == node)
     }
 
+    /// Hands `payload` to every node subscribed to `channel`, as a forged `PUBLISH` by anyone
+    /// with access to Redis would: for tests of what a node does with hostile input.
+    pub fn forge(&self, channel: &str, payload: &[u8]) {
+        let nodes = self.inner.nodes.read().unwrap_or_else(|e| e.into_inner());
+        for hub in nodes.iter().filter_map(Weak::upgrade).filter_map(|n| {
+            let channels = n.channels.read().unwrap_or_else(|e| e.into_inner());
+            channels
+                .contains(channel)
+                .then(|| n.hub.upgrade())
+                .flatten()
+        }) {
+            hub.deliver(channel, payload);
+        }
+    }
+
     /// Forgets every history stream, as a Redis restarted without persistence would.
     pub fn lose_history(&self) {
         self.lock_streams().clear();

@@ -81,7 +81,9 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 req,
                 packet: WirePacket::from(&packet),
                 opts: opts.clone(),
-                timeout_ms: timeout.as_millis() as u64,
+                // The other nodes refuse a longer wait (bounds.rs): they are asked for the
+                // longest they keep, and this node still waits its own timeout.
+                timeout_ms: (timeout.as_millis() as u64).min(crate::bounds::MAX_ACK_TIMEOUT_MS),
             };
             Some(self.start("broadcast_with_ack", &target, body).await?)
         };

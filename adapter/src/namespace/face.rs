@@ -167,6 +167,7 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
             ),
             recovery: Default::default(),
             closed: Default::default(),
+            server_events_running: Default::default(),
             ns,
             local,
             cluster,

@@ -22,7 +22,7 @@ use crate::{
     broker::Recorded,
     history::{Offset, Seq},
     metrics::{DropReason, Origin},
-    wire::{self, Body, WIRE_VERSION},
+    wire::Body,
 };
 
 /// Entries asked of the stream at once.
@@ -327,13 +327,7 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         seq: Option<Seq>,
         payload: &[u8],
     ) -> Option<Stamped> {
-        let env = match wire::decode(payload) {
-            Ok(env) if env.v <= WIRE_VERSION => env,
-            _ => {
-                self.cluster.driver.drop_messages(DropReason::Decode, 1);
-                return None;
-            }
-        };
+        let env = self.admit(payload)?;
         let own = env.origin == self.cluster.config.node_id;
         match env.body {
             Body::Broadcast {

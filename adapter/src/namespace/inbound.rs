@@ -2,7 +2,14 @@
 //! here runs on the broker's dispatcher task, in channel order, so it never awaits: replies
 //! are published from spawned tasks.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    fmt::Display,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::StreamExt as _;
 use socketioxide_core::{
@@ -12,6 +19,7 @@ use socketioxide_core::{
 
 use super::{RedisAdapter, now_us};
 use crate::{
+    bounds,
     broker::Inbound,
     history,
     metrics::{DropReason, Origin},
@@ -44,18 +52,9 @@ impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
             }
             return;
         }
-        let env = match wire::decode(payload) {
-            Ok(env) => env,
-            Err(e) => {
-                tracing::debug!(error = %e, "undecodable message");
-                self.cluster.driver.drop_messages(DropReason::Decode, 1);
-                return;
-            }
-        };
-        if env.v > WIRE_VERSION {
-            self.cluster.driver.drop_messages(DropReason::Version, 1);
+        let Some(env) = self.admit(payload) else {
             return;
-        }
+        };
         if env.origin == self.cluster.config.node_id {
             // Our own publish, looped back by the broker.
             return;
@@ -79,7 +78,63 @@ impl<E: SocketEmitter> Inbound for RedisAdapter<E> {
     }
 }
 
+/// Most server-side events from other nodes one namespace handles at once. Each runs the
+/// application's handler in its own task; without a bound a flood of them on Redis would
+/// spawn tasks without end. Beyond it they are refused and counted (the sender sees this node
+/// as not answering).
+pub(crate) const MAX_SERVER_EVENTS_RUNNING: usize = 256;
+
+/// One server-side event being handled; frees its place when dropped.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn take(counter: &Arc<AtomicUsize>) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_SERVER_EVENTS_RUNNING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Running(counter.clone()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl<E: SocketEmitter> RedisAdapter<E> {
+    /// Decodes a message from another node and checks it before anything acts on it: its
+    /// size, its msgpack shape, its version, its fields' ranges and room for its node in the
+    /// membership table. `None` when refused, counted under the reason and logged at debug
+    /// (the drop counter's own warning is rate-limited).
+    pub(super) fn admit(&self, payload: &[u8]) -> Option<Envelope> {
+        let refuse = |reason: DropReason, detail: &dyn Display| {
+            tracing::debug!(ns = %self.ns, reason = reason.as_str(), %detail, "message from another node refused");
+            self.cluster.driver.drop_messages(reason, 1);
+            None
+        };
+        let limit = self.cluster.config.max_message_bytes;
+        if payload.len() > limit {
+            return refuse(DropReason::TooLarge, &payload.len());
+        }
+        let env = match wire::decode(payload) {
+            Ok(env) => env,
+            Err(e) => return refuse(DropReason::Decode, &e),
+        };
+        if env.v > WIRE_VERSION {
+            return refuse(DropReason::Version, &env.v);
+        }
+        if let Err(e) = bounds::check(&env) {
+            return refuse(DropReason::OutOfRange, &e);
+        }
+        if env.origin != self.cluster.config.node_id && !self.members.admits(&env.origin) {
+            return refuse(DropReason::TooManyNodes, &"membership table full");
+        }
+        Some(env)
+    }
+
     /// Requests aimed at one server id that is not ours are not for us.
     fn for_us(&self, opts: &BroadcastOptions) -> bool {
         opts.server_id
@@ -310,12 +365,19 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         event: String,
         args: &[u8],
     ) {
+        let Some(running) = Running::take(&self.server_events_running) else {
+            tracing::debug!(ns = %self.ns, %origin, "server event refused: too many running");
+            let reason = DropReason::ServerEventsBusy;
+            self.cluster.driver.drop_messages(reason, 1);
+            return;
+        };
         let Some(args) = self.cluster.decoded(wire::json_value(args)) else {
             return;
         };
         let handler = self.cluster.server_event_handler();
         let this = self.clone();
         tokio::spawn(async move {
+            let _running = running;
             let response = match handler {
                 Some(h) => h.on_event(&this.ns, &origin, &event, args).await,
                 None => serde_json::Value::Null,
@@ -329,5 +391,22 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_events_beyond_the_bound_are_refused_until_one_ends() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let running: Vec<Running> = (0..MAX_SERVER_EVENTS_RUNNING)
+            .map(|_| Running::take(&counter).unwrap())
+            .collect();
+        assert!(Running::take(&counter).is_none());
+        drop(running);
+        assert_eq!(counter.load(Ordering::Acquire), 0);
+        assert!(Running::take(&counter).is_some());
     }
 }

@@ -23,7 +23,10 @@ mod rooms;
 
 use std::{
     collections::HashSet,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -60,6 +63,8 @@ pub struct RedisAdapter<E> {
     history: Option<history::History>,
     recovery: recovery::RecoverySockets,
     closed: AtomicBool,
+    /// Server-side events from other nodes being handled now (bounded: `inbound.rs`).
+    server_events_running: Arc<AtomicUsize>,
 }
 
 impl<E> std::fmt::Debug for RedisAdapter<E> {

@@ -12,6 +12,9 @@
 
 use std::sync::Arc;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
+
 use serde_json::{Value, json};
 use socketioxide::{SocketIo, extract::SocketRef};
 

@@ -11,6 +11,9 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
+
 use serde_json::{Value, json};
 use socketioxide::{
     SocketIo,

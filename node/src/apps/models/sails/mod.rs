@@ -22,6 +22,8 @@
 //! subscribes to its instance room; every create / update / destroy is published as `message
 //! {model, verb, id, data?}` on every node, leaving out the requester (see `super::publish`).
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod request;
 
 use self::request::*;

@@ -1,0 +1,97 @@
+//! The node's fuzz targets, beside the adapter's: the `$binary` JSON values and their trip
+//! through the Socket.IO parser, the server API's bodies, socket data, and the dialect
+//! parsers (Sails 0.9 requests, Backbone.sync signatures, ko.ninja names and arguments).
+//! `cargo test` runs 10,000 cases per target; the `fuzz` binary (feature `fuzzing`) runs
+//! them, and the adapter's, for minutes at a time.
+//!
+//! Not a public API: compiled for tests and with the `fuzzing` feature only.
+
+mod json;
+
+use proptest::{
+    strategy::Strategy,
+    test_runner::{TestCaseError, TestRunner},
+};
+
+pub use ioscale_adapter::fuzzing::{Target, runner};
+pub(crate) use json::{json, keyed_object};
+
+/// The node's own targets.
+pub fn targets() -> Vec<Target> {
+    vec![
+        crate::value::fuzz::TARGET,
+        crate::value::fuzz::PARSER_TARGET,
+        crate::api::fuzz::TARGET,
+        crate::sockets::fuzz::TARGET,
+        crate::apps::models::sails::fuzz::TARGET,
+        crate::apps::models::backbone::fuzz::TARGET,
+        crate::apps::models::ko_ninja::fuzz::TARGET,
+    ]
+}
+
+/// Every target: the adapter's (wire) then the node's.
+pub fn all_targets() -> Vec<Target> {
+    let mut all = ioscale_adapter::fuzzing::targets();
+    all.extend(targets());
+    all
+}
+
+/// Runs `property` over `strategy`; a failure becomes its message (with the shrunk input).
+pub(crate) fn run<S: Strategy>(
+    r: &mut TestRunner,
+    strategy: &S,
+    property: fn(S::Value) -> Result<(), TestCaseError>,
+) -> Result<(), String> {
+    r.run(strategy, property).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cases per target in CI: the floor; inputs are small.
+    const CI_CASES: u32 = 10_000;
+
+    fn ci(name: &str) {
+        let target = targets().into_iter().find(|t| t.name == name).unwrap();
+        // A fixed seed: CI is reproducible; the long runs draw new seeds.
+        if let Err(e) = (target.run)(&mut runner(CI_CASES, 0x10_5ca1e)) {
+            panic!("{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn binary_json_values_round_trip() {
+        ci("api-value");
+    }
+
+    #[test]
+    fn values_round_trip_through_the_socketio_parser() {
+        ci("api-value-parser");
+    }
+
+    #[test]
+    fn api_bodies_are_checked_or_refused_never_panic() {
+        ci("api-bodies");
+    }
+
+    #[test]
+    fn socket_data_patches_stay_bounded() {
+        ci("socket-data");
+    }
+
+    #[test]
+    fn sails_requests_route_or_fail() {
+        ci("sails");
+    }
+
+    #[test]
+    fn backbone_signatures_parse_or_fail() {
+        ci("backbone");
+    }
+
+    #[test]
+    fn ko_ninja_names_and_arguments_parse_or_fail() {
+        ci("ko-ninja");
+    }
+}
