@@ -9,7 +9,7 @@ use super::{
     EmitBody, MAX_ACK_TIMEOUT_MS, RESERVED_EVENTS, ServerEmitBody, TargetBody, check_joinable,
     check_rooms, emit_request, server_emit_request,
 };
-use crate::fuzzing::{Target, json, keyed_object, run};
+use crate::fuzzing::support::{Target, json, keyed_object, run};
 
 /// Emit, server-emit and join/leave bodies.
 pub(crate) const TARGET: Target = Target {

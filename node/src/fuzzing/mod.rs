@@ -7,14 +7,9 @@
 //! Not a public API: compiled for tests and with the `fuzzing` feature only.
 
 mod json;
-
-use proptest::{
-    strategy::Strategy,
-    test_runner::{TestCaseError, TestRunner},
-};
+pub(crate) mod support;
 
 pub use ioscale_adapter::fuzzing::{Target, runner};
-pub(crate) use json::{json, keyed_object};
 
 /// The node's own targets.
 pub fn targets() -> Vec<Target> {
@@ -34,15 +29,6 @@ pub fn all_targets() -> Vec<Target> {
     let mut all = ioscale_adapter::fuzzing::targets();
     all.extend(targets());
     all
-}
-
-/// Runs `property` over `strategy`; a failure becomes its message (with the shrunk input).
-pub(crate) fn run<S: Strategy>(
-    r: &mut TestRunner,
-    strategy: &S,
-    property: fn(S::Value) -> Result<(), TestCaseError>,
-) -> Result<(), String> {
-    r.run(strategy, property).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

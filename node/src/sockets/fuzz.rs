@@ -5,7 +5,7 @@ use proptest::{prelude::*, test_runner::TestCaseError};
 use serde_json::Value as Json;
 
 use super::{MAX_SOCKET_DATA_BYTES, USER_KEY, merged_data};
-use crate::fuzzing::{Target, json, run};
+use crate::fuzzing::support::{Target, json, run};
 
 /// `set-data` patches.
 pub(crate) const TARGET: Target = Target {

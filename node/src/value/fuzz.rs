@@ -10,7 +10,7 @@ use socketioxide_core::{Str, Value, parser::Parse as _};
 use socketioxide_parser_common::CommonParser;
 
 use super::{ApiValue, Args};
-use crate::fuzzing::{Target, json, run};
+use crate::fuzzing::support::{Target, json, run};
 
 /// JSON ↔ [`ApiValue`].
 pub(crate) const TARGET: Target = Target {

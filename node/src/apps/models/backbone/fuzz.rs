@@ -5,7 +5,7 @@ use proptest::{prelude::*, test_runner::TestCaseError};
 use serde_json::Value;
 
 use super::{MAX_SIGNATURE_CHARS, Op, parse, target_id};
-use crate::fuzzing::{Target, json, keyed_object, run};
+use crate::fuzzing::support::{Target, json, keyed_object, run};
 
 /// Backbone.sync requests.
 pub(crate) const TARGET: Target = Target {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{KoNames, MAX_EVENT_CHARS, id_arg, object_arg};
 use crate::{
     apps::models::Collections,
-    fuzzing::{Target, json, keyed_object, run},
+    fuzzing::support::{Target, json, keyed_object, run},
 };
 
 /// ko.ninja names and arguments.

@@ -5,7 +5,7 @@ use proptest::{prelude::*, test_runner::TestCaseError};
 use serde_json::Value;
 
 use super::{MAX_URL_CHARS, Method, request::*};
-use crate::fuzzing::{Target, json, keyed_object, run};
+use crate::fuzzing::support::{Target, json, keyed_object, run};
 
 /// Sails requests.
 pub(crate) const TARGET: Target = Target {
