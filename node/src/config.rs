@@ -115,9 +115,9 @@ pub struct Config {
     #[arg(long, env = "IOSCALE_SOCKET_BUFFER_PACKETS", default_value_t = 16_384)]
     pub socket_buffer_packets: usize,
     /// Bytes a client may leave unread of what the node sent it: the kernel send buffer of
-    /// each connection (capped by net.core.wmem_max). A Socket.IO connection found with it full
-    /// is closed at once as a slow consumer (counted, logged); its client reconnects and, with
-    /// session recovery, catches up.
+    /// each connection (capped by net.core.wmem_max). A Socket.IO connection whose buffer stays
+    /// full for `--slow-consumer-grace-ms` is closed as a slow consumer (counted, logged); its
+    /// client reconnects and, with session recovery, catches up.
     #[arg(long, env = "IOSCALE_SOCKET_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub socket_buffer_bytes: usize,
     /// How long a connection's send buffer may stay full before it is closed as a slow
