@@ -40,6 +40,24 @@ pub fn runner(cases: u32, seed: u64) -> TestRunner {
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
+/// Cases per target in CI: the floor; inputs are small, so a target takes seconds.
+pub const CI_CASES: u32 = 10_000;
+
+/// Runs target `name` of `targets` for CI: [`CI_CASES`] cases from a fixed seed (reproducible;
+/// the long runs draw new seeds), panicking with the failure.
+///
+/// # Panics
+/// When the target is not in `targets`, or fails.
+pub fn run_ci(targets: &[Target], name: &str) {
+    let target = targets
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no target {name}"));
+    if let Err(e) = (target.run)(&mut runner(CI_CASES, 0x10_5ca1e)) {
+        panic!("{name}: {e}");
+    }
+}
+
 /// The adapter's targets.
 pub fn targets() -> Vec<Target> {
     vec![
@@ -170,16 +188,8 @@ fn wire_values(
 mod tests {
     use super::*;
 
-    /// Cases per target in CI: the floor. Inputs are small, so each target takes a
-    /// few seconds at most.
-    const CI_CASES: u32 = 10_000;
-
     fn ci(name: &str) {
-        let target = targets().into_iter().find(|t| t.name == name).unwrap();
-        // A fixed seed: CI is reproducible; the long runs draw new seeds.
-        if let Err(e) = (target.run)(&mut runner(CI_CASES, 0x10_5ca1e)) {
-            panic!("{name}: {e}");
-        }
+        run_ci(&targets(), name);
     }
 
     #[test]

@@ -348,8 +348,16 @@ impl AsyncRead for TrackedStream {
             // End of stream: the transport closes the session as for a client gone.
             return Poll::Ready(Ok(()));
         }
-        this.conn.reader.register(cx.waker());
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if read.is_pending() {
+            // Only a read that waits needs waking when the node closes the connection; the
+            // check after registering catches a close that came in between.
+            this.conn.reader.register(cx.waker());
+            if this.conn.is_closed() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        read
     }
 }
 

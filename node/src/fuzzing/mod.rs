@@ -35,15 +35,8 @@ pub fn all_targets() -> Vec<Target> {
 mod tests {
     use super::*;
 
-    /// Cases per target in CI: the floor; inputs are small.
-    const CI_CASES: u32 = 10_000;
-
     fn ci(name: &str) {
-        let target = targets().into_iter().find(|t| t.name == name).unwrap();
-        // A fixed seed: CI is reproducible; the long runs draw new seeds.
-        if let Err(e) = (target.run)(&mut runner(CI_CASES, 0x10_5ca1e)) {
-            panic!("{name}: {e}");
-        }
+        ioscale_adapter::fuzzing::run_ci(&targets(), name);
     }
 
     #[test]
