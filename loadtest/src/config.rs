@@ -42,6 +42,12 @@ pub enum Command {
     Chat(ChatArgs),
     /// Emit-with-ack round trips on `/pubsub` (`join` or `publish` acks).
     Rpc(RpcArgs),
+    /// Samples every node's resident memory, descriptors, tasks and sockets over a soak (used
+    /// by soak.sh).
+    SoakWatch(crate::soak::SoakWatchArgs),
+    /// Judges a soak from its samples, events and workload reports: page, plot, verdict (used
+    /// by soak.sh; fails when a criterion did).
+    SoakReport(crate::soak::SoakReportArgs),
     /// Prints the comparison table of a directory of reports (used by bench.sh).
     Compare(CompareArgs),
     /// Draws the SVG plot of a JSON report again (next to it).
@@ -145,27 +151,40 @@ pub struct Common {
 /// trying its own URL first and then the next ones, as a load balancer would.
 #[derive(Debug, Clone, Default, Args, Serialize)]
 pub struct FaultArgs {
-    /// SIGKILL one server at this time (`--kill-node-pid`, or run `--kill-node-cmd`).
-    #[arg(long, env = "IOSCALE_LOADTEST_KILL_NODE_AT_S")]
-    pub kill_node_at_s: Option<f64>,
+    /// SIGKILL one server at this time (`--kill-node-pid`, or run `--kill-node-cmd`); several
+    /// times, comma-separated, with `--kill-node-cmd` (a soak: kill and restart a node every
+    /// few minutes).
+    #[arg(long, env = "IOSCALE_LOADTEST_KILL_NODE_AT_S", value_delimiter = ',')]
+    pub kill_node_at_s: Vec<f64>,
     /// The process `--kill-node-at-s` SIGKILLs.
     #[arg(long, env = "IOSCALE_LOADTEST_KILL_NODE_PID")]
     pub kill_node_pid: Option<i32>,
     /// Instead of a pid: a shell command (`sh -c`) that kills the node (e.g. through a
-    /// container runtime).
+    /// container runtime), and may start it again. It runs with `IOSCALE_LOADTEST_FAULT_INDEX`
+    /// set to which kill this is (0, 1, ...).
     #[arg(long, env = "IOSCALE_LOADTEST_KILL_NODE_CMD")]
     pub kill_node_cmd: Option<String>,
-    /// Restart Redis at this time, by running `--restart-redis-cmd`.
-    #[arg(long, env = "IOSCALE_LOADTEST_RESTART_REDIS_AT_S")]
-    pub restart_redis_at_s: Option<f64>,
+    /// Restart Redis at this time (or these times, comma-separated), by running
+    /// `--restart-redis-cmd`.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_RESTART_REDIS_AT_S",
+        value_delimiter = ','
+    )]
+    pub restart_redis_at_s: Vec<f64>,
     /// The shell command (`sh -c`) that restarts Redis (bench.sh: SIGKILL, then the same
     /// server on the same port and files).
     #[arg(long, env = "IOSCALE_LOADTEST_RESTART_REDIS_CMD")]
     pub restart_redis_cmd: Option<String>,
     /// A share of the subscribers lose their TCP connection at this time: reset, without a
     /// WebSocket close or a Socket.IO disconnect (a network failure, as the server sees it).
-    #[arg(long, env = "IOSCALE_LOADTEST_DROP_CLIENTS_AT_S")]
-    pub drop_clients_at_s: Option<f64>,
+    /// Several times, comma-separated: each time another share of them.
+    #[arg(
+        long,
+        env = "IOSCALE_LOADTEST_DROP_CLIENTS_AT_S",
+        value_delimiter = ','
+    )]
+    pub drop_clients_at_s: Vec<f64>,
     /// The share of subscribers `--drop-clients-at-s` cuts (0 to 1), spread evenly.
     #[arg(long, env = "IOSCALE_LOADTEST_DROP_SHARE", default_value_t = 0.1)]
     pub drop_share: f64,
@@ -188,9 +207,9 @@ pub struct FaultArgs {
 impl FaultArgs {
     /// Whether any fault is asked for (clients then reconnect).
     pub fn any(&self) -> bool {
-        self.kill_node_at_s.is_some()
-            || self.restart_redis_at_s.is_some()
-            || self.drop_clients_at_s.is_some()
+        !self.kill_node_at_s.is_empty()
+            || !self.restart_redis_at_s.is_empty()
+            || !self.drop_clients_at_s.is_empty()
     }
 }
 

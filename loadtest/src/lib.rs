@@ -16,6 +16,7 @@ pub mod progress;
 pub mod protocol;
 pub mod report;
 pub mod scenario;
+pub mod soak;
 pub mod stats;
 pub mod ws;
 
@@ -64,6 +65,8 @@ pub async fn run(config: Config) -> Result<()> {
             (scenario::rpc::run(a).await?, path)
         }
         Command::Compare(a) => return compare::run(&a),
+        Command::SoakWatch(a) => return soak::watch::run(&a).await,
+        Command::SoakReport(a) => return soak::report(&a),
         Command::Plot { report } => {
             let svg = report.with_extension("svg");
             std::fs::write(&svg, report::svg(&Report::read(&report)?))

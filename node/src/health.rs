@@ -39,6 +39,7 @@ pub async fn readyz(State(st): State<HttpState>) -> impl IntoResponse {
 pub async fn metrics(State(st): State<HttpState>) -> impl IntoResponse {
     let mut buf = Vec::new();
     let encoder = TextEncoder::new();
+    st.app.metrics.process.refresh();
     if let Err(e) = encoder.encode(&st.app.registry.gather(), &mut buf) {
         // The encoder's text is internal: logged, and the scraper gets a fixed line.
         tracing::error!(error = %e, "encoding metrics failed");

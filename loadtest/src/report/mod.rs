@@ -3,7 +3,7 @@
 
 mod faults;
 mod storm;
-mod svg;
+pub(crate) mod svg;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

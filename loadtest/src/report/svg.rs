@@ -15,16 +15,16 @@ const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
 ];
 
-struct Series {
-    name: String,
-    points: Vec<(f64, f64)>,
-    dashed: bool,
+pub(crate) struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
 }
 
-struct Panel {
-    title: String,
-    log_y: bool,
-    series: Vec<Series>,
+pub(crate) struct Panel {
+    pub title: String,
+    pub log_y: bool,
+    pub series: Vec<Series>,
 }
 
 /// Round tick spacing near `range / 5`.
@@ -71,7 +71,12 @@ fn esc(s: &str) -> String {
 }
 
 /// Draws the panels stacked, sharing the x axis (seconds).
-fn render(title: &str, panels: &[Panel], x_max: f64, markers: &[(f64, String)]) -> String {
+pub(crate) fn render(
+    title: &str,
+    panels: &[Panel],
+    x_max: f64,
+    markers: &[(f64, String)],
+) -> String {
     let height = TOP + panels.len() as f64 * (PANEL_H + GAP) + 10.0;
     let plot_w = WIDTH - LEFT - RIGHT;
     let x_max = if x_max > 0.0 { x_max } else { 1.0 };

@@ -21,10 +21,11 @@ const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) enum Action {
     /// SIGKILL this process.
     Kill(i32),
-    /// Run this shell command.
-    Shell(String),
-    /// The chosen subscribers reset their own connections.
-    Drop,
+    /// Run this shell command; the index says which fault of its kind this is.
+    Shell(String, usize),
+    /// The chosen subscribers reset their own connections; the index says which drop this
+    /// is (each drop cuts another share).
+    Drop(usize),
 }
 
 /// One fault of the run.
@@ -80,26 +81,39 @@ impl Faults {
             return Ok(None);
         }
         let mut events = Vec::new();
-        if let Some(at) = args.kill_node_at_s {
+        // Numbered in time order: the command's k-th run is the k-th kill.
+        let mut kills = args.kill_node_at_s.clone();
+        kills.sort_by(f64::total_cmp);
+        for (index, &at) in kills.iter().enumerate() {
             let action = match (args.kill_node_pid, &args.kill_node_cmd) {
+                // A pid dies once: a second kill needs a command that finds the new process.
+                (Some(_), None) if args.kill_node_at_s.len() > 1 => {
+                    bail!("several --kill-node-at-s times need --kill-node-cmd, not a pid")
+                }
                 (Some(pid), None) => Action::Kill(pid),
-                (None, Some(cmd)) => Action::Shell(cmd.clone()),
+                (None, Some(cmd)) => Action::Shell(cmd.clone(), index),
                 _ => bail!("--kill-node-at-s needs one of --kill-node-pid and --kill-node-cmd"),
             };
             events.push(fault("kill-node", at, action)?);
         }
-        if let Some(at) = args.restart_redis_at_s {
+        for (index, &at) in args.restart_redis_at_s.iter().enumerate() {
             let Some(cmd) = &args.restart_redis_cmd else {
                 bail!("--restart-redis-at-s needs --restart-redis-cmd");
             };
-            events.push(fault("restart-redis", at, Action::Shell(cmd.clone()))?);
+            events.push(fault(
+                "restart-redis",
+                at,
+                Action::Shell(cmd.clone(), index),
+            )?);
         }
-        if let Some(at) = args.drop_clients_at_s {
+        let mut drops = args.drop_clients_at_s.clone();
+        drops.sort_by(f64::total_cmp);
+        for (index, &at) in drops.iter().enumerate() {
             ensure!(
                 args.drop_share > 0.0 && args.drop_share <= 1.0,
                 "--drop-share must be in (0, 1]"
             );
-            events.push(fault("drop-clients", at, Action::Drop)?);
+            events.push(fault("drop-clients", at, Action::Drop(index))?);
         }
         events.sort_by_key(|f| f.after_us);
         Ok(Some(Self {
@@ -116,10 +130,19 @@ impl Faults {
         }))
     }
 
-    /// When subscriber `idx` resets its connection, if it is one of the cut share.
-    pub fn drop_after_us(&self, idx: usize) -> Option<u64> {
-        let f = self.events.iter().find(|f| f.action == Action::Drop)?;
-        crate::client::spread(idx, self.drop_share).then_some(f.after_us)
+    /// When subscriber `idx` resets its connection, in time order: the drops whose cut share
+    /// it is in (drop `k` cuts the share `spread` picks after shifting the clients by `k`,
+    /// so repeated drops do not cut the same clients each time).
+    pub fn drops_after_us(&self, idx: usize) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter_map(|f| match f.action {
+                Action::Drop(k) => {
+                    crate::client::spread(idx + k, self.drop_share).then_some(f.after_us)
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// The fault whose window (from it to the next) holds `after_us`.
@@ -180,10 +203,11 @@ async fn act(action: &Action) -> (bool, String) {
                 Err(e) => (false, format!("SIGKILL to pid {pid}: {e}")),
             }
         }
-        Action::Shell(cmd) => {
+        Action::Shell(cmd, index) => {
             let run = tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(cmd)
+                .env("IOSCALE_LOADTEST_FAULT_INDEX", index.to_string())
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true)
                 .status();
@@ -194,7 +218,7 @@ async fn act(action: &Action) -> (bool, String) {
                 Err(_) => (false, format!("`{cmd}` ran over {HOOK_TIMEOUT:?}")),
             }
         }
-        Action::Drop => (true, "subscribers reset their connections".to_owned()),
+        Action::Drop(_) => (true, "subscribers reset their connections".to_owned()),
     }
 }
 
@@ -322,15 +346,15 @@ mod tests {
     fn faults_need_their_action_and_come_in_time_order() {
         assert!(faults(&FaultArgs::default()).unwrap().is_none());
         let mut a = FaultArgs {
-            kill_node_at_s: Some(5.0),
+            kill_node_at_s: vec![5.0],
             ..FaultArgs::default()
         };
         assert!(faults(&a).is_err(), "a kill needs a pid or a command");
         a.kill_node_pid = Some(42);
-        a.restart_redis_at_s = Some(2.0);
+        a.restart_redis_at_s = vec![2.0];
         assert!(faults(&a).is_err(), "a restart needs its command");
         a.restart_redis_cmd = Some("true".to_owned());
-        a.drop_clients_at_s = Some(8.5);
+        a.drop_clients_at_s = vec![8.5];
         a.drop_share = 0.5;
         let f = faults(&a).unwrap().unwrap();
         let kinds: Vec<_> = f.events.iter().map(|e| (e.kind, e.after_us)).collect();
@@ -353,11 +377,60 @@ mod tests {
         );
         // Half the subscribers, every other one, reset at 8.5 s.
         let cut: Vec<_> = (0..6)
-            .filter_map(|i| f.drop_after_us(i).map(|_| i))
+            .filter(|&i| f.drops_after_us(i) == [8_500_000])
             .collect();
         assert_eq!(cut.len(), 3);
         a.drop_share = 0.0;
         assert!(faults(&a).is_err());
+    }
+
+    #[test]
+    fn a_soak_kills_several_times_each_kill_numbered_for_its_command() {
+        let mut a = FaultArgs {
+            kill_node_at_s: vec![30.0, 10.0, 20.0],
+            kill_node_pid: Some(42),
+            ..FaultArgs::default()
+        };
+        assert!(faults(&a).is_err(), "a pid cannot be killed three times");
+        // Two drops of a third each: a different third each time.
+        a.drop_clients_at_s = vec![12.0, 5.0];
+        a.drop_share = 1.0 / 3.0;
+        a.kill_node_pid = None;
+        a.kill_node_cmd = Some("restart-node".to_owned());
+        let f = faults(&a).unwrap().unwrap();
+        let first: Vec<_> = (0..9)
+            .filter(|&i| f.drops_after_us(i).contains(&5_000_000))
+            .collect();
+        let second: Vec<_> = (0..9)
+            .filter(|&i| f.drops_after_us(i).contains(&12_000_000))
+            .collect();
+        assert_eq!((first.len(), second.len()), (3, 3));
+        assert!(
+            first.iter().all(|i| !second.contains(i)),
+            "{first:?} {second:?}"
+        );
+        a.drop_clients_at_s.clear();
+        a.kill_node_pid = None;
+        a.kill_node_cmd = Some("restart-node".to_owned());
+        a.restart_redis_at_s = vec![15.0];
+        a.restart_redis_cmd = Some("restart-redis".to_owned());
+        let f = faults(&a).unwrap().unwrap();
+        let seen: Vec<_> = f
+            .events
+            .iter()
+            .map(|e| (e.after_us / 1_000_000, e.action.clone()))
+            .collect();
+        let shell = |c: &str, i| Action::Shell(c.to_owned(), i);
+        // In time order, each kill numbered in that order.
+        assert_eq!(
+            seen,
+            [
+                (10, shell("restart-node", 0)),
+                (15, shell("restart-redis", 0)),
+                (20, shell("restart-node", 1)),
+                (30, shell("restart-node", 2)),
+            ]
+        );
     }
 
     #[test]
@@ -383,9 +456,9 @@ mod tests {
     #[test]
     fn the_report_counts_affected_subscribers_and_their_losses() {
         let a = FaultArgs {
-            kill_node_at_s: Some(1.0),
+            kill_node_at_s: vec![1.0],
             kill_node_pid: Some(1),
-            restart_redis_at_s: Some(3.0),
+            restart_redis_at_s: vec![3.0],
             restart_redis_cmd: Some("true".to_owned()),
             ..FaultArgs::default()
         };

@@ -51,8 +51,8 @@ struct Task {
     sender: Option<Sender>,
     resume: Resume,
     seen: Option<Seen>,
-    /// When it resets its own connection (`drop-clients`), until it has.
-    drop_at_us: Option<u64>,
+    /// When it resets its own connection (`drop-clients`), the next first.
+    drops_at_us: std::collections::VecDeque<u64>,
     /// A fresh session was confirmed after the last read: join the room again.
     rejoin: bool,
     /// The server disconnected the client from the namespace (a Socket.IO DISCONNECT): the
@@ -74,10 +74,13 @@ pub(super) async fn run_client(
         sender: spec.publisher.map(|j| Sender::new(&ctx, j)),
         resume,
         seen: faults.map(|f| Seen::new(f.events.len(), ctx.publishers)),
-        drop_at_us: faults
+        drops_at_us: faults
             .filter(|_| spec.room.is_some() && spec.publisher.is_none())
-            .and_then(|f| f.drop_after_us(spec.idx))
-            .map(|after| ctx.t0_us + after),
+            .map(|f| f.drops_after_us(spec.idx))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|after| ctx.t0_us + after)
+            .collect(),
         rejoin: false,
         disconnected: false,
         ctx,
@@ -127,9 +130,19 @@ impl Task {
         let first_due = self.sender.as_ref().map_or(ctx.end_us, |s| s.next_due_us);
         let sleep = tokio::time::sleep_until(ctx.instant(first_due));
         tokio::pin!(sleep);
+        // A drop due while the client was away (reconnecting) has nothing to cut.
+        let now = ctx.now_us();
+        while self.drops_at_us.front().is_some_and(|&at| at < now) {
+            self.drops_at_us.pop_front();
+        }
         // Far beyond the run when this client is not cut.
         let cut = tokio::time::sleep_until(
-            ctx.instant(self.drop_at_us.unwrap_or(ctx.end_us + 3_600_000_000)),
+            ctx.instant(
+                self.drops_at_us
+                    .front()
+                    .copied()
+                    .unwrap_or(ctx.end_us + 3_600_000_000),
+            ),
         );
         tokio::pin!(cut);
         loop {
@@ -161,8 +174,8 @@ impl Task {
                         sleep.as_mut().reset(ctx.instant(s.next_due_us));
                     }
                 }
-                () = &mut cut, if self.drop_at_us.is_some() => {
-                    self.drop_at_us = None;
+                () = &mut cut, if !self.drops_at_us.is_empty() => {
+                    self.drops_at_us.pop_front();
                     client.abort();
                     return End::Lost(ClientError { cause: "cut".to_owned(), detail: "connection reset by --drop-clients-at-s".to_owned() });
                 }
