@@ -28,7 +28,9 @@
 #   --restart-delay-s S     node 3 stays down this long, as a supervisor's restart would (2)
 #   --redis-restart-at-s S  Redis SIGKILLed and restarted at S seconds of sending (default:
 #                           halfway between two kills after the middle)
-#   --warmup-s S            not judged for growth (120)
+#   --warmup-s S            not judged for growth (default: --kill-every-s + 30, so the first
+#                           kill, which moves node 3's subscribers to nodes 1 and 2 for good, is
+#                           in the warm-up)
 #   --rate-per-s R          fan-out publishes per second (default: --held-share of the rate
 #                           held by a fan-out ramp of the same clients through the same nginx,
 #                           run first: p99 within 50 ms, nothing lost)
@@ -48,7 +50,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
-duration=600 kill_every=150 restart_delay=2 redis_restart_at="" warmup=120 rate="" held_share=0.7
+duration=600 kill_every=150 restart_delay=2 redis_restart_at="" warmup="" rate="" held_share=0.7
 subscribers=600 room_size=100 publishers=3 drop_share=0.3 churners=30 crud_clients=4 interval=5
 max_rss_growth=5 out="" node_bin="" loadtest_bin="" build=1
 need_value() { [ $# -ge 2 ] || { echo "soak.sh: $1 needs a value" >&2; exit 2; }; }
@@ -98,6 +100,7 @@ event() { echo "$(date +%s.%N) $*" >>"$events"; }
 # lose their connections (a network drop: they reconnect through nginx, some of them to node 3,
 # which the next kill then cuts off again); Redis restarts two thirds of the way after the
 # kill before the middle (or at --redis-restart-at-s).
+warmup="${warmup:-$((kill_every + 30))}"
 kills="" drops=""
 for ((t = kill_every; t < duration; t += kill_every)); do kills="${kills:+$kills,}$t"; done
 for ((t = kill_every / 3; t < duration; t += kill_every)); do drops="${drops:+$drops,}$t"; done
@@ -234,6 +237,7 @@ if [ -z "$rate" ]; then
     --ramp-step-s 5 --ramp-p99-ms 50 --duration-s 120 --report-json "$out/ramp.json" >"$out/ramp.log" 2>&1 \
     || { echo "soak.sh: the ramp failed:" >&2; tail -20 "$out/ramp.log" >&2; exit 1; }
   held="$(python3 -c 'import json,sys; h=json.load(open(sys.argv[1])).get("held"); print(h["rate_per_s"] if h else 0)' "$out/ramp.json")"
+  held="$(printf '%.0f' "$held")"
   rate="$(awk "BEGIN { r = $held * $held_share; print (r < 1 ? 1 : int(r)) }")"
   echo "soak.sh: held $held publishes/s; the soak sends $rate ($held_share of it)"
   event "a fan-out ramp through nginx held $held publishes/s; the soak sends $rate"

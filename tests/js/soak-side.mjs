@@ -8,9 +8,10 @@
 //   it 0.5-2.5 s, leaves it (acked), disconnects, and starts again: clients connecting and
 //   leaving all the time, so every node's per-socket state is made and unmade thousands of
 //   times.
-// - A CRUD client keeps one socket on `/` (socket.io-client's reconnection on) and runs
-//   create, read, update, read, delete on a record of its own, each with an ack, checking
-//   every answer: a read must give back what the last acknowledged write wrote.
+// - A CRUD client keeps a socket on `/` (socket.io-client's reconnection on; a new one every
+//   500 records, under the server's per-connection cap) and runs create, read, update, read,
+//   delete on a record of its own, each with an ack, checking every answer: a read must give
+//   back what the last acknowledged write wrote.
 //
 // Every outcome is counted; nothing is retried silently. An operation left unanswered is
 // `cut` when its socket lost its connection meanwhile (a node killed under it: the request or
@@ -31,6 +32,7 @@ const churners = Number(args.churners ?? 20);
 const crudClients = Number(args["crud-clients"] ?? 4);
 const reportPath = args.report ?? "soak-side.json";
 const OP_TIMEOUT_MS = 10_000;
+const RECORDS_PER_CONNECTION = 500;
 
 const counts = {
   churn: { sessions: 0, connected: 0, connect_errors: {}, joins_ok: 0, leaves_ok: 0, refused: {}, cut: 0, unanswered: 0 },
@@ -131,17 +133,36 @@ async function crud(socket, op, signature, item) {
   return r.value;
 }
 
-async function crudClient(c) {
+/** A CRUD client's connection, fresh: the server caps the records one connection creates. */
+async function crudSocket() {
   const socket = io(url, { transports: ["websocket"], forceNew: true });
   await connected(socket).catch(() => {});
+  return socket;
+}
+
+async function crudClient(c) {
+  let socket = await crudSocket();
+  let createdHere = 0;
   for (let k = 0; !stopping; k++) {
+    // A connection may create --max-records-per-client records over its life (1,000 by
+    // default); a client that keeps creating comes back as a new one well before that.
+    if (createdHere >= RECORDS_PER_CONNECTION) {
+      socket.close();
+      socket = await crudSocket();
+      createdHere = 0;
+    }
     if (!socket.connected) {
       await sleep(200);
       continue;
     }
     const title = `soak-${c}-${k}`;
     const created = await crud(socket, "create", { endPoint: "soak" }, { title, n: k });
-    if (!created) continue;
+    if (!created) {
+      // Refused or cut: a client backs off before it tries again.
+      await sleep(500);
+      continue;
+    }
+    createdHere++;
     if (created.title !== title || created.id === undefined) {
       wrong(`create gave ${JSON.stringify(created)}`);
       continue;

@@ -65,9 +65,9 @@ pub fn markdown(
     ) {
         let _ = writeln!(
             s,
-            "{rate:.0} publishes/s to {subs:.0} subscribers in rooms of {room:.0} ({:.0} \
+            "{rate:.0} publishes/s to {subs:.0} subscribers in rooms of {room:.0} ({} \
              deliveries/s).",
-            rate * room
+            num((rate * room) as u64)
         );
     }
     if let (Some(d), Some(p)) = (&fanout.deliveries, &fanout.publishes) {

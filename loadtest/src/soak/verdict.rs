@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use super::side::SideReport;
-use crate::compare::median;
 use super::watch::Sample;
+use crate::compare::median;
 use crate::report::Report;
 
 /// The bounds a soak is judged by.
