@@ -50,7 +50,8 @@
 #                          nginx (so that server holds well over half), at --connect-rate-per-s;
 #                          3 s after the last connect the last server is stopped (--storm-fault)
 #                          and every client it held reconnects through nginx with
-#                          socket.io-client's backoff. ioscale runs with --trust-proxy, its
+#                          socket.io-client's backoff (ioscale's clients resuming their
+#                          sessions: --recovery ioscale). ioscale runs with --trust-proxy, its
 #                          per-address handshake budget as shipped, and
 #                          --shutdown-drain-delay-ms --storm-drain-ms. Reports the time until
 #                          50/99/100 % were back, each client's outage, failed attempts by cause
@@ -562,6 +563,11 @@ NGINX
   args=(connect --clients "$clients" --connect-rate-per-s "$connect_rate" --hold-s 0 --namespace /pubsub
     --source-addrs 250 --reconnect-urls "http://127.0.0.1:$lb_port"
     --fault-at-s 3 --fault-cmd "kill -$sig $victim" --storm-window-s 40)
+  # Every client asks for the session recovery its server has (the peers here have none), so
+  # a stormed ioscale client resumes its session on the node it reaches.
+  case "$impl" in
+    ioscale | ioscale-baseline | ioscale-jwt) args+=(--recovery ioscale) ;;
+  esac
 }
 
 # Sets fault_args: the generator's fault flags for one run of impl (tag names its files). The

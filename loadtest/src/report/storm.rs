@@ -32,6 +32,12 @@ pub struct StormReport {
     /// `http-503`: a draining node, `refused`: nothing listening, `timeout`, ...).
     pub attempts: u64,
     pub failed_attempts: BTreeMap<String, u64>,
+    /// Reconnections whose session the server restored (`--recovery`), and those that began a
+    /// fresh one (every one without `--recovery`).
+    #[serde(default)]
+    pub recovered: u64,
+    #[serde(default)]
+    pub fresh: u64,
 }
 
 impl StormReport {
@@ -77,6 +83,11 @@ impl StormReport {
             } else {
                 failed.join(", ")
             }
+        );
+        let _ = writeln!(
+            s,
+            "           sessions: {} recovered, {} fresh",
+            self.recovered, self.fresh
         );
         s
     }

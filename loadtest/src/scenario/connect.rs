@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use crate::client::{Client, ClientConfig, Protocol, Target, Transport, transport_for};
 use crate::config::ConnectArgs;
 use crate::progress::Progress;
+use crate::protocol::{self, SioKind};
 use crate::report::{ConnectReport, GeneratorReport, Report, TimePoint};
+use crate::scenario::load::{Resume, Verdict};
 use crate::scenario::storm::Storm;
 use crate::stats::{self, Percentiles, ProcWatch, Recorder};
 
@@ -97,10 +99,18 @@ async fn attempt(
             sh.peak.fetch_max(open, Ordering::Relaxed);
             sh.resolved.fetch_add(1, Ordering::Relaxed);
             // Hold the connection (answering heartbeats) until the run ends; in a storm, come
-            // back after every drop.
+            // back after every drop, resuming the session when the client asks for recovery.
+            let mut resume = Resume::new(cfg.recovery);
+            resume.on_connect(client.connect_answer(), false);
+            let mut session = Session {
+                resume,
+                nsp: &nsp,
+                storm: storm.as_deref(),
+                awaiting: false,
+            };
             let mut held = Some(client);
             while let Some(mut c) = held.take() {
-                let lost = hold(&mut c, &mut stop).await;
+                let lost = hold(&mut c, &mut session, &mut stop).await;
                 sh.open.fetch_sub(1, Ordering::Relaxed);
                 if !lost {
                     break;
@@ -110,9 +120,13 @@ async fn attempt(
                 // of clients each holding two would run the generator out of them.
                 drop(c);
                 let Some(storm) = &storm else { break };
-                held = storm.come_back(&cfg, i, transport, &nsp, &mut stop).await;
-                if held.is_some() {
+                let auth = session.resume.auth(&cfg);
+                held = storm
+                    .come_back(&cfg, (i, transport, &nsp), auth.as_deref(), &mut stop)
+                    .await;
+                if let Some(c) = &held {
                     sh.open.fetch_add(1, Ordering::Relaxed);
+                    session.reconnected(c.connect_answer());
                 }
             }
         }
@@ -127,16 +141,65 @@ async fn attempt(
     }
 }
 
+/// A held client's session across its reconnections.
+struct Session<'a> {
+    resume: Resume,
+    nsp: &'a str,
+    storm: Option<&'a Storm>,
+    /// Reconnected, and the server has not yet said whether it restored the session.
+    awaiting: bool,
+}
+
+impl Session<'_> {
+    /// A reconnection's CONNECT answer (socket.io's recovery answers there; ioscale's in an
+    /// event after it).
+    fn reconnected(&mut self, answer: &str) {
+        match self.resume.on_connect(answer, true) {
+            Verdict::Pending => self.awaiting = true,
+            v => self.verdict(v),
+        }
+    }
+
+    fn verdict(&mut self, v: Verdict) {
+        self.awaiting = false;
+        if let Some(storm) = self.storm {
+            storm.session(v == Verdict::Recovered);
+        }
+    }
+
+    /// A message the server sent: ioscale's recovery verdict (with the session token to send
+    /// back next time), maybe.
+    fn message(&mut self, m: &str) {
+        let Some(p) = m
+            .strip_prefix('4')
+            .and_then(|t| protocol::parse_socketio(t).ok())
+        else {
+            return;
+        };
+        if p.kind != SioKind::Event || p.nsp != self.nsp {
+            return;
+        }
+        if let Some(v) = self.resume.on_event(p.data)
+            && self.awaiting
+        {
+            self.verdict(v);
+        }
+    }
+}
+
 /// Holds `client` (answering heartbeats) until the run stops (false) or the connection is
 /// lost (true).
-async fn hold(client: &mut Client, stop: &mut watch::Receiver<bool>) -> bool {
+async fn hold(
+    client: &mut Client,
+    session: &mut Session<'_>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     loop {
         tokio::select! {
             _ = stop.changed() => return false,
-            r = client.recv() => {
-                if !matches!(r, Ok(Some(_))) {
-                    return true;
-                }
+            r = client.recv() => match r {
+                Ok(Some(m)) => session.message(&m),
+                _ => return true,
             }
         }
     }

@@ -34,6 +34,9 @@ struct Tally {
     back_us: Vec<(u64, u64)>,
     failed: BTreeMap<String, u64>,
     attempts: u64,
+    /// Reconnections after the fault whose session the server restored, or began afresh.
+    recovered: u64,
+    fresh: u64,
 }
 
 impl Storm {
@@ -99,14 +102,24 @@ impl Storm {
         )
     }
 
+    /// A reconnection's session: restored by the server, or a fresh one.
+    pub(crate) fn session(&self, recovered: bool) {
+        let mut t = self.tally();
+        if recovered {
+            t.recovered += 1;
+        } else {
+            t.fresh += 1;
+        }
+    }
+
     /// Client `i`, cut off, connects again with the backoff, to its own target first and then
-    /// the next ones; `None` once the run stops.
+    /// the next ones, with `auth` in its CONNECT (its session, when it resumes one); `None` once
+    /// the run stops.
     pub(crate) async fn come_back(
         &self,
         cfg: &ClientConfig,
-        i: usize,
-        transport: Transport,
-        nsp: &str,
+        (i, transport, nsp): (usize, Transport, &str),
+        auth: Option<&str>,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Client> {
         let dropped = self.now_us();
@@ -130,7 +143,7 @@ impl Storm {
                 let target = &self.targets[(i + k) % self.targets.len()];
                 let r = tokio::select! {
                     _ = stop.changed() => return None,
-                    r = Client::connect(cfg, target, transport, nsp) => r,
+                    r = Client::connect_with_auth(cfg, target, transport, nsp, auth) => r,
                 };
                 let now = self.now_us();
                 let mut t = self.tally();
@@ -186,6 +199,8 @@ impl Storm {
                 .map(|&d| d.saturating_sub(fault) as f64 / 1e3),
             attempts: t.attempts,
             failed_attempts: t.failed.clone(),
+            recovered: t.recovered,
+            fresh: t.fresh,
         }
     }
 }

@@ -29,7 +29,7 @@ fn num(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -194,8 +194,7 @@ fn over_time(samples: &[Sample], events: &Events) -> String {
             .map(|n| {
                 samples
                     .iter()
-                    .filter(|x| x.node == *n && x.unix_s <= at && x.unix_s > at - ROW_EVERY_S)
-                    .next_back()
+                    .rfind(|x| x.node == *n && x.unix_s <= at && x.unix_s > at - ROW_EVERY_S)
                     .map_or_else(
                         || "–".to_owned(),
                         |x| {

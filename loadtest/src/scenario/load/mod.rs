@@ -24,6 +24,7 @@ pub(crate) use fault::Backoff;
 mod monitor;
 pub mod placement;
 mod resume;
+pub(crate) use resume::{Resume, Verdict};
 mod schedule;
 mod sender;
 mod seq;

@@ -11,7 +11,7 @@ const IOSCALE_OFFSET: &[u8] = br#"{"ioscale_offset":""#;
 
 /// A client's recovery state.
 #[derive(Debug, Clone)]
-pub(super) struct Resume {
+pub(crate) struct Resume {
     mode: RecoveryMode,
     /// ioscale: the session token; socket.io: the `pid`.
     session: Option<String>,
@@ -21,7 +21,7 @@ pub(super) struct Resume {
 
 /// What a reconnection turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
+pub(crate) enum Verdict {
     /// The server restored the session: rooms back, missed events replayed.
     Recovered,
     /// A fresh session: the client joins its room again.
