@@ -62,6 +62,7 @@ pub struct ProcessGauges {
     resident: IntGauge,
     fds: IntGauge,
     tasks: IntGauge,
+    heap: IntGauge,
 }
 
 impl ProcessGauges {
@@ -90,6 +91,11 @@ impl ProcessGauges {
                 "ioscale_runtime_tasks_alive",
                 "Tasks alive in the node's async runtime",
             )?,
+            heap: gauge(
+                r,
+                "ioscale_process_heap_bytes",
+                "Bytes allocated and not freed, by jemalloc's count (0 under another allocator)",
+            )?,
         })
     }
 
@@ -105,7 +111,21 @@ impl ProcessGauges {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             self.tasks.set(rt.metrics().num_alive_tasks() as i64);
         }
+        if let Some(bytes) = heap_bytes() {
+            self.heap.set(bytes);
+        }
     }
+}
+
+/// What the program holds, as jemalloc counts it (its statistics are refreshed by advancing
+/// its epoch first): a leak grows it, where resident memory also moves with what the
+/// allocator keeps for reuse. `None` when jemalloc is not the allocator (its count is then 0).
+fn heap_bytes() -> Option<i64> {
+    tikv_jemalloc_ctl::epoch::advance().ok()?;
+    let allocated = tikv_jemalloc_ctl::stats::allocated::read().ok()?;
+    (allocated > 0)
+        .then(|| i64::try_from(allocated).ok())
+        .flatten()
 }
 
 /// Resident bytes from `/proc/self/statm` (its second field, in pages of 4 KiB on every

@@ -18,8 +18,17 @@ fn fig(f: Option<&Figures>) -> String {
         || "–".to_owned(),
         |f| {
             format!(
-                "{:.1} MB, {:.0} fds ({:.0} beyond connections), {:.0} tasks, {:.0} sockets",
-                f.rss_mb, f.fds, f.fds_beyond_connections, f.tasks, f.sockets
+                "{:.1} MB ({}), {:.0} fds ({:.0} beyond connections), {:.0} tasks, {:.0} sockets",
+                f.rss_mb,
+                if f.heap_mb > 0.0 {
+                    format!("{:.1} MB allocated", f.heap_mb)
+                } else {
+                    "allocated: not told".to_owned()
+                },
+                f.fds,
+                f.fds_beyond_connections,
+                f.tasks,
+                f.sockets
             )
         },
     )
@@ -244,6 +253,9 @@ pub fn svg(samples: &[Sample], events: &Events, title: &str) -> String {
     };
     let panels = [
         panel("resident memory (MB)", |x| x.rss_bytes / 1_048_576.0),
+        panel("allocated, by the allocator's count (MB)", |x| {
+            x.heap_bytes / 1_048_576.0
+        }),
         panel("open file descriptors", |x| x.fds),
         panel("tasks alive", |x| x.tasks),
         panel("sockets connected", |x| x.sockets),

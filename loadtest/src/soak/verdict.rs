@@ -28,6 +28,8 @@ pub struct Bounds {
 pub struct Figures {
     pub samples: usize,
     pub rss_mb: f64,
+    /// What the program holds by its allocator's count (0: not told).
+    pub heap_mb: f64,
     pub fds: f64,
     /// Descriptors beyond the public listener's connections: Redis, listeners, the runtime.
     pub fds_beyond_connections: f64,
@@ -76,6 +78,7 @@ fn figures(samples: &[&Sample]) -> Option<Figures> {
     Some(Figures {
         samples: samples.len(),
         rss_mb: of(|s| s.rss_bytes) / 1_048_576.0,
+        heap_mb: of(|s| s.heap_bytes) / 1_048_576.0,
         fds: of(|s| s.fds),
         fds_beyond_connections: of(|s| s.fds - s.connections),
         tasks: of(|s| s.tasks),
@@ -285,6 +288,7 @@ mod tests {
             sockets: 10.0,
             connections: 10.0,
             started_unix_s: started,
+            heap_bytes: 0.0,
         }
     }
 

@@ -29,6 +29,10 @@ pub struct Sample {
     /// When this node process started (`ioscale_process_start_time_seconds`): a new value is
     /// a new process.
     pub started_unix_s: f64,
+    /// Bytes allocated and not freed, as the node's allocator counts them
+    /// (`ioscale_process_heap_bytes`; 0 when it does not say).
+    #[serde(default)]
+    pub heap_bytes: f64,
 }
 
 /// The figures of one `/metrics` text.
@@ -50,6 +54,7 @@ pub fn parse(text: &str, node: &str, unix_s: f64) -> Result<Sample> {
         sockets: sample_sum(text, "ioscale_connections_active", None).unwrap_or(0.0),
         connections: sample_sum(text, "ioscale_http_connections_open", None).unwrap_or(0.0),
         started_unix_s: need("ioscale_process_start_time_seconds")?,
+        heap_bytes: sample_sum(text, "ioscale_process_heap_bytes", None).unwrap_or(0.0),
     })
 }
 
