@@ -504,6 +504,20 @@ impl SelfCpu {
 /// Above this share of its threads' CPU the generator is taken to be the bottleneck.
 pub const GENERATOR_BOUND_UTIL: f64 = 0.8;
 
+/// Median (mean of the middle two for an even count); 0 when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -16,6 +16,9 @@ mod rooms;
 pub use faults::FaultRow;
 pub use rooms::RoomsRow;
 
+/// Medians of runs: shared with the soak's verdict, so it lives with the other statistics.
+pub use crate::stats::median;
+
 /// Medians of one implementation's runs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Row {
@@ -41,20 +44,6 @@ pub struct Row {
     pub ramp: bool,
     /// The cluster's figures, for `rooms` runs.
     pub rooms: Option<RoomsRow>,
-}
-
-/// Median (mean of the middle two for an even count); 0 when empty.
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        f64::midpoint(v[n / 2 - 1], v[n / 2])
-    }
 }
 
 fn is_redis(name: &str) -> bool {

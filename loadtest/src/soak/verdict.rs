@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::side::SideReport;
 use super::watch::Sample;
-use crate::compare::median;
 use crate::report::Report;
+use crate::stats::median;
 
 /// The bounds a soak is judged by.
 #[derive(Debug, Clone, Copy)]
