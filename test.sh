@@ -20,6 +20,8 @@ declare -A packages=(
   [python3]="python3"
   # Certificates for the rediss:// test (tests/tests/redis_tls_acl.rs).
   [openssl]="openssl"
+  # The soak script's readiness checks (loadtest/soak.sh, run by loadtest/tests/soak.rs).
+  [curl]="curl"
 )
 missing=()
 for tool in "${!packages[@]}"; do
