@@ -432,45 +432,48 @@ async fn faults_are_injected_and_counted_per_subscriber() -> Result<()> {
     .await
 }
 
+/// A storm on a 2-node cluster of its own: 40 clients over both nodes (with `extra` flags),
+/// node 2 SIGKILLed 1 s into the hold, its clients back through node 1 after 200-400 ms.
+async fn storm_on_two_nodes(extra: &[&str], report: &Path) -> Result<Report> {
+    let cluster = Cluster::start(2).await?;
+    let urls: Vec<String> = cluster.nodes().iter().map(|n| n.url()).collect();
+    let victim = cluster.nodes()[1].pid().context("node 2 has no pid")?;
+    let kill = format!("kill -KILL {victim}");
+    let all = urls.join(",");
+    let mut args = vec![
+        "connect",
+        "--urls",
+        &all,
+        "--clients",
+        "40",
+        "--connect-rate-per-s",
+        "200",
+        "--hold-s",
+        "0",
+        "--fault-at-s",
+        "1",
+        "--fault-cmd",
+        &kill,
+        "--reconnect-urls",
+        &urls[0],
+        "--storm-reconnect-delay-ms",
+        "200",
+        "--storm-reconnect-delay-max-ms",
+        "400",
+        "--storm-window-s",
+        "15",
+    ];
+    args.extend_from_slice(extra);
+    loadtest(&args, report).await
+}
+
 #[tokio::test]
 async fn a_stormed_client_resumes_its_session_on_the_node_it_reaches() -> Result<()> {
     with_timeout(async {
-        let cluster = Cluster::start(2).await?;
-        let urls: Vec<String> = cluster.nodes().iter().map(|n| n.url()).collect();
-        let victim = cluster.nodes()[1].pid().context("node 2 has no pid")?;
-        let kill = format!("kill -KILL {victim}");
         let dir = tempfile::tempdir()?;
-        // 40 clients over both nodes asking for ioscale's recovery; node 2 SIGKILLed 1 s into
-        // the hold; its 20 clients come back through node 1 with their sessions.
-        let r = loadtest(
-            &[
-                "connect",
-                "--urls",
-                &urls.join(","),
-                "--clients",
-                "40",
-                "--connect-rate-per-s",
-                "200",
-                "--hold-s",
-                "0",
-                "--recovery",
-                "ioscale",
-                "--fault-at-s",
-                "1",
-                "--fault-cmd",
-                &kill,
-                "--reconnect-urls",
-                &urls[0],
-                "--storm-reconnect-delay-ms",
-                "200",
-                "--storm-reconnect-delay-max-ms",
-                "400",
-                "--storm-window-s",
-                "15",
-            ],
-            &dir.path().join("storm.json"),
-        )
-        .await?;
+        // Asking for ioscale's recovery: node 2's 20 clients come back with their sessions.
+        let r =
+            storm_on_two_nodes(&["--recovery", "ioscale"], &dir.path().join("storm.json")).await?;
         let st = r.storm.as_ref().context("no storm section")?;
         let s = r.summary();
         assert_eq!(st.dropped, 20, "node 2's clients: {s}");
@@ -481,39 +484,8 @@ async fn a_stormed_client_resumes_its_session_on_the_node_it_reaches() -> Result
             "every session resumed: {s}"
         );
 
-        // Without recovery the same storm brings 20 fresh sessions back (on a cluster of its
-        // own: the first one lost its second node).
-        let cluster = Cluster::start(2).await?;
-        let urls: Vec<String> = cluster.nodes().iter().map(|n| n.url()).collect();
-        let victim = cluster.nodes()[1].pid().context("node 2 has no pid")?;
-        let kill = format!("kill -KILL {victim}");
-        let r = loadtest(
-            &[
-                "connect",
-                "--urls",
-                &urls.join(","),
-                "--clients",
-                "40",
-                "--connect-rate-per-s",
-                "200",
-                "--hold-s",
-                "0",
-                "--fault-at-s",
-                "1",
-                "--fault-cmd",
-                &kill,
-                "--reconnect-urls",
-                &urls[0],
-                "--storm-reconnect-delay-ms",
-                "200",
-                "--storm-reconnect-delay-max-ms",
-                "400",
-                "--storm-window-s",
-                "15",
-            ],
-            &dir.path().join("plain.json"),
-        )
-        .await?;
+        // Without recovery the same storm brings 20 fresh sessions back.
+        let r = storm_on_two_nodes(&[], &dir.path().join("plain.json")).await?;
         let st = r.storm.as_ref().context("no storm section")?;
         assert_eq!(
             (st.dropped, st.recovered, st.fresh),

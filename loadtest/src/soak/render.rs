@@ -65,6 +65,22 @@ pub fn markdown(
     for f in &v.failures {
         let _ = writeln!(s, "- **{f}**");
     }
+    fanout_section(&mut s, fanout);
+    if let Some(side) = side {
+        side_section(&mut s, side);
+    }
+    nodes_section(&mut s, v);
+    s.push_str(&over_time(samples, events));
+    s.push_str("\n## Events\n\n");
+    let t0 = samples.first().map_or(0.0, |x| x.unix_s);
+    for (t, what) in events {
+        let _ = writeln!(s, "- {:.1} s: {what}", t - t0);
+    }
+    s
+}
+
+/// The fan-out's outcome and its faults.
+fn fanout_section(s: &mut String, fanout: &Report) {
     s.push_str("\n## Fan-out (ioscale-loadtest, every subscriber recovering)\n\n");
     let param = |k: &str| fanout.params.get(k).and_then(serde_json::Value::as_f64);
     if let (Some(rate), Some(subs), Some(room)) = (
@@ -127,30 +143,36 @@ pub fn markdown(
             );
         }
     }
-    if let Some(side) = side {
-        let (c, d) = (&side.churn, &side.crud);
-        let _ = writeln!(
-            s,
-            "\n## Side workload (socket.io-client)\n\nChurn: {} sessions, {} connected, {} \
-             joins and {} leaves acknowledged, connect errors {:?}, refused {:?}, {} cut by a \
-             fault, {} unanswered.\n\nCRUD (Backbone.sync): {} operations acknowledged {:?}, {} \
-             wrong answers, refused {:?}, {} cut by a fault, {} unanswered.",
-            num(c.sessions),
-            num(c.connected),
-            num(c.joins_ok),
-            num(c.leaves_ok),
-            c.connect_errors,
-            c.refused,
-            c.cut,
-            c.unanswered,
-            num(d.ops_ok),
-            d.by_op,
-            d.wrong,
-            d.refused,
-            d.cut,
-            d.unanswered
-        );
-    }
+}
+
+/// The official client's churn and CRUD.
+fn side_section(s: &mut String, side: &SideReport) {
+    let (c, d) = (&side.churn, &side.crud);
+    let _ = writeln!(
+        s,
+        "\n## Side workload (socket.io-client)\n\nChurn: {} sessions, {} connected, {} \
+         joins and {} leaves acknowledged, connect errors {:?}, refused {:?}, {} cut by a \
+         fault, {} unanswered.\n\nCRUD (Backbone.sync): {} operations acknowledged {:?}, {} \
+         wrong answers, refused {:?}, {} cut by a fault, {} unanswered.",
+        num(c.sessions),
+        num(c.connected),
+        num(c.joins_ok),
+        num(c.leaves_ok),
+        c.connect_errors,
+        c.refused,
+        c.cut,
+        c.unanswered,
+        num(d.ops_ok),
+        d.by_op,
+        d.wrong,
+        d.refused,
+        d.cut,
+        d.unanswered
+    );
+}
+
+/// Per node: idle, early and late in the load, after it, peaks.
+fn nodes_section(s: &mut String, v: &Verdict) {
     s.push_str("\n## Nodes\n\n| node | processes | idle | early in the load | late in the load | RSS growth | after the clients left | peaks |\n|---|---:|---|---|---|---:|---|---|\n");
     for n in &v.nodes {
         let _ = writeln!(
@@ -169,13 +191,6 @@ pub fn markdown(
             n.peak_tasks
         );
     }
-    s.push_str(&over_time(samples, events));
-    s.push_str("\n## Events\n\n");
-    let t0 = samples.first().map_or(0.0, |x| x.unix_s);
-    for (t, what) in events {
-        let _ = writeln!(s, "- {:.1} s: {what}", t - t0);
-    }
-    s
 }
 
 /// Per node and minute: RSS MB / fds / tasks / sockets, the minute's last sample.

@@ -126,22 +126,30 @@ fn node(
         (None, None)
     };
     let peak = |f: fn(&Sample) -> f64| up.iter().map(|s| f(s)).fold(0.0, f64::max);
-    let mut v = NodeVerdict {
+    let v = NodeVerdict {
         node: name.to_owned(),
         processes: starts.len(),
         idle: figures(&within(f64::MIN, start)).unwrap_or_default(),
         early,
         late,
-        rss_growth_pct: None,
+        rss_growth_pct: early
+            .zip(late)
+            .map(|(e, l)| (l.rss_mb / e.rss_mb - 1.0) * 100.0),
         after: figures(&within(settled, f64::MAX)),
         peak_rss_mb: peak(|s| s.rss_bytes) / 1_048_576.0,
         peak_fds: peak(|s| s.fds),
         peak_tasks: peak(|s| s.tasks),
     };
+    let failures = node_failures(&v, b);
+    (v, failures)
+}
+
+/// What a node's figures break of the bounds: growth during the load (one process only),
+/// and what it still holds once the clients left.
+fn node_failures(v: &NodeVerdict, b: &Bounds) -> Vec<String> {
+    let name = &v.node;
     let mut failures = Vec::new();
-    if let (Some(e), Some(l)) = (early, late) {
-        let growth = (l.rss_mb / e.rss_mb - 1.0) * 100.0;
-        v.rss_growth_pct = Some(growth);
+    if let (Some(e), Some(l), Some(growth)) = (v.early, v.late, v.rss_growth_pct) {
         if growth > b.max_rss_growth_pct {
             failures.push(format!(
                 "{name}: resident memory grew {growth:.1} % during the load ({:.1} → {:.1} MB), \
@@ -174,7 +182,7 @@ fn node(
         }
         Some(_) => failures.push(format!("{name}: no idle sample before the load")),
     }
-    (v, failures)
+    failures
 }
 
 /// Judges the nodes' samples and both workloads.
