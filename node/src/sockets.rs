@@ -9,7 +9,7 @@ pub(crate) mod fuzz;
 use futures_util::future::BoxFuture;
 use socketioxide::{
     extract::{AckSender, Data, SocketRef, State},
-    handler::{FromMessageParts, Value},
+    handler::{DisconnectHandler, FromMessageParts, Value},
     socket::{DisconnectReason, Socket},
 };
 
@@ -66,27 +66,64 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
     }
     s.on("set-data", set_data);
     recovery::connected(s, app);
-    s.on_disconnect(
-        async move |s: SocketRef<Adapter>,
-                    reason: DisconnectReason,
-                    State(app): State<Arc<App>>| {
-            let ns = s.ns().to_owned();
-            app.admission.closed();
-            app.metrics.connections.with_label_values(&[&ns, t]).dec();
-            let closed = conn.as_ref().and_then(|c| c.closed_by_node());
-            let why = closed.map_or(reason_label(reason), closed_label);
-            app.metrics
-                .disconnects
-                .with_label_values(&[ns.as_str(), why])
-                .inc();
-            recovery::disconnected(&s, &app);
-            app.cluster.remove_socket_data(&ns, s.id);
-            joins::left_all(&s, &app.cluster);
+    s.on_disconnect(Cleanup {
+        app: app.clone(),
+        conn,
+        transport: t,
+        then,
+    });
+}
+
+/// The common disconnect handler. socketioxide takes a socket out of its namespace only after
+/// an async disconnect handler has finished, in a task of its own; until then a CONNECT to the
+/// namespace on the same session is dropped as a duplicate, without an answer (a client's
+/// `disconnect()` then `connect()` would wait forever). This handler does its work and lets
+/// socketioxide remove the socket before it returns, so the next packet of the session finds
+/// the namespace free; the applications' `then` hooks run afterwards in a task.
+struct Cleanup {
+    app: Arc<App>,
+    /// The connection that opened the session (see [`common_connect`]).
+    conn: Option<Arc<Conn>>,
+    transport: &'static str,
+    then: Arc<[OnDisconnect]>,
+}
+
+impl DisconnectHandler<Adapter, Cleanup> for Cleanup {
+    fn call_with_defer(
+        &self,
+        socket: Arc<Socket<Adapter>>,
+        reason: DisconnectReason,
+        remove: fn(Arc<Socket<Adapter>>),
+    ) {
+        let s = SocketRef::from(socket.clone());
+        let app = &self.app;
+        let ns = s.ns().to_owned();
+        app.admission.closed();
+        app.metrics
+            .connections
+            .with_label_values(&[&ns, self.transport])
+            .dec();
+        let closed = self.conn.as_ref().and_then(|c| c.closed_by_node());
+        let why = closed.map_or(reason_label(reason), closed_label);
+        app.metrics
+            .disconnects
+            .with_label_values(&[ns.as_str(), why])
+            .inc();
+        recovery::disconnected(&s, app);
+        app.cluster.remove_socket_data(&ns, s.id);
+        // Before `remove`, which takes the socket out of its rooms in socketioxide.
+        joins::left_all(&s, &app.cluster);
+        remove(socket);
+        if self.then.is_empty() {
+            return;
+        }
+        let then = self.then.clone();
+        tokio::spawn(async move {
             for then in then.iter() {
                 then(s.clone(), reason).await;
             }
-        },
-    );
+        });
+    }
 }
 
 /// `whoami` (ack): `{ok: true, id}`, the socket's public id: what other clients see of it

@@ -138,7 +138,7 @@ async fn binary_events_and_acks(base: &str, kind: Kind) -> Result<()> {
 }
 
 /// DISCONNECT from the client leaves the namespace only: the session and its other namespaces
-/// go on, and the namespace can be joined again.
+/// go on, and the namespace can be joined again, at once.
 async fn client_disconnect(base: &str, kind: Kind) -> Result<()> {
     let mut c = connected(base, kind).await?;
     c.connect("/custom", None).await?;
@@ -147,6 +147,16 @@ async fn client_disconnect(base: &str, kind: Kind) -> Result<()> {
     let back = c.recv_text().await?;
     ensure!(back == r#"42["message-back","still here"]"#, "{back}");
     c.connect("/custom", None).await?;
+    // Leaving and coming back in one payload: the CONNECT is answered, not taken for a
+    // duplicate of the socket still on its way out.
+    c.send(&[text("41/custom,"), text("40/custom,")]).await?;
+    let back = c.recv_text().await?;
+    ensure!(
+        back.starts_with("40/custom,{"),
+        "CONNECT after DISCONNECT: {back}"
+    );
+    let auth = c.recv_text().await?;
+    ensure!(auth == r#"42/custom,["auth",{}]"#, "{auth}");
     c.send_text("41").await?;
     c.connect("/", None).await?;
     Ok(())
