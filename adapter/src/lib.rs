@@ -81,6 +81,7 @@ mod error;
 #[allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 pub mod fuzzing;
 mod history;
+mod maps;
 mod membership;
 mod metrics;
 mod namespace;

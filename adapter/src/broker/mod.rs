@@ -228,7 +228,11 @@ impl Hub {
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
         match handler {
             Some(h) => routes.insert(channel.to_owned(), h),
-            None => routes.remove(channel),
+            None => {
+                routes.remove(channel);
+                crate::maps::shrink_if_sparse(&mut routes);
+                None
+            }
         };
     }
 }

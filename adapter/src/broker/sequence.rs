@@ -2,6 +2,10 @@
 //! that a node subscribed to some channels only can still tell, from the numbers it gets on
 //! each, exactly how many it missed. A counter idle for long is forgotten (rooms come and go);
 //! its next one starts a new epoch, which receivers take as a fresh start, not as a gap.
+//!
+//! Rooms named after records (`model:todos:417`) are published to once or twice and never
+//! again: their counters are swept every [`SWEEP_EVERY`] (and before the map passes
+//! [`SWEEP_ABOVE`]), and the map gives its room back as it empties (`maps`).
 
 use std::{
     collections::HashMap,
@@ -10,12 +14,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::history::Seq;
+use crate::{history::Seq, maps::shrink_if_sparse};
 
 /// Counters kept before idle ones are looked for.
 const SWEEP_ABOVE: usize = 4096;
-/// How long an unused counter is kept past [`SWEEP_ABOVE`].
+/// How long an unused counter is kept.
 const IDLE: Duration = Duration::from_secs(600);
+/// How often the broker sweeps idle counters when nothing else does.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 struct Counter {
     epoch: u64,
@@ -38,7 +44,7 @@ impl ChannelSeqs {
         let now = Instant::now();
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         if counters.len() >= SWEEP_ABOVE && !counters.contains_key(channel) {
-            counters.retain(|_, c| now.duration_since(c.used) < IDLE);
+            sweep(&mut counters, now);
         }
         // Looked up by `&str` first: only a channel's first broadcast allocates its name.
         let counter = match counters.get_mut(channel) {
@@ -58,6 +64,15 @@ impl ChannelSeqs {
         seq
     }
 
+    /// Forgets the counters idle for [`IDLE`] at `now`, and gives back the room of a map
+    /// that emptied.
+    pub(crate) fn sweep(&self, now: Instant) {
+        sweep(
+            &mut self.counters.lock().unwrap_or_else(|e| e.into_inner()),
+            now,
+        );
+    }
+
     /// A random epoch: the process's random hasher keys over a count of epochs made.
     fn new_epoch(&self) -> u64 {
         let made = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -65,6 +80,11 @@ impl ChannelSeqs {
         h.write_u64(made);
         h.finish()
     }
+}
+
+fn sweep(counters: &mut HashMap<String, Counter>, now: Instant) {
+    counters.retain(|_, c| now.duration_since(c.used) < IDLE);
+    shrink_if_sparse(counters);
 }
 
 #[cfg(test)]
@@ -82,5 +102,28 @@ mod tests {
         assert_ne!(a0.epoch, b0.epoch);
         // Another node's counters start from other epochs.
         assert_ne!(ChannelSeqs::default().next("a").epoch, a0.epoch);
+    }
+
+    #[test]
+    fn a_sweep_forgets_idle_counters_and_gives_their_room_back() {
+        let seqs = ChannelSeqs::default();
+        for id in 0..10_000 {
+            seqs.next(&format!("ioscale#/#model:todos:{id}"));
+        }
+        let capacity = |s: &ChannelSeqs| s.counters.lock().unwrap().capacity();
+        let peak = capacity(&seqs);
+        assert!(peak >= 10_000, "{peak}");
+        // Still in use: kept, numbers going on.
+        seqs.sweep(Instant::now());
+        assert_eq!(seqs.counters.lock().unwrap().len(), 10_000);
+        assert_eq!(seqs.next("ioscale#/#model:todos:3").n, 1);
+        // Idle past IDLE: forgotten, and the table shrinks with them.
+        seqs.next("ioscale#/#busy");
+        seqs.sweep(Instant::now() + IDLE + Duration::from_secs(1));
+        let left = seqs.counters.lock().unwrap().len();
+        assert_eq!(left, 0);
+        assert!(capacity(&seqs) <= 128, "{}", capacity(&seqs));
+        // A forgotten channel starts afresh, from a new epoch.
+        assert_eq!(seqs.next("ioscale#/#model:todos:3").n, 0);
     }
 }

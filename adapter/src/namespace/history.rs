@@ -104,6 +104,8 @@ impl StreamState {
         for epoch in self.epochs.remove(channel).unwrap_or_default() {
             self.numbers.remove(&epoch);
         }
+        crate::maps::shrink_if_sparse(&mut self.epochs);
+        crate::maps::shrink_if_sparse(&mut self.numbers);
     }
 }
 

@@ -221,6 +221,8 @@ impl<E: SocketEmitter> RedisAdapter<E> {
             st.rooms.remove(room);
             st.candidates.remove(room);
         }
+        crate::maps::shrink_if_sparse(&mut st.rooms);
+        crate::maps::shrink_if_sparse(&mut st.candidates);
         self.unsubscribe_rooms_locked(&gone);
     }
 

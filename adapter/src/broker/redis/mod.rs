@@ -53,7 +53,7 @@ mod tasks;
 
 use probe::spawn_prober;
 use range::parse_range;
-use tasks::{spawn_dispatcher, spawn_outbox_flusher, watch_reconnects};
+use tasks::{spawn_counter_sweeper, spawn_dispatcher, spawn_outbox_flusher, watch_reconnects};
 
 type FredResult<T> = std::result::Result<T, FredError>;
 use crate::{
@@ -191,6 +191,7 @@ impl RedisBroker {
         spawn_dispatcher(&inner);
         watch_reconnects(&inner);
         spawn_outbox_flusher(&inner);
+        spawn_counter_sweeper(&inner);
         spawn_prober(&inner);
         let wait = async {
             inner.publisher.wait_for_connect().await?;

@@ -1,5 +1,5 @@
 //! The Redis broker's background tasks: the dispatcher that hands incoming messages to the
-//! hub, the outbox flusher, and the watchers of each connection's losses and reconnections.
+//! hub, the outbox flusher, the sweeper of idle sequence counters, and the watchers of each connection's losses and reconnections.
 
 use std::sync::{Arc, atomic::Ordering};
 use std::time::Duration;
@@ -41,6 +41,19 @@ pub(super) fn spawn_outbox_flusher(inner: &Arc<Inner>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let Some(inner) = weak.upgrade() else { break };
             inner.flush_outbox();
+        }
+    });
+}
+
+/// Forgets idle per-channel counters now and then (see `sequence`): a node that stopped
+/// publishing would keep them otherwise.
+pub(super) fn spawn_counter_sweeper(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(crate::broker::sequence::SWEEP_EVERY).await;
+            let Some(inner) = weak.upgrade() else { break };
+            inner.channel_seqs.sweep(std::time::Instant::now());
         }
     });
 }
