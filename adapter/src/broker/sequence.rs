@@ -4,8 +4,9 @@
 //! its next one starts a new epoch, which receivers take as a fresh start, not as a gap.
 //!
 //! Rooms named after records (`model:todos:417`) are published to once or twice and never
-//! again: their counters are swept every [`SWEEP_EVERY`] (and before the map passes
-//! [`SWEEP_ABOVE`]), and the map gives its room back as it empties (`maps`).
+//! again: their counters are swept every [`SWEEP_EVERY`] (by the broker, and by a publish
+//! that finds the map past [`SWEEP_ABOVE`]), and the map gives its room back as it empties
+//! (`maps`).
 
 use std::{
     collections::HashMap,
@@ -18,10 +19,15 @@ use crate::{history::Seq, maps::shrink_if_sparse};
 
 /// Counters kept before idle ones are looked for.
 const SWEEP_ABOVE: usize = 4096;
-/// How long an unused counter is kept.
-const IDLE: Duration = Duration::from_secs(600);
+/// How long an unused counter is kept: a broadcast lost just before its channel went quiet
+/// for this long is not counted as missed (the channel's next one starts a new epoch). Longer
+/// than a Redis restart's outbox replay (`--outbox-max-age-ms`, 30 s by default) and as long
+/// as the default recovery window; the counters of the channels used within it are what the
+/// map holds (a cluster creating 2,000 records a minute, each with its own room channels,
+/// holds about 8,000).
+const IDLE: Duration = Duration::from_secs(120);
 /// How often the broker sweeps idle counters when nothing else does.
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 struct Counter {
     epoch: u64,
@@ -32,20 +38,48 @@ struct Counter {
 /// The per-channel counters of one publishing node.
 #[derive(Default)]
 pub(crate) struct ChannelSeqs {
-    counters: Mutex<HashMap<String, Counter>>,
+    counters: Mutex<Counters>,
     epochs: std::collections::hash_map::RandomState,
     made: std::sync::atomic::AtomicU64,
 }
 
+#[derive(Default)]
+struct Counters {
+    by_channel: HashMap<String, Counter>,
+    /// The last sweep; `None` before the first.
+    swept: Option<Instant>,
+}
+
+impl Counters {
+    /// Forgets the counters idle for [`IDLE`] at `now`, and gives back the room of a map
+    /// that emptied.
+    fn sweep(&mut self, now: Instant) {
+        self.by_channel
+            .retain(|_, c| now.duration_since(c.used) < IDLE);
+        shrink_if_sparse(&mut self.by_channel);
+        self.swept = Some(now);
+    }
+}
+
 impl ChannelSeqs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The number of the next broadcast on `channel`; call it once per broadcast, in the order
     /// they leave for the broker.
     pub(crate) fn next(&self, channel: &str) -> Seq {
         let now = Instant::now();
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        if counters.len() >= SWEEP_ABOVE && !counters.contains_key(channel) {
-            sweep(&mut counters, now);
+        let mut counters = self.lock();
+        // A busy map is swept as it grows too, at most once per SWEEP_EVERY (a sweep walks
+        // every counter).
+        let due = counters
+            .swept
+            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY);
+        if due && counters.by_channel.len() >= SWEEP_ABOVE {
+            counters.sweep(now);
         }
+        let counters = &mut counters.by_channel;
         // Looked up by `&str` first: only a channel's first broadcast allocates its name.
         let counter = match counters.get_mut(channel) {
             Some(counter) => counter,
@@ -67,10 +101,7 @@ impl ChannelSeqs {
     /// Forgets the counters idle for [`IDLE`] at `now`, and gives back the room of a map
     /// that emptied.
     pub(crate) fn sweep(&self, now: Instant) {
-        sweep(
-            &mut self.counters.lock().unwrap_or_else(|e| e.into_inner()),
-            now,
-        );
+        self.lock().sweep(now);
     }
 
     /// A random epoch: the process's random hasher keys over a count of epochs made.
@@ -80,11 +111,6 @@ impl ChannelSeqs {
         h.write_u64(made);
         h.finish()
     }
-}
-
-fn sweep(counters: &mut HashMap<String, Counter>, now: Instant) {
-    counters.retain(|_, c| now.duration_since(c.used) < IDLE);
-    shrink_if_sparse(counters);
 }
 
 #[cfg(test)]
@@ -110,17 +136,17 @@ mod tests {
         for id in 0..10_000 {
             seqs.next(&format!("ioscale#/#model:todos:{id}"));
         }
-        let capacity = |s: &ChannelSeqs| s.counters.lock().unwrap().capacity();
+        let capacity = |s: &ChannelSeqs| s.lock().by_channel.capacity();
         let peak = capacity(&seqs);
         assert!(peak >= 10_000, "{peak}");
         // Still in use: kept, numbers going on.
         seqs.sweep(Instant::now());
-        assert_eq!(seqs.counters.lock().unwrap().len(), 10_000);
+        assert_eq!(seqs.lock().by_channel.len(), 10_000);
         assert_eq!(seqs.next("ioscale#/#model:todos:3").n, 1);
         // Idle past IDLE: forgotten, and the table shrinks with them.
         seqs.next("ioscale#/#busy");
         seqs.sweep(Instant::now() + IDLE + Duration::from_secs(1));
-        let left = seqs.counters.lock().unwrap().len();
+        let left = seqs.lock().by_channel.len();
         assert_eq!(left, 0);
         assert!(capacity(&seqs) <= 128, "{}", capacity(&seqs));
         // A forgotten channel starts afresh, from a new epoch.
