@@ -247,7 +247,7 @@ impl<E: SocketEmitter> CoreAdapter<E> for RedisAdapter<E> {
     async fn add_sockets(&self, opts: BroadcastOptions, rooms: impl RoomParam) -> Result<()> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
         let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
-        self.local.add_sockets(opts.clone(), rooms);
+        self.add_local_sockets(opts.clone(), rooms);
         self.subscribe_occupied(&names).await;
         self.send_confirmed(&opts, "add_sockets", |req| Body::AddSockets {
             opts: opts.clone(),

@@ -13,7 +13,7 @@ use std::{
 
 use futures_util::StreamExt as _;
 use socketioxide_core::{
-    adapter::{BroadcastOptions, SocketEmitter},
+    adapter::{BroadcastOptions, Room, SocketEmitter},
     packet::Packet,
 };
 
@@ -215,7 +215,8 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         opts: BroadcastOptions,
         rooms: Vec<String>,
     ) {
-        self.local.add_sockets(opts, rooms.clone());
+        let names = rooms.iter().map(|r| Room::Owned(r.clone())).collect();
+        self.add_local_sockets(opts, names);
         let this = self.clone();
         tokio::spawn(async move {
             this.subscribe_occupied(&rooms).await;

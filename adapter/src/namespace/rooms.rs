@@ -20,7 +20,10 @@ use std::{
 };
 
 use smallvec::SmallVec;
-use socketioxide_core::adapter::{BroadcastOptions, Room, SocketEmitter};
+use socketioxide_core::{
+    Sid,
+    adapter::{BroadcastOptions, Room, SocketEmitter},
+};
 use tokio::sync::watch;
 
 use super::RedisAdapter;
@@ -152,6 +155,20 @@ impl<E: SocketEmitter> RedisAdapter<E> {
         for mut ready in waits {
             // Only a dropped sender ends this early, and it is dropped after sending.
             let _ = ready.wait_for(|r| *r).await;
+        }
+    }
+
+    /// Joins the local sockets matching `opts` to `rooms`, leaving no trace of a room that
+    /// matched none. socketioxide's `add_sockets` files each room under the room map even when
+    /// no socket matched, and nothing ever takes such an empty entry out: Sails' introduction of
+    /// every new record to its class room's sockets (a join asked of every node) left one per
+    /// record on each node without a class-room member, about 100 bytes apiece, for good.
+    pub(crate) fn add_local_sockets(&self, opts: BroadcastOptions, rooms: Vec<Room>) {
+        self.local.add_sockets(opts, rooms.clone());
+        for room in rooms {
+            // Removing a socket that is in no room takes the room's entry out only if it is
+            // empty, under the map's lock: a socket that joined meanwhile keeps it.
+            self.local.del(Sid::ZERO, room);
         }
     }
 
