@@ -1,5 +1,6 @@
-//! What cluster-wide joins leave behind in memory, counted by jemalloc in this test binary: a join that matched no socket must leave nothing on any node (Sails introduces
-//! every new record to its class room's sockets; most nodes hold none of them).
+//! What cluster-wide joins leave behind in memory, counted by jemalloc in this test binary:
+//! a join that matched no socket must leave nothing on any node (Sails introduces every new
+//! record to its class room's sockets; most nodes hold none of them).
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! The Redis broker's background tasks: the dispatcher that hands incoming messages to the
-//! hub, the outbox flusher, the sweeper of idle sequence counters, and the watchers of each connection's losses and reconnections.
+//! hub, the outbox flusher, the sweeper of idle sequence counters, and the watchers of each
+//! connection's losses and reconnections.
 
 use std::sync::{Arc, atomic::Ordering};
 use std::time::Duration;
