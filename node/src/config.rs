@@ -41,6 +41,15 @@ pub struct Config {
     /// Address to listen on (`127.0.0.1:0` picks a free port; the bound address is logged).
     #[arg(long, env = "IOSCALE_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
+    /// Connections the kernel queues for the node before it accepts them (capped by
+    /// `net.core.somaxconn`). A reconnect storm arrives faster than a busy node accepts:
+    /// beyond the queue, new connections are dropped and a load balancer's connect times out.
+    #[arg(
+        long,
+        env = "IOSCALE_LISTEN_BACKLOG_CONNECTIONS",
+        default_value_t = 4096
+    )]
+    pub listen_backlog_connections: u32,
     /// Redis URL (`redis://`, `rediss://`, `redis-cluster://`, `redis-sentinel://`). Without
     /// it the node runs alone, in memory.
     #[arg(long, env = "IOSCALE_REDIS_URL")]
@@ -344,6 +353,10 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field(
+                "listen_backlog_connections",
+                &self.listen_backlog_connections,
+            )
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("node_id", &self.node_id)
             .field("api_keys", &self.api_key.len())

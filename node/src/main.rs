@@ -4,8 +4,8 @@
 use anyhow::Context;
 use clap::Parser;
 use ioscale_node::{
-    NodeCommand, NodeConfig, application::Application, config::Config, server, shutdown, telemetry,
-    token,
+    NodeCommand, NodeConfig, application::Application, config::Config, edge, server, shutdown,
+    telemetry, token,
 };
 
 /// jemalloc, whose unused pages go back to the system within seconds (glibc's allocator kept
@@ -35,8 +35,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config, applications: Vec<Box<dyn Application>>) -> anyhow::Result<()> {
     let telemetry = telemetry::init(config.log_format);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = edge::connections::bind(config.listen, config.listen_backlog_connections)
         .with_context(|| format!("binding {}", config.listen))?;
     let result = server::run(config, applications, listener, shutdown::signal()).await;
     telemetry.shutdown();

@@ -389,13 +389,17 @@ async fn serve(
     Ok(())
 }
 
-/// The drain: a quarter of it for load balancers to see the node not ready, then its clients
-/// told to go evenly over half of it (they reconnect to the other nodes as a stream, not a
-/// storm, each recovering its session), the last quarter for the stragglers' reconnects.
+/// The drain: an eighth of it for load balancers to see the node not ready, then its clients
+/// told to go evenly over the next three eighths (they reconnect to the other nodes as a stream, not a
+/// storm, each recovering its session), the rest for the stragglers' reconnects (their
+/// backoff, up to 1.5 s for socket.io-client's first attempt, and their restores: the old
+/// session's node still answers the survivors' requests meanwhile). A longer wait before
+/// telling only delays the last client: nginx and HAProxy retry a refused handshake on
+/// another node at once, and Kubernetes removes a not-ready endpoint within a second or two.
 async fn drain_connections(connections: &Connections, drain: Duration) {
     let tell = async {
-        tokio::time::sleep(drain / 4).await;
-        let told = connections.tell_to_go(drain / 2).await;
+        tokio::time::sleep(drain / 8).await;
+        let told = connections.tell_to_go(drain * 3 / 8).await;
         tracing::info!(told, "draining: told clients to go");
     };
     tokio::join!(tokio::time::sleep(drain), tell);

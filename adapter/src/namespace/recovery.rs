@@ -27,6 +27,12 @@ use crate::{
     metrics::Origin,
 };
 
+/// Replayed broadcasts given to a socket before its writer gets a turn. The transport
+/// buffers whatever is queued when its writer runs (its channel's blocks and the WebSocket's
+/// frame buffer) and keeps those buffers at their fullest size for the connection's life: a
+/// replay sent in one go leaves each restored connection holding its size (tens of KB).
+const REPLAY_BURST: u64 = 16;
+
 /// The key of the object a recorded event carries as its last argument.
 pub const OFFSET_KEY: &str = "ioscale_offset";
 
@@ -293,7 +299,12 @@ impl<E: SocketEmitter> RedisAdapter<E> {
                 };
                 if reaches(&stamped.opts, sid, &rooms, senders) {
                     let packet = with_offset(&stamped.packet, offset);
-                    *given += u64::from(self.send_one(sid, packet, &mut errors));
+                    if self.send_one(sid, packet, &mut errors) {
+                        *given += 1;
+                        if given.is_multiple_of(REPLAY_BURST) {
+                            tokio::task::yield_now().await;
+                        }
+                    }
                 }
             }
             match *last {
