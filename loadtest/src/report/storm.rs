@@ -26,6 +26,14 @@ pub struct StormReport {
     pub gone_50_ms: Option<f64>,
     pub gone_99_ms: Option<f64>,
     pub gone_100_ms: Option<f64>,
+    /// From the fault until that share of the dropped clients had its session restored (rooms
+    /// and missed broadcasts back), as the server said; null without session recovery (ms).
+    #[serde(default)]
+    pub restored_50_ms: Option<f64>,
+    #[serde(default)]
+    pub restored_99_ms: Option<f64>,
+    #[serde(default)]
+    pub restored_100_ms: Option<f64>,
     /// The last drop, from the fault (ms).
     pub last_drop_ms: Option<f64>,
     /// Reconnection attempts, and the failed ones by cause (`http-429`: a per-address budget,
@@ -86,8 +94,12 @@ impl StormReport {
         );
         let _ = writeln!(
             s,
-            "           sessions: {} recovered, {} fresh",
-            self.recovered, self.fresh
+            "           sessions: {} recovered, {} fresh; restored from the fault: 50 % {}, 99 % {}, 100 % {}",
+            self.recovered,
+            self.fresh,
+            ms(self.restored_50_ms),
+            ms(self.restored_99_ms),
+            ms(self.restored_100_ms)
         );
         s
     }

@@ -466,9 +466,11 @@ fn storm_over(
     if now >= fault_us + window_us {
         return true;
     }
-    let (dropped, back, last_drop) = storm.progress();
+    let (dropped, back, told, last_drop) = storm.progress();
+    // Back, and each one told whether its session was restored.
     dropped > 0
         && back >= dropped
+        && told >= back
         && open >= held
         && last_drop.is_some_and(|d| now >= d + 2_000_000)
 }

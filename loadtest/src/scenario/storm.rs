@@ -37,6 +37,9 @@ struct Tally {
     /// Reconnections after the fault whose session the server restored, or began afresh.
     recovered: u64,
     fresh: u64,
+    /// When each restored session was said to be restored (ioscale says so in an event after
+    /// CONNECT, once its rooms and missed broadcasts are back), µs.
+    restored_us: Vec<u64>,
 }
 
 impl Storm {
@@ -92,21 +95,27 @@ impl Storm {
         now
     }
 
-    /// Drops after the fault, and how many of them are back.
-    pub(crate) fn progress(&self) -> (usize, usize, Option<u64>) {
+    /// Drops after the fault, how many of them are back, and how many of those the server
+    /// said restored or fresh.
+    pub(crate) fn progress(&self) -> (usize, usize, usize, Option<u64>) {
         let t = self.tally();
         (
             t.drops_us.len(),
             t.back_us.len(),
+            usize::try_from(t.recovered + t.fresh).unwrap_or(usize::MAX),
             t.drops_us.last().copied(),
         )
     }
 
     /// A reconnection's session: restored by the server, or a fresh one.
     pub(crate) fn session(&self, recovered: bool) {
+        let now = self.now_us();
         let mut t = self.tally();
         if recovered {
             t.recovered += 1;
+            if t.fault_us.is_some() {
+                t.restored_us.push(now);
+            }
         } else {
             t.fresh += 1;
         }
@@ -174,6 +183,12 @@ impl Storm {
             .map(|&(at, _)| at.saturating_sub(fault))
             .collect();
         let mut gone: Vec<u64> = t.back_us.iter().map(|&(_, gone)| gone).collect();
+        let mut restored: Vec<u64> = t
+            .restored_us
+            .iter()
+            .map(|&at| at.saturating_sub(fault))
+            .collect();
+        restored.sort_unstable();
         from_fault.sort_unstable();
         gone.sort_unstable();
         let share = |v: &[u64], q: f64| -> Option<f64> {
@@ -193,6 +208,9 @@ impl Storm {
             gone_50_ms: share(&gone, 0.5),
             gone_99_ms: share(&gone, 0.99),
             gone_100_ms: share(&gone, 1.0),
+            restored_50_ms: share(&restored, 0.5),
+            restored_99_ms: share(&restored, 0.99),
+            restored_100_ms: share(&restored, 1.0),
             last_drop_ms: t
                 .drops_us
                 .last()
@@ -253,5 +271,23 @@ mod tests {
         let r = s.report(1.0, "x");
         assert_eq!(r.back_50_ms, Some(700.0));
         assert_eq!(r.back_100_ms, Some(3000.0));
+    }
+
+    #[test]
+    fn restored_shares_count_restored_sessions_only() {
+        let s = storm();
+        {
+            let mut t = s.tally();
+            t.fault_us = Some(0);
+            t.drops_us = vec![0, 0];
+            t.back_us = vec![(1_000_000, 1_000_000), (1_000_000, 1_000_000)];
+        }
+        s.session(false);
+        s.session(true);
+        let r = s.report(1.0, "x");
+        assert_eq!((r.recovered, r.fresh), (1, 1));
+        assert!(r.restored_50_ms.is_some());
+        assert_eq!(r.restored_100_ms, None, "one of two was not restored");
+        assert_eq!(s.progress().2, 2, "both were told");
     }
 }
