@@ -48,6 +48,8 @@ pub struct App {
     pub sessions: Sessions<Adapter>,
     /// Each namespace's registrations of event handlers, set once its namespaces are served.
     pub registers: OnceLock<BTreeMap<String, Vec<Register>>>,
+    /// The Admin UI, when served (`--admin-ui`); shared with the node's server events.
+    pub admin_ui: Arc<OnceLock<Arc<crate::admin_ui::AdminUi>>>,
     shutting_down: AtomicBool,
 }
 
@@ -72,6 +74,7 @@ impl App {
             api_keys,
             sessions: Sessions::default(),
             registers: OnceLock::new(),
+            admin_ui: Arc::default(),
             shutting_down: AtomicBool::new(false),
         })
     }

@@ -119,6 +119,11 @@ impl<'a> Setup<'a> {
         self.namespaces.entry(ns.to_owned()).or_default()
     }
 
+    /// The namespaces the applications serve.
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.namespaces.keys().cloned().collect()
+    }
+
     /// The Socket.IO builder with every application's state added.
     pub(crate) fn add_states(&mut self, mut builder: SocketIoBuilder) -> SocketIoBuilder {
         for add in self.states.drain(..) {

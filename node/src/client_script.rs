@@ -30,24 +30,27 @@ pub fn client_script_candidates(config: &Config) -> Vec<PathBuf> {
     if let Some(p) = &config.client_script_path {
         return vec![p.clone()];
     }
+    client_dirs()
+        .into_iter()
+        .map(|d| d.join(CLIENT_SCRIPT_IN_PACKAGE))
+        .collect()
+}
+
+/// Where the node's npm packages (`node/client`) may be installed, in the order they are
+/// tried: next to the executable's ancestors, in the working directory, in the source tree.
+pub fn client_dirs() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let in_repo = Path::new("node")
-        .join("client")
-        .join(CLIENT_SCRIPT_IN_PACKAGE);
+    let in_repo = Path::new("node").join("client");
     // `target/<profile>/ioscale-node` sits two levels below the repository root.
     if let Ok(exe) = std::env::current_exe() {
         out.extend(exe.ancestors().skip(1).take(4).map(|d| d.join(&in_repo)));
     }
     if let Ok(cwd) = std::env::current_dir() {
         out.push(cwd.join(&in_repo));
-        out.push(cwd.join("client").join(CLIENT_SCRIPT_IN_PACKAGE));
+        out.push(cwd.join("client"));
     }
     // The source tree this binary was built from, for binaries copied elsewhere on this machine.
-    out.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("client")
-            .join(CLIENT_SCRIPT_IN_PACKAGE),
-    );
+    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("client"));
     let mut seen = std::collections::HashSet::new();
     out.retain(|p| seen.insert(p.clone()));
     out

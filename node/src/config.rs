@@ -75,6 +75,26 @@ pub struct Config {
     /// `--listen` cannot expose them.
     #[arg(long, env = "IOSCALE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Serve the official Socket.IO Admin UI: its page at `/admin-ui/` and the `/admin`
+    /// namespace it connects to, which sees and acts on every node's sockets. With
+    /// `--admin-listen`, both are served there only.
+    #[arg(long, env = "IOSCALE_ADMIN_UI")]
+    pub admin_ui: bool,
+    /// The Admin UI's login name.
+    #[arg(long, env = "IOSCALE_ADMIN_UI_USERNAME", default_value = "admin")]
+    pub admin_ui_username: String,
+    /// The bcrypt hash of the Admin UI's password (`$2b$…`: e.g. `htpasswd -nbBC 12 "" PASSWORD
+    /// | cut -d: -f2`). Without it the UI opens without a login.
+    #[arg(long, env = "IOSCALE_ADMIN_UI_PASSWORD_BCRYPT", hide_env_values = true)]
+    pub admin_ui_password_bcrypt: Option<String>,
+    /// Where `@socket.io/admin-ui` and `@mdi/font` are installed (a directory holding
+    /// `node_modules`); by default `node/client`, found as the browser client is.
+    #[arg(long, env = "IOSCALE_ADMIN_UI_DIR")]
+    pub admin_ui_dir: Option<PathBuf>,
+    /// Most sockets one node lists to the Admin UI when it opens (the page is for looking
+    /// around, not for a census of every connection).
+    #[arg(long, env = "IOSCALE_ADMIN_UI_MAX_SOCKETS", default_value_t = 1000)]
+    pub admin_ui_max_sockets: usize,
     /// Prefix of every Redis channel and key.
     #[arg(long, env = "IOSCALE_REDIS_PREFIX", default_value = "ioscale")]
     pub redis_prefix: String,
@@ -362,6 +382,14 @@ impl std::fmt::Debug for Config {
             .field("api_keys", &self.api_key.len())
             .field("api_key_file", &self.api_key_file)
             .field("admin_listen", &self.admin_listen)
+            .field("admin_ui", &self.admin_ui)
+            .field("admin_ui_username", &self.admin_ui_username)
+            .field(
+                "admin_ui_password_bcrypt",
+                &self.admin_ui_password_bcrypt.as_ref().map(|_| "[redacted]"),
+            )
+            .field("admin_ui_dir", &self.admin_ui_dir)
+            .field("admin_ui_max_sockets", &self.admin_ui_max_sockets)
             .field("redis_prefix", &self.redis_prefix)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
             .field("redis_timeout_ms", &self.redis_timeout_ms)

@@ -18,6 +18,7 @@ pub async fn join(s: &SocketRef<Adapter>, cluster: &Cluster, rooms: impl RoomPar
     s.join(rooms.clone());
     joined(s).add(&rooms);
     recovery::changed(s);
+    admin_ui(s, &rooms, true);
     cluster.rooms_joined(s.ns(), rooms).await;
 }
 
@@ -28,6 +29,7 @@ pub fn leave(s: &SocketRef<Adapter>, cluster: &Cluster, rooms: impl RoomParam) {
     s.leave(rooms.clone());
     joined(s).remove(&rooms);
     recovery::changed(s);
+    admin_ui(s, &rooms, false);
     cluster.rooms_left(s.ns(), rooms);
 }
 
@@ -43,6 +45,16 @@ pub fn left_all(s: &SocketRef<Adapter>, cluster: &Cluster) {
     rooms.sort_unstable();
     rooms.dedup();
     cluster.rooms_left(s.ns(), rooms);
+}
+
+/// Tells the Admin UI, when one is served, that `s` joined or left `rooms`.
+fn admin_ui(s: &SocketRef<Adapter>, rooms: &[String], joined: bool) {
+    if let Some(ui) = s
+        .extensions
+        .get::<std::sync::Arc<crate::admin_ui::AdminUi>>()
+    {
+        ui.rooms_changed(s, rooms, joined);
+    }
 }
 
 /// The rooms a socket joined through [`join`], in its extensions.

@@ -15,6 +15,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod address_rate;
+pub mod admin_ui;
 pub mod admission;
 pub mod api;
 pub mod api_keys;

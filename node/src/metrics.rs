@@ -52,6 +52,10 @@ pub struct NodeMetrics {
     pub http_connections_closed: IntCounterVec,
     /// The process's resident memory, open descriptors and live tasks, read at each scrape.
     pub process: ProcessGauges,
+    /// `ioscale_admin_ui_sessions`: Admin UI sockets open on this node.
+    pub admin_ui_sessions: IntGauge,
+    /// `ioscale_admin_ui_refusals_total{reason}`.
+    pub admin_ui_refusals: IntCounterVec,
 }
 
 /// What a soak watches for leaks, read when `/metrics` is scraped (so they cost nothing
@@ -262,6 +266,17 @@ impl NodeMetrics {
                 &["reason"],
             )?,
             process: ProcessGauges::new(r)?,
+            admin_ui_sessions: gauge(
+                r,
+                "ioscale_admin_ui_sessions",
+                "Admin UI sockets open on this node",
+            )?,
+            admin_ui_refusals: counters(
+                r,
+                "ioscale_admin_ui_refusals_total",
+                "Admin UI connections refused: credentials (a wrong or missing login)",
+                &["reason"],
+            )?,
         })
     }
 

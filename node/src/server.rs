@@ -2,7 +2,11 @@
 //! each [`Application`] a [`Setup`], serves the core's namespaces and routes beside the
 //! applications', and shuts down gracefully.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use anyhow::Context;
 use axum::{Router, routing::get};
@@ -14,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     address_rate::{self, AddressRate},
+    admin_ui,
     admission::Admission,
     api,
     api_keys::ApiKeys,
@@ -43,6 +48,8 @@ use crate::{
 struct EchoServerEvents {
     node_id: String,
     counter: IntCounterVec,
+    /// The Admin UI's own events go to it (`admin_ui::SERVER_EVENT_PREFIX`).
+    admin_ui: Arc<OnceLock<Arc<admin_ui::AdminUi>>>,
 }
 
 impl ServerEventHandler for EchoServerEvents {
@@ -55,6 +62,13 @@ impl ServerEventHandler for EchoServerEvents {
     ) -> BoxFuture<'static, serde_json::Value> {
         self.counter.with_label_values(&[ns]).inc();
         tracing::debug!(ns, from, event, "server event");
+        if let Some(ui) = self.admin_ui.get()
+            && ns == admin_ui::NAMESPACE
+            && event.starts_with(admin_ui::SERVER_EVENT_PREFIX)
+        {
+            let reply = ui.on_server_event(event);
+            return Box::pin(async move { reply });
+        }
         let reply = serde_json::json!({"node": self.node_id, "event": event, "args": args});
         Box::pin(async move { reply })
     }
@@ -104,11 +118,7 @@ async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
     if telemetry::otlp_requested() {
         cluster.set_trace_propagator(telemetry::OtelPropagator);
     }
-    cluster.on_server_event(EchoServerEvents {
-        node_id: node_id.clone(),
-        counter: node_metrics.server_events.clone(),
-    });
-    Ok(App::new(
+    let app = App::new(
         config.clone(),
         node_id,
         cluster,
@@ -116,7 +126,13 @@ async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
         registry,
         admission,
         api_keys,
-    ))
+    );
+    app.cluster.on_server_event(EchoServerEvents {
+        node_id: app.node_id.clone(),
+        counter: app.metrics.server_events.clone(),
+        admin_ui: app.admin_ui.clone(),
+    });
+    Ok(app)
 }
 
 /// The Socket.IO server with the cluster adapter and the applications' state, sized by the
@@ -287,14 +303,29 @@ pub async fn run(
         a.setup(&mut setup)
             .with_context(|| format!("starting application {}", a.name()))?;
     }
+    admin_ui::install(&config, &app, setup.namespace_names())?;
     let (layer, io) = socket_io(&config, &app, &mut setup);
-    let routes = setup.take_routes();
+    let mut routes = setup.take_routes();
     setup.serve_namespaces(&io).await?;
+    admin_ui::serve(&io, &app).await?;
     let http = HttpState {
         app: app.clone(),
         io: io.clone(),
     };
-    let admin = admin_listener.map(|l| (l, admin_router(http.clone())));
+    let admin = admin_listener.map(|l| {
+        let mut r = admin_router(http.clone());
+        if config.admin_ui {
+            // The UI's page and its namespace on the admin listener only (see `admin_ui`).
+            r = r
+                .merge(admin_ui::page::routes(&config).with_state(http.clone()))
+                .layer(layer.clone())
+                .layer(axum::middleware::map_request(detach::trim_head));
+        }
+        (l, r)
+    });
+    if config.admin_ui && admin.is_none() {
+        routes = routes.merge(admin_ui::page::routes(&config));
+    }
     let inner = router(http, routes, admin.is_none());
     let router = public_router(&config, &app, origins, inner, layer);
     log_warnings(&config, &app);

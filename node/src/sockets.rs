@@ -65,6 +65,11 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
         c.label(&public_id::of(s));
     }
     s.on("set-data", set_data);
+    if let Some(ui) = app.admin_ui.get() {
+        // Its joins and leaves are reported from `joins`, which has the socket only.
+        s.extensions.insert(ui.clone());
+        ui.socket_connected(s);
+    }
     recovery::connected(s, app);
     s.on_disconnect(Cleanup {
         app: app.clone(),
@@ -110,6 +115,9 @@ impl DisconnectHandler<Adapter, Cleanup> for Cleanup {
             .with_label_values(&[ns.as_str(), why])
             .inc();
         recovery::disconnected(&s, app);
+        if let Some(ui) = app.admin_ui.get() {
+            ui.socket_disconnected(&s, reason);
+        }
         app.cluster.remove_socket_data(&ns, s.id);
         // Before `remove`, which takes the socket out of its rooms in socketioxide.
         joins::left_all(&s, &app.cluster);

@@ -83,6 +83,8 @@ pub struct Connections {
 /// One connection, shared by its stream and by the requests it carries (an extension).
 #[derive(Debug)]
 pub struct Conn {
+    /// This node's number for it, in accept order.
+    id: u64,
     peer: SocketAddr,
     /// Set when a request on it is for the Socket.IO transport: only those are slow consumers
     /// or told to go (an API client or a scrape is neither).
@@ -96,6 +98,16 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// This node's number for the connection, in accept order.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The address it came from (a load balancer's, behind one).
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// Marks the connection as carrying the Socket.IO transport.
     pub fn carries_socketio(&self) {
         self.socketio.store(true, Ordering::Relaxed);
@@ -168,14 +180,15 @@ impl Connections {
         if let Err(e) = socket2::SockRef::from(&io).set_send_buffer_size(self.send_buffer_bytes) {
             tracing::debug!(error = %e, "SO_SNDBUF not set");
         }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
+            id,
             peer,
             socketio: AtomicBool::new(false),
             closed: AtomicU8::new(0),
             reader: AtomicWaker::new(),
             label: OnceLock::new(),
         });
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, Arc::downgrade(&conn));
         self.metrics.open.inc();
         TrackedStream {
