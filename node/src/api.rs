@@ -58,7 +58,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -126,6 +126,10 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .route("/api/v1/emit", post(emit))
         .route("/api/v1/sockets", get(sockets))
         .route("/api/v1/rooms", get(rooms))
+        .route(
+            "/api/v1/rooms/{room}/presence",
+            get(crate::presence::api_read),
+        )
         .route("/api/v1/join", post(join))
         .route("/api/v1/leave", post(leave))
         .route("/api/v1/disconnect", post(disconnect))

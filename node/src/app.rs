@@ -50,6 +50,8 @@ pub struct App {
     pub registers: OnceLock<BTreeMap<String, Vec<Register>>>,
     /// The Admin UI, when served (`--admin-ui`); shared with the node's server events.
     pub admin_ui: Arc<OnceLock<Arc<crate::admin_ui::AdminUi>>>,
+    /// Presence per room, with Redis.
+    pub presence: OnceLock<Arc<crate::presence::Presence>>,
     shutting_down: AtomicBool,
 }
 
@@ -75,6 +77,7 @@ impl App {
             sessions: Sessions::default(),
             registers: OnceLock::new(),
             admin_ui: Arc::default(),
+            presence: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         })
     }

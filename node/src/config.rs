@@ -95,6 +95,9 @@ pub struct Config {
     /// around, not for a census of every connection).
     #[arg(long, env = "IOSCALE_ADMIN_UI_MAX_SOCKETS", default_value_t = 1000)]
     pub admin_ui_max_sockets: usize,
+    /// Most members a room's presence holds; a join beyond is refused (`conflict`).
+    #[arg(long, env = "IOSCALE_PRESENCE_MAX_MEMBERS", default_value_t = 10_000)]
+    pub presence_max_members: u64,
     /// Prefix of every Redis channel and key.
     #[arg(long, env = "IOSCALE_REDIS_PREFIX", default_value = "ioscale")]
     pub redis_prefix: String,
@@ -390,6 +393,7 @@ impl std::fmt::Debug for Config {
             )
             .field("admin_ui_dir", &self.admin_ui_dir)
             .field("admin_ui_max_sockets", &self.admin_ui_max_sockets)
+            .field("presence_max_members", &self.presence_max_members)
             .field("redis_prefix", &self.redis_prefix)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
             .field("redis_timeout_ms", &self.redis_timeout_ms)

@@ -42,6 +42,7 @@ pub mod health;
 pub mod joins;
 pub mod metrics;
 pub mod origin;
+pub mod presence;
 pub mod pubsub;
 pub mod rate;
 pub mod refusal;

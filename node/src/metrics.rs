@@ -56,6 +56,10 @@ pub struct NodeMetrics {
     pub admin_ui_sessions: IntGauge,
     /// `ioscale_admin_ui_refusals_total{reason}`.
     pub admin_ui_refusals: IntCounterVec,
+    /// `ioscale_presence_members`: presence members this node holds.
+    pub presence_members: IntGauge,
+    /// `ioscale_presence_changes_total{change}`.
+    pub presence_changes: IntCounterVec,
 }
 
 /// What a soak watches for leaks, read when `/metrics` is scraped (so they cost nothing
@@ -276,6 +280,18 @@ impl NodeMetrics {
                 "ioscale_admin_ui_refusals_total",
                 "Admin UI connections refused: credentials (a wrong or missing login)",
                 &["reason"],
+            )?,
+            presence_members: gauge(
+                r,
+                "ioscale_presence_members",
+                "Presence members this node holds, over every room",
+            )?,
+            presence_changes: counters(
+                r,
+                "ioscale_presence_changes_total",
+                "Presence changes this node made: join, leave (asked or on disconnect), swept (a \
+                 dead node's member taken out by this node)",
+                &["change"],
             )?,
         })
     }

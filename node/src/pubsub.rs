@@ -160,14 +160,27 @@ pub fn register(s: &SocketRef<Adapter>, io: &SocketIo<Adapter>, app: &Arc<App>) 
 
 /// `join` / `leave` a room, acked `{ok: true}` or refused. Joining needs the connection's
 /// grant; leaving is always allowed, but not the rooms the node put the socket in.
+///
+/// The room is a string, or `{room, presence: true, data}` to join the room's presence too
+/// (see [`crate::presence`]): the ack then carries it, `{ok: true, presence: {room, count,
+/// members}}`, and a presence that cannot be joined undoes the join.
 async fn join_or_leave(
     s: SocketRef<Adapter>,
     Event(event): Event,
-    Data(room): Data<String>,
+    Data(arg): Data<serde_json::Value>,
     ack: AckSender<Adapter>,
     State(app): State<Arc<App>>,
 ) {
     let join = event == "join";
+    let Some(req) = RoomRequest::read(arg) else {
+        let r = Refused::new(
+            Code::BadRequest,
+            "expected a room name, or {room, presence: true, data}",
+        );
+        let _ = ack.send(&r.to_json());
+        return;
+    };
+    let room = req.room;
     let checked = sockets::take_event(&s, &app).and_then(|()| {
         let r = if join {
             admission::identity(&s).grants.may_join(&room)
@@ -176,15 +189,83 @@ async fn join_or_leave(
         };
         r.map_err(Refused::from)
     });
-    match checked {
-        Ok(()) if join => joins::join(&s, &app.cluster, room).await,
-        Ok(()) => joins::leave(&s, &app.cluster, room),
-        Err(r) => {
+    if let Err(r) = checked {
+        let _ = ack.send(&r.to_json());
+        return;
+    }
+    if !join {
+        joins::leave(&s, &app.cluster, room.clone());
+        if let Some(p) = app.presence.get()
+            && let Err(r) = p.leave(&s, &room).await
+        {
             let _ = ack.send(&r.to_json());
             return;
         }
+        let _ = ack.send(&ACK_OK);
+        return;
     }
-    let _ = ack.send(&ACK_OK);
+    joins::join(&s, &app.cluster, room.clone()).await;
+    if !req.presence {
+        let _ = ack.send(&ACK_OK);
+        return;
+    }
+    let joined = match app.presence.get() {
+        Some(p) => {
+            let user = admission::identity(&s).user.clone();
+            let alive = crate::presence::alive(&app);
+            p.join(&s, &room, req.data, user, &alive).await
+        }
+        None => Err(Refused::new(
+            Code::Unavailable,
+            "presence needs the cluster's Redis (--redis-url)",
+        )),
+    };
+    match joined {
+        Ok(snapshot) => {
+            let _ = ack.send(&serde_json::json!({"ok": true, "presence": snapshot}));
+        }
+        Err(r) => {
+            joins::leave(&s, &app.cluster, room);
+            let _ = ack.send(&r.to_json());
+        }
+    }
+}
+
+/// What `join` and `leave` name: a room, and whether to join its presence with what data.
+struct RoomRequest {
+    room: String,
+    presence: bool,
+    data: serde_json::Value,
+}
+
+impl RoomRequest {
+    fn read(arg: serde_json::Value) -> Option<Self> {
+        match arg {
+            serde_json::Value::String(room) => Some(Self {
+                room,
+                presence: false,
+                data: serde_json::Value::Null,
+            }),
+            serde_json::Value::Object(mut o) => {
+                let room = match o.remove("room")? {
+                    serde_json::Value::String(r) => r,
+                    _ => return None,
+                };
+                let presence = match o.remove("presence") {
+                    None | Some(serde_json::Value::Null) => false,
+                    Some(serde_json::Value::Bool(b)) => b,
+                    Some(_) => return None,
+                };
+                let data = o.remove("data").unwrap_or(serde_json::Value::Null);
+                Some(Self {
+                    room,
+                    presence,
+                    data,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Marker type of the ordered handler.

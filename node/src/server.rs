@@ -35,7 +35,7 @@ use crate::{
     health,
     metrics::NodeMetrics,
     origin::{self, OriginCheck, Origins},
-    pubsub,
+    presence, pubsub,
     session::{
         binding::{BindingLayer, Bindings},
         recovery,
@@ -173,6 +173,7 @@ fn socket_io(
 fn core_namespaces(setup: &mut Setup<'_>) {
     setup.on_connect("/custom", |_s, _io, _app| async {});
     setup.on_register(pubsub::NAMESPACE, pubsub::register);
+    setup.on_disconnect(pubsub::NAMESPACE, presence::Presence::left_all);
 }
 
 /// The health routes, on every listener.
@@ -308,6 +309,7 @@ pub async fn run(
     let mut routes = setup.take_routes();
     setup.serve_namespaces(&io).await?;
     admin_ui::serve(&io, &app).await?;
+    let sweeper = presence_start(&app, &io);
     let http = HttpState {
         app: app.clone(),
         io: io.clone(),
@@ -349,10 +351,19 @@ pub async fn run(
     let refresh =
         (config.recovery_window_ms > 0).then(|| tokio::spawn(recovery::refresh_loop(app.clone())));
     let served = serve(listener, router, admin, shutdown, &app, &io).await;
-    if let Some(r) = refresh {
-        r.abort();
+    for task in refresh.into_iter().chain(sweeper) {
+        task.abort();
     }
     served
+}
+
+/// Presence per room, with Redis: its events go out through `io`, and the members of dead
+/// nodes are swept (the task returned).
+fn presence_start(app: &Arc<App>, io: &SocketIo<Adapter>) -> Option<tokio::task::JoinHandle<()>> {
+    let p = Arc::new(presence::Presence::new(app)?);
+    p.serve(io);
+    let _ = app.presence.set(p.clone());
+    Some(tokio::spawn(presence::sweep_loop(p, app.clone())))
 }
 
 /// Serves until `shutdown`, then shuts down gracefully: not ready, tell the cluster, close the

@@ -505,6 +505,12 @@ commands.page_open = async ({ page, url, timeout_ms = 15000 }) => {
   return { status: res ? res.status() : null };
 };
 
+/** Goes to `url` in an open page (a hash change stays in the document: its state is kept). */
+commands.page_goto = async ({ page, url, timeout_ms = 15000 }) => {
+  const res = await getPage(page).page.goto(url, { waitUntil: "load", timeout: timeout_ms });
+  return { status: res ? res.status() : null };
+};
+
 commands.page_fill = async ({ page, selector, value, timeout_ms = 5000 }) => {
   await getPage(page).page.fill(selector, value, { timeout: timeout_ms });
   return null;

@@ -151,6 +151,17 @@ impl<'a> Browser<'a> {
             .ok_or_else(|| anyhow!("page_open answered {v}"))
     }
 
+    /// Goes to `url` in the open page `page`; a change of the URL's hash alone stays in the
+    /// document (a single-page application keeps its state).
+    ///
+    /// # Errors
+    /// If the page is not open or does not load within `timeout`.
+    pub async fn goto(&self, page: &str, url: &str, timeout: Duration) -> Result<()> {
+        self.call("page_goto", json!({"page": page, "url": url}), timeout)
+            .await?;
+        Ok(())
+    }
+
     /// Types `value` into the element `selector` of `page`.
     ///
     /// # Errors

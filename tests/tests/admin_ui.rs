@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
+use ioscale_cluster_tests::extra::metric_all;
 use ioscale_cluster_tests::{
     Agent, Client, Cluster, ConnectOpts, EVENT_TIMEOUT, Transport, connect_spread,
 };
@@ -361,6 +362,56 @@ async fn the_page_is_served_without_anything_from_outside() -> Result<()> {
         escape.status() == 404,
         "path escape answered {}",
         escape.status()
+    );
+    Ok(())
+}
+
+/// The messages every node published of `kind`, summed.
+async fn published(cluster: &Cluster, kind: &str) -> Result<f64> {
+    let per_node = metric_all(
+        cluster,
+        "ioscale_adapter_messages_out_total",
+        &[("kind", kind)],
+    )
+    .await?;
+    Ok(per_node.iter().sum())
+}
+
+/// Broadcasts and server events every node published.
+async fn quiet(cluster: &Cluster) -> Result<(f64, f64)> {
+    Ok((
+        published(cluster, "broadcast").await?,
+        published(cluster, "server_event").await?,
+    ))
+}
+
+#[tokio::test]
+async fn nothing_is_sent_for_the_ui_while_none_is_open() -> Result<()> {
+    let cluster = cluster().await?;
+    let agent = Agent::spawn().await?;
+    let before = quiet(&cluster).await?;
+    // Sockets come and go, over more than one stats period (2 s).
+    let clients = connect_spread(&cluster, &agent, Transport::Websocket, "/custom", "c", 6).await?;
+    for c in &clients[..3] {
+        agent.disconnect(&c.name).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let after = quiet(&cluster).await?;
+    ensure!(
+        after == before,
+        "with no UI open the nodes published (broadcasts, server events) {before:?} -> {after:?}"
+    );
+
+    // The same with a UI open: its stats and events are published.
+    open_ui(&cluster, &agent, "ui", 0).await?;
+    agent
+        .wait_count("ui", "all_sockets", 1, EVENT_TIMEOUT)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let watched = quiet(&cluster).await?;
+    ensure!(
+        watched.0 > after.0 && watched.1 > after.1,
+        "with a UI open the nodes published nothing for it: {after:?} -> {watched:?}"
     );
     Ok(())
 }
