@@ -87,6 +87,11 @@ pub struct Config {
     /// | cut -d: -f2`). Without it the UI opens without a login.
     #[arg(long, env = "IOSCALE_ADMIN_UI_PASSWORD_BCRYPT", hide_env_values = true)]
     pub admin_ui_password_bcrypt: Option<String>,
+    /// Serve the Admin UI without a login (anyone reaching it can see every socket and
+    /// disconnect them): only behind `--admin-listen` on a private network, or for a demo.
+    /// Without it, `--admin-ui` needs `--admin-ui-password-bcrypt`.
+    #[arg(long, env = "IOSCALE_ADMIN_UI_NO_LOGIN")]
+    pub admin_ui_no_login: bool,
     /// Where `@socket.io/admin-ui` and `@mdi/font` are installed (a directory holding
     /// `node_modules`); by default `node/client`, found as the browser client is.
     #[arg(long, env = "IOSCALE_ADMIN_UI_DIR")]
@@ -391,6 +396,7 @@ impl std::fmt::Debug for Config {
                 "admin_ui_password_bcrypt",
                 &self.admin_ui_password_bcrypt.as_ref().map(|_| "[redacted]"),
             )
+            .field("admin_ui_no_login", &self.admin_ui_no_login)
             .field("admin_ui_dir", &self.admin_ui_dir)
             .field("admin_ui_max_sockets", &self.admin_ui_max_sockets)
             .field("presence_max_members", &self.presence_max_members)

@@ -147,7 +147,10 @@ async fn a_join_leave_or_read_costs_the_same_at_3_and_6_nodes() -> Result<()> {
         "a read: {read:?}"
     );
     ensure!(
-        leave.0["eval"] == 1.0 && leave.0["hdel"] == 1.0 && leave.0["srem"] == 1.0 && leave.1 == 1.0,
+        leave.0["eval"] == 1.0
+            && leave.0["hdel"] == 1.0
+            && leave.0["srem"] == 1.0
+            && leave.1 == 1.0,
         "a leave: {leave:?}"
     );
     Ok(())

@@ -281,11 +281,7 @@ pub fn install(
     if !config.admin_ui {
         return Ok(());
     }
-    let credentials = config
-        .admin_ui_password_bcrypt
-        .as_deref()
-        .map(|hash| Credentials::new(&config.admin_ui_username, hash))
-        .transpose()?;
+    let credentials = credentials(config)?;
     let _ = app
         .admin_ui
         .set(Arc::new(AdminUi::new(app, credentials, namespaces)));
@@ -307,6 +303,26 @@ fn node_reason(r: DisconnectReason) -> &'static str {
     }
 }
 
+/// The login `--admin-ui` asks for: none only when `--admin-ui-no-login` says so.
+///
+/// # Errors
+/// No password hash without `--admin-ui-no-login`, both, or a hash that is not one.
+pub fn credentials(config: &crate::config::Config) -> anyhow::Result<Option<Credentials>> {
+    match (&config.admin_ui_password_bcrypt, config.admin_ui_no_login) {
+        (Some(hash), false) => Ok(Some(Credentials::new(&config.admin_ui_username, hash)?)),
+        (None, true) => Ok(None),
+        (Some(_), true) => {
+            anyhow::bail!(
+                "--admin-ui-password-bcrypt and --admin-ui-no-login contradict each other"
+            )
+        }
+        (None, false) => anyhow::bail!(
+            "--admin-ui needs --admin-ui-password-bcrypt (anyone reaching the UI could see and \
+             disconnect every socket); --admin-ui-no-login serves it without a login"
+        ),
+    }
+}
+
 /// Serves the Admin UI's namespace on `io`, if installed, and starts this node's stats.
 ///
 /// # Errors
@@ -317,7 +333,7 @@ pub async fn serve(io: &SocketIo<Adapter>, app: &Arc<App>) -> anyhow::Result<()>
     };
     let _ = ui.io.set(io.clone());
     if ui.credentials.is_none() {
-        tracing::warn!("the Admin UI is served without a login (--admin-ui-password-bcrypt)");
+        tracing::warn!("the Admin UI is served without a login (--admin-ui-no-login)");
     }
     let connect = |s: SocketRef<Adapter>, State(app): State<Arc<App>>| async move {
         if let Some(ui) = app.admin_ui.get() {
@@ -412,5 +428,34 @@ async fn stats_loop(ui: Arc<AdminUi>, io: SocketIo<Adapter>, app: Arc<App>) {
             let stats = stats::now(&app, &io, &ui.namespaces, ui.started, &ui.aggregated);
             ui.send("server_stats", stats);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::NodeConfig;
+
+    fn config(args: &[&str]) -> crate::config::Config {
+        let all = ["ioscale-node", "--admin-ui"].iter().chain(args);
+        NodeConfig::parse_from(all).core
+    }
+
+    #[test]
+    fn the_ui_asks_for_a_login_unless_told_not_to() {
+        assert!(credentials(&config(&[])).is_err());
+        assert!(
+            credentials(&config(&["--admin-ui-no-login"]))
+                .unwrap()
+                .is_none()
+        );
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let with = config(&["--admin-ui-password-bcrypt", &hash]);
+        assert!(credentials(&with).unwrap().is_some());
+        let both = config(&["--admin-ui-password-bcrypt", &hash, "--admin-ui-no-login"]);
+        assert!(credentials(&both).is_err());
+        assert!(credentials(&config(&["--admin-ui-password-bcrypt", "pw"])).is_err());
     }
 }
