@@ -58,7 +58,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -126,10 +126,7 @@ pub fn router(state: HttpState) -> Router<HttpState> {
         .route("/api/v1/emit", post(emit))
         .route("/api/v1/sockets", get(sockets))
         .route("/api/v1/rooms", get(rooms))
-        .route(
-            "/api/v1/rooms/{room}/presence",
-            get(crate::presence::api_read),
-        )
+        .route("/api/v1/rooms/{room}/presence", get(presence))
         .route("/api/v1/join", post(join))
         .route("/api/v1/leave", post(leave))
         .route("/api/v1/disconnect", post(disconnect))
@@ -435,6 +432,29 @@ async fn rooms(
         .map_err(cluster_error("rooms"))?;
     Ok(axum::Json(
         json!({"rooms": report.rooms, "missing_nodes": report.missing_nodes}),
+    ))
+}
+
+/// `GET /api/v1/rooms/{room}/presence?namespace=` (`/pubsub` by default): `{ok: true,
+/// namespace, room, count, members}`, one Redis command (see `presence`).
+async fn presence(
+    State(st): State<HttpState>,
+    axum::Extension(p): axum::Extension<crate::presence::Handle>,
+    axum::extract::Path(room): axum::extract::Path<String>,
+    q: Result<Query<NsQuery>, QueryRejection>,
+) -> ApiResult {
+    let ns = query(q)?.namespace.unwrap_or_else(|| "/pubsub".to_owned());
+    namespace(&st, Some(ns.clone()))?;
+    let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e);
+    let p =
+        p.0.ok_or_else(|| unavailable("presence needs the cluster's Redis".into()))?;
+    let snap = p
+        .read(&ns, &room, &p.alive(&st.app))
+        .await
+        .map_err(|r| unavailable(r.error))?;
+    Ok(axum::Json(
+        json!({"ok": true, "namespace": ns, "room": snap.room,
+        "count": snap.count, "members": snap.members}),
     ))
 }
 

@@ -48,10 +48,8 @@ pub struct App {
     pub sessions: Sessions<Adapter>,
     /// Each namespace's registrations of event handlers, set once its namespaces are served.
     pub registers: OnceLock<BTreeMap<String, Vec<Register>>>,
-    /// The Admin UI, when served (`--admin-ui`); shared with the node's server events.
-    pub admin_ui: Arc<OnceLock<Arc<crate::admin_ui::AdminUi>>>,
-    /// Presence per room, with Redis.
-    pub presence: OnceLock<Arc<crate::presence::Presence>>,
+    /// Told of every socket's life (the Admin UI, when served).
+    pub observer: OnceLock<Arc<dyn crate::observe::SocketObserver>>,
     shutting_down: AtomicBool,
 }
 
@@ -76,8 +74,7 @@ impl App {
             api_keys,
             sessions: Sessions::default(),
             registers: OnceLock::new(),
-            admin_ui: Arc::default(),
-            presence: OnceLock::new(),
+            observer: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         })
     }

@@ -18,7 +18,7 @@ pub async fn join(s: &SocketRef<Adapter>, cluster: &Cluster, rooms: impl RoomPar
     s.join(rooms.clone());
     joined(s).add(&rooms);
     recovery::changed(s);
-    admin_ui(s, &rooms, true);
+    observe(s, &rooms, true);
     cluster.rooms_joined(s.ns(), rooms).await;
 }
 
@@ -29,7 +29,7 @@ pub fn leave(s: &SocketRef<Adapter>, cluster: &Cluster, rooms: impl RoomParam) {
     s.leave(rooms.clone());
     joined(s).remove(&rooms);
     recovery::changed(s);
-    admin_ui(s, &rooms, false);
+    observe(s, &rooms, false);
     cluster.rooms_left(s.ns(), rooms);
 }
 
@@ -47,13 +47,13 @@ pub fn left_all(s: &SocketRef<Adapter>, cluster: &Cluster) {
     cluster.rooms_left(s.ns(), rooms);
 }
 
-/// Tells the Admin UI, when one is served, that `s` joined or left `rooms`.
-fn admin_ui(s: &SocketRef<Adapter>, rooms: &[String], joined: bool) {
-    if let Some(ui) = s
+/// Tells the socket's observer (the Admin UI, when served) that `s` joined or left `rooms`.
+fn observe(s: &SocketRef<Adapter>, rooms: &[String], joined: bool) {
+    if let Some(o) = s
         .extensions
-        .get::<std::sync::Arc<crate::admin_ui::AdminUi>>()
+        .get::<std::sync::Arc<dyn crate::observe::SocketObserver>>()
     {
-        ui.rooms_changed(s, rooms, joined);
+        o.rooms_changed(s, rooms, joined);
     }
 }
 

@@ -41,6 +41,7 @@ pub mod handshake;
 pub mod health;
 pub mod joins;
 pub mod metrics;
+pub mod observe;
 pub mod origin;
 pub mod presence;
 pub mod pubsub;

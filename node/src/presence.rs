@@ -87,6 +87,8 @@ impl Rooms {
 
 /// Presence on this node: its Redis, and the Socket.IO server its events go out through.
 pub struct Presence {
+    /// The namespace every node serves, whose heartbeats say which nodes are alive.
+    everywhere: String,
     client: Client,
     prefix: String,
     node: String,
@@ -118,13 +120,10 @@ impl std::fmt::Debug for Presence {
     }
 }
 
-/// The ids of the live other nodes, as `/pubsub`'s heartbeats tell (every node serves it).
-pub fn alive(app: &App) -> Vec<String> {
-    app.cluster
-        .namespace(crate::pubsub::NAMESPACE)
-        .map(|h| h.nodes().into_iter().map(|n| n.id).collect())
-        .unwrap_or_default()
-}
+/// A node's presence, if it has one (without Redis it has none): what handlers find in the
+/// sockets' state and the API's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct Handle(pub Option<Arc<Presence>>);
 
 /// Every half heartbeat: the members of nodes seen dead are taken out.
 pub async fn sweep_loop(presence: Arc<Presence>, app: Arc<App>) {
@@ -137,7 +136,7 @@ pub async fn sweep_loop(presence: Arc<Presence>, app: Arc<App>) {
         if !app.is_accepting() {
             return;
         }
-        presence.sweep(&alive(&app)).await;
+        presence.sweep(&presence.alive(&app)).await;
     }
 }
 
@@ -169,8 +168,10 @@ fn parse_entry(e: &str) -> Option<(&str, &str, &str)> {
 
 impl Presence {
     /// Presence of a node with Redis; `None` without (there is no cluster-wide store).
-    pub fn new(app: &App) -> Option<Self> {
+    /// `everywhere`: a namespace every node serves, whose heartbeats say which nodes live.
+    pub fn new(app: &App, everywhere: &str) -> Option<Self> {
         Some(Self {
+            everywhere: everywhere.to_owned(),
             client: app.cluster.redis_client()?,
             prefix: app.config.redis_prefix.clone(),
             node: app.node_id.clone(),
@@ -180,6 +181,14 @@ impl Presence {
             changes: app.metrics.presence_changes.clone(),
             seen: Mutex::default(),
         })
+    }
+
+    /// The ids of the live nodes.
+    pub fn alive(&self, app: &App) -> Vec<String> {
+        app.cluster
+            .namespace(&self.everywhere)
+            .map(|h| h.nodes().into_iter().map(|n| n.id).collect())
+            .unwrap_or_default()
     }
 
     /// Gives presence the Socket.IO server its events go out through.
@@ -471,43 +480,6 @@ impl Presence {
             }
         }
     }
-}
-
-/// `GET /api/v1/rooms/{room}/presence?namespace=` (`/pubsub` by default): `{ok: true, room,
-/// count, members}`, one Redis command.
-pub(crate) async fn api_read(
-    axum::extract::State(st): axum::extract::State<crate::app::HttpState>,
-    axum::extract::Path(room): axum::extract::Path<String>,
-    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
-) -> Result<axum::Json<Value>, crate::api::ApiError> {
-    use axum::http::StatusCode;
-    let ns = q
-        .get("namespace")
-        .cloned()
-        .unwrap_or_else(|| crate::pubsub::NAMESPACE.to_owned());
-    if st.io.of(&ns).is_none() {
-        return Err(crate::api::ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown namespace {ns:?}"),
-        ));
-    }
-    let Some(p) = st.app.presence.get() else {
-        return Err(crate::api::ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "presence needs the cluster's Redis (--redis-url)",
-        ));
-    };
-    let snap = p
-        .read(&ns, &room, &alive(&st.app))
-        .await
-        .map_err(|r| crate::api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, r.error))?;
-    Ok(axum::Json(json!({
-        "ok": true,
-        "namespace": ns,
-        "room": snap.room,
-        "count": snap.count,
-        "members": snap.members,
-    })))
 }
 
 #[cfg(test)]

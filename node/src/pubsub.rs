@@ -170,6 +170,7 @@ async fn join_or_leave(
     Data(arg): Data<serde_json::Value>,
     ack: AckSender<Adapter>,
     State(app): State<Arc<App>>,
+    State(presence): State<crate::presence::Handle>,
 ) {
     let join = event == "join";
     let Some(req) = RoomRequest::read(arg) else {
@@ -195,7 +196,7 @@ async fn join_or_leave(
     }
     if !join {
         joins::leave(&s, &app.cluster, room.clone());
-        if let Some(p) = app.presence.get()
+        if let Some(p) = &presence.0
             && let Err(r) = p.leave(&s, &room).await
         {
             let _ = ack.send(&r.to_json());
@@ -209,10 +210,10 @@ async fn join_or_leave(
         let _ = ack.send(&ACK_OK);
         return;
     }
-    let joined = match app.presence.get() {
+    let joined = match &presence.0 {
         Some(p) => {
             let user = admission::identity(&s).user.clone();
-            let alive = crate::presence::alive(&app);
+            let alive = p.alive(&app);
             p.join(&s, &room, req.data, user, &alive).await
         }
         None => Err(Refused::new(

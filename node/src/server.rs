@@ -2,11 +2,7 @@
 //! each [`Application`] a [`Setup`], serves the core's namespaces and routes beside the
 //! applications', and shuts down gracefully.
 
-use std::{
-    future::Future,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Router, routing::get};
@@ -49,7 +45,7 @@ struct EchoServerEvents {
     node_id: String,
     counter: IntCounterVec,
     /// The Admin UI's own events go to it (`admin_ui::SERVER_EVENT_PREFIX`).
-    admin_ui: Arc<OnceLock<Arc<admin_ui::AdminUi>>>,
+    admin_ui: Option<Arc<admin_ui::AdminUi>>,
 }
 
 impl ServerEventHandler for EchoServerEvents {
@@ -62,7 +58,7 @@ impl ServerEventHandler for EchoServerEvents {
     ) -> BoxFuture<'static, serde_json::Value> {
         self.counter.with_label_values(&[ns]).inc();
         tracing::debug!(ns, from, event, "server event");
-        if let Some(ui) = self.admin_ui.get()
+        if let Some(ui) = &self.admin_ui
             && ns == admin_ui::NAMESPACE
             && event.starts_with(admin_ui::SERVER_EVENT_PREFIX)
         {
@@ -127,12 +123,17 @@ async fn build_app(config: &Config) -> anyhow::Result<Arc<App>> {
         admission,
         api_keys,
     );
+    install_server_events(&app, None);
+    Ok(app)
+}
+
+/// The node's answer to server-to-server events, with the Admin UI's when it is served.
+fn install_server_events(app: &App, admin_ui: Option<Arc<admin_ui::AdminUi>>) {
     app.cluster.on_server_event(EchoServerEvents {
         node_id: app.node_id.clone(),
         counter: app.metrics.server_events.clone(),
-        admin_ui: app.admin_ui.clone(),
+        admin_ui,
     });
-    Ok(app)
 }
 
 /// The Socket.IO server with the cluster adapter and the applications' state, sized by the
@@ -304,12 +305,24 @@ pub async fn run(
         a.setup(&mut setup)
             .with_context(|| format!("starting application {}", a.name()))?;
     }
-    admin_ui::install(&config, &app, setup.namespace_names())?;
+    let ui = admin_ui::install(&config, &app, &mut setup)?;
+    if ui.is_some() {
+        install_server_events(&app, ui.clone());
+    }
+    // Presence needs Redis; its handle goes to the sockets' state and the API either way.
+    let presence = presence::Presence::new(&app, pubsub::NAMESPACE).map(Arc::new);
+    let presence_handle = presence::Handle(presence.clone());
+    setup.state(presence_handle.clone());
     let (layer, io) = socket_io(&config, &app, &mut setup);
     let mut routes = setup.take_routes();
     setup.serve_namespaces(&io).await?;
-    admin_ui::serve(&io, &app).await?;
-    let sweeper = presence_start(&app, &io);
+    if let Some(ui) = ui {
+        admin_ui::serve(ui, &io, &app).await?;
+    }
+    let sweeper = presence.map(|p| {
+        p.serve(&io);
+        tokio::spawn(presence::sweep_loop(p, app.clone()))
+    });
     let http = HttpState {
         app: app.clone(),
         io: io.clone(),
@@ -323,12 +336,12 @@ pub async fn run(
                 .layer(layer.clone())
                 .layer(axum::middleware::map_request(detach::trim_head));
         }
-        (l, r)
+        (l, r.layer(axum::Extension(presence_handle.clone())))
     });
     if config.admin_ui && admin.is_none() {
         routes = routes.merge(admin_ui::page::routes(&config));
     }
-    let inner = router(http, routes, admin.is_none());
+    let inner = router(http, routes, admin.is_none()).layer(axum::Extension(presence_handle));
     let router = public_router(&config, &app, origins, inner, layer);
     log_warnings(&config, &app);
 
@@ -355,15 +368,6 @@ pub async fn run(
         task.abort();
     }
     served
-}
-
-/// Presence per room, with Redis: its events go out through `io`, and the members of dead
-/// nodes are swept (the task returned).
-fn presence_start(app: &Arc<App>, io: &SocketIo<Adapter>) -> Option<tokio::task::JoinHandle<()>> {
-    let p = Arc::new(presence::Presence::new(app)?);
-    p.serve(io);
-    let _ = app.presence.set(p.clone());
-    Some(tokio::spawn(presence::sweep_loop(p, app.clone())))
 }
 
 /// Serves until `shutdown`, then shuts down gracefully: not ready, tell the cluster, close the

@@ -65,10 +65,10 @@ pub fn common_connect(s: &SocketRef<Adapter>, app: &Arc<App>, then: Arc<[OnDisco
         c.label(&public_id::of(s));
     }
     s.on("set-data", set_data);
-    if let Some(ui) = app.admin_ui.get() {
+    if let Some(o) = app.observer.get() {
         // Its joins and leaves are reported from `joins`, which has the socket only.
-        s.extensions.insert(ui.clone());
-        ui.socket_connected(s);
+        s.extensions.insert(o.clone());
+        o.connected(s);
     }
     recovery::connected(s, app);
     s.on_disconnect(Cleanup {
@@ -115,8 +115,8 @@ impl DisconnectHandler<Adapter, Cleanup> for Cleanup {
             .with_label_values(&[ns.as_str(), why])
             .inc();
         recovery::disconnected(&s, app);
-        if let Some(ui) = app.admin_ui.get() {
-            ui.socket_disconnected(&s, reason);
+        if let Some(o) = app.observer.get() {
+            o.disconnected(&s, reason);
         }
         app.cluster.remove_socket_data(&ns, s.id);
         // Before `remove`, which takes the socket out of its rooms in socketioxide.

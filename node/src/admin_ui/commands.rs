@@ -13,7 +13,8 @@ use socketioxide::{
     extract::{Data, SocketRef, State},
 };
 
-use crate::app::{Adapter, App};
+use super::AdminUi;
+use crate::app::Adapter;
 
 /// Longest room, namespace or event name a command may give.
 const MAX_NAME_BYTES: usize = 256;
@@ -116,19 +117,19 @@ impl serde::Serialize for EmitArgs {
 async fn join(
     s: SocketRef<Adapter>,
     io: SocketIo<Adapter>,
-    State(app): State<Arc<App>>,
+    State(ui): State<Arc<AdminUi>>,
     Data(Args(args)): Data<Args>,
 ) {
-    membership(&s, &io, &app, &args, true).await;
+    membership(&s, &io, &ui, &args, true).await;
 }
 
 async fn leave(
     s: SocketRef<Adapter>,
     io: SocketIo<Adapter>,
-    State(app): State<Arc<App>>,
+    State(ui): State<Arc<AdminUi>>,
     Data(Args(args)): Data<Args>,
 ) {
-    membership(&s, &io, &app, &args, false).await;
+    membership(&s, &io, &ui, &args, false).await;
 }
 
 /// `join(nsp, room, filter?)` and `leave(nsp, room, filter?)`: the matching sockets of every
@@ -136,7 +137,7 @@ async fn leave(
 async fn membership(
     s: &SocketRef<Adapter>,
     io: &SocketIo<Adapter>,
-    app: &Arc<App>,
+    ui: &Arc<AdminUi>,
     args: &[Value],
     joining: bool,
 ) {
@@ -162,19 +163,19 @@ async fn membership(
         tracing::warn!(error = %e, command, "admin UI command failed");
         return refuse(s, command, "not carried out on every node");
     }
-    announce_membership(app, nsp, &room, filter, joining).await;
+    announce_membership(ui, nsp, &room, filter, joining).await;
 }
 
 /// Tells the UIs which sockets the command moved: cluster-wide joins and leaves go through the
 /// adapter, not through the sockets' own handlers, so nothing else reports them.
 async fn announce_membership(
-    app: &Arc<App>,
+    ui: &AdminUi,
     nsp: &str,
     room: &str,
     filter: Option<&str>,
     joined: bool,
 ) {
-    let (Some(ui), Some(handle)) = (app.admin_ui.get(), app.cluster.namespace(nsp)) else {
+    let Some(handle) = ui.cluster.namespace(nsp) else {
         return;
     };
     let mut opts = socketioxide_core::adapter::BroadcastOptions::default();

@@ -36,6 +36,7 @@ use socketioxide::{
 
 use ioscale_adapter::Cluster;
 
+use crate::observe::SocketObserver;
 use crate::{
     app::{Adapter, App},
     edge::connections::Conn,
@@ -157,9 +158,10 @@ impl AdminUi {
             }
         });
     }
+}
 
-    /// A socket connected (any namespace but this one's).
-    pub fn socket_connected(&self, s: &SocketRef<Adapter>) {
+impl SocketObserver for AdminUi {
+    fn connected(&self, s: &SocketRef<Adapter>) {
         s.extensions.insert(Issued(now_ms()));
         self.aggregated.count("rawConnection", "");
         if self.watched() {
@@ -169,8 +171,7 @@ impl AdminUi {
         }
     }
 
-    /// A socket disconnected.
-    pub fn socket_disconnected(&self, s: &SocketRef<Adapter>, reason: DisconnectReason) {
+    fn disconnected(&self, s: &SocketRef<Adapter>, reason: DisconnectReason) {
         let reason = node_reason(reason);
         self.aggregated.count("rawDisconnection", reason);
         if self.watched() {
@@ -180,8 +181,7 @@ impl AdminUi {
         }
     }
 
-    /// `s` joined (`joined`) or left `rooms`.
-    pub fn rooms_changed(&self, s: &SocketRef<Adapter>, rooms: &[String], joined: bool) {
+    fn rooms_changed(&self, s: &SocketRef<Adapter>, rooms: &[String], joined: bool) {
         if !self.watched() || rooms.is_empty() {
             return;
         }
@@ -195,7 +195,9 @@ impl AdminUi {
             );
         }
     }
+}
 
+impl AdminUi {
     /// This node's sockets for the UI, at most `--admin-ui-max-sockets`.
     fn local_sockets(&self) -> Vec<Value> {
         let Some(io) = self.io.get() else {
@@ -268,39 +270,26 @@ impl AdminUi {
     }
 }
 
-/// With `--admin-ui`, makes the node's Admin UI (serving `namespaces` and its own), before the
-/// namespaces are served: their sockets report to it.
+/// With `--admin-ui`, makes the node's Admin UI (serving the namespaces of `setup` and its
+/// own), before the namespaces are served: their sockets report to it (`app.observer`), and
+/// its handlers find it in the sockets' state.
 ///
 /// # Errors
-/// `--admin-ui-password-bcrypt` is not a bcrypt hash.
+/// No login configured (see [`credentials`]), or a bad one.
 pub fn install(
     config: &crate::config::Config,
-    app: &App,
-    namespaces: impl IntoIterator<Item = String>,
-) -> anyhow::Result<()> {
+    app: &Arc<App>,
+    setup: &mut crate::application::Setup<'_>,
+) -> anyhow::Result<Option<Arc<AdminUi>>> {
     if !config.admin_ui {
-        return Ok(());
+        return Ok(None);
     }
     let credentials = credentials(config)?;
-    let _ = app
-        .admin_ui
-        .set(Arc::new(AdminUi::new(app, credentials, namespaces)));
-    Ok(())
-}
-
-/// A disconnect reason as Node's socket.io words it, which the UI shows.
-fn node_reason(r: DisconnectReason) -> &'static str {
-    match r {
-        DisconnectReason::TransportClose => "transport close",
-        DisconnectReason::HeartbeatTimeout => "ping timeout",
-        DisconnectReason::ClientNSDisconnect => "client namespace disconnect",
-        DisconnectReason::ServerNSDisconnect => "server namespace disconnect",
-        DisconnectReason::ClosingServer => "server shutting down",
-        DisconnectReason::PacketParsingError => "parse error",
-        DisconnectReason::TransportError | DisconnectReason::MultipleHttpPollingError => {
-            "transport error"
-        }
-    }
+    let ui = Arc::new(AdminUi::new(app, credentials, setup.namespace_names()));
+    setup.state(ui.clone());
+    let observer: Arc<dyn SocketObserver> = ui.clone();
+    let _ = app.observer.set(observer);
+    Ok(Some(ui))
 }
 
 /// The login `--admin-ui` asks for: none only when `--admin-ui-no-login` says so.
@@ -323,28 +312,40 @@ pub fn credentials(config: &crate::config::Config) -> anyhow::Result<Option<Cred
     }
 }
 
-/// Serves the Admin UI's namespace on `io`, if installed, and starts this node's stats.
+/// Serves the Admin UI's namespace on `io` and starts this node's stats.
 ///
 /// # Errors
 /// The namespace could not be created.
-pub async fn serve(io: &SocketIo<Adapter>, app: &Arc<App>) -> anyhow::Result<()> {
-    let Some(ui) = app.admin_ui.get().cloned() else {
-        return Ok(());
-    };
+pub async fn serve(ui: Arc<AdminUi>, io: &SocketIo<Adapter>, app: &Arc<App>) -> anyhow::Result<()> {
     let _ = ui.io.set(io.clone());
     if ui.credentials.is_none() {
         tracing::warn!("the Admin UI is served without a login (--admin-ui-no-login)");
     }
-    let connect = |s: SocketRef<Adapter>, State(app): State<Arc<App>>| async move {
-        if let Some(ui) = app.admin_ui.get() {
-            connected(ui, &s, &app).await;
-        }
+    let connect = |s: SocketRef<Adapter>,
+                   State(app): State<Arc<App>>,
+                   State(ui): State<Arc<AdminUi>>| async move {
+        connected(&ui, &s, &app).await;
     };
     io.ns(NAMESPACE, connect.with(admit))
         .await
         .map_err(|e| anyhow::anyhow!("namespace {NAMESPACE}: {e}"))?;
     tokio::spawn(stats_loop(ui, io.clone(), app.clone()));
     Ok(())
+}
+
+/// A disconnect reason as Node's socket.io words it, which the UI shows.
+fn node_reason(r: DisconnectReason) -> &'static str {
+    match r {
+        DisconnectReason::TransportClose => "transport close",
+        DisconnectReason::HeartbeatTimeout => "ping timeout",
+        DisconnectReason::ClientNSDisconnect => "client namespace disconnect",
+        DisconnectReason::ServerNSDisconnect => "server namespace disconnect",
+        DisconnectReason::ClosingServer => "server shutting down",
+        DisconnectReason::PacketParsingError => "parse error",
+        DisconnectReason::TransportError | DisconnectReason::MultipleHttpPollingError => {
+            "transport error"
+        }
+    }
 }
 
 /// Why an admin socket is refused: the reference's exact text, which the page understands.
@@ -357,11 +358,9 @@ struct Refused(&'static str);
 async fn admit(
     s: SocketRef<Adapter>,
     State(app): State<Arc<App>>,
+    State(ui): State<Arc<AdminUi>>,
     TryData(auth): TryData<Value>,
 ) -> Result<(), Refused> {
-    let Some(ui) = app.admin_ui.get() else {
-        return Err(Refused(auth::INVALID));
-    };
     // The public listener's connections are registered (`Conn`); the admin listener's are not.
     if ui.admin_listener_only && s.req_parts().extensions.get::<Arc<Conn>>().is_some() {
         return Err(Refused("not served here"));
