@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
 use ioscale_cluster_tests::extra::metric_all;
+use ioscale_cluster_tests::redis::free_port;
 use ioscale_cluster_tests::{
     Agent, Client, Cluster, ConnectOpts, EVENT_TIMEOUT, Transport, connect_spread,
 };
+use ioscale_cluster_tests::{NodeOpts, NodeProc};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse";
@@ -28,7 +30,7 @@ async fn cluster() -> Result<Cluster> {
         .await
 }
 
-fn admin(auth: Value) -> ConnectOpts {
+fn admin_opts(auth: Value) -> ConnectOpts {
     ConnectOpts::new(Transport::Websocket)
         .namespace("/admin")
         .without_whoami()
@@ -42,7 +44,7 @@ fn login() -> Value {
 /// Opens the UI's socket on node `node`, logged in.
 async fn open_ui(cluster: &Cluster, agent: &Agent, name: &str, node: usize) -> Result<()> {
     agent
-        .connect(name, &cluster.node(node).url(), &admin(login()))
+        .connect(name, &cluster.node(node).url(), &admin_opts(login()))
         .await?;
     Ok(())
 }
@@ -94,7 +96,7 @@ async fn the_login_is_refused_without_or_with_wrong_credentials() -> Result<()> 
     .enumerate()
     {
         let err = agent
-            .connect(&format!("bad{i}"), &url, &admin(auth.clone()))
+            .connect(&format!("bad{i}"), &url, &admin_opts(auth.clone()))
             .await
             .err()
             .map(|e| format!("{e:#}"))
@@ -170,7 +172,7 @@ async fn a_login_gets_a_session_config_and_every_nodes_sockets() -> Result<()> {
         .connect(
             "ui2",
             &cluster.node(2).url(),
-            &admin(json!({"sessionId": session_id})),
+            &admin_opts(json!({"sessionId": session_id})),
         )
         .await?;
     agent
@@ -413,5 +415,51 @@ async fn nothing_is_sent_for_the_ui_while_none_is_open() -> Result<()> {
         watched.0 > after.0 && watched.1 > after.1,
         "with a UI open the nodes published nothing for it: {after:?} -> {watched:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_an_admin_listener_the_ui_is_served_there_only() -> Result<()> {
+    let hash = bcrypt::hash(PASSWORD, 4)?;
+    let admin = format!("127.0.0.1:{}", free_port()?);
+    let opts = NodeOpts::new("ui").with_args([
+        "--admin-ui",
+        "--admin-ui-password-bcrypt",
+        &hash,
+        "--admin-listen",
+        &admin,
+    ]);
+    let node = NodeProc::start(opts).await?;
+    let (public, admin) = (node.url(), format!("http://{admin}"));
+    let agent = Agent::spawn().await?;
+    let err = agent
+        .connect("outside", &public, &admin_opts(login()))
+        .await
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    ensure!(
+        err.contains("connect_error"),
+        "/admin on the public port: {err:?}"
+    );
+    agent
+        .connect("inside", &admin, &admin_opts(login()))
+        .await?;
+    agent
+        .wait_count("inside", "all_sockets", 1, EVENT_TIMEOUT)
+        .await?;
+    let http = reqwest::Client::new();
+    let on = |base: &str| format!("{base}/admin-ui/");
+    ensure!(
+        http.get(on(&public)).send().await?.status() == 404,
+        "the page on the public port"
+    );
+    ensure!(
+        http.get(on(&admin)).send().await?.status() == 200,
+        "the page on the admin port"
+    );
+    // The applications' namespaces stay on the public port.
+    let opts = ConnectOpts::new(Transport::Websocket).namespace("/pubsub");
+    agent.connect("app", &public, &opts).await?;
     Ok(())
 }
