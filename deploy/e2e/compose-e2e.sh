@@ -184,6 +184,13 @@ expect 200 "GET /api/v1/nodes on the admin port with the key" "$admin/api/v1/nod
   -H "Authorization: Bearer $api_key"
 expect 200 "GET /metrics on the admin port" "$admin/metrics"
 echo "api and metrics: admin port only"
+# The Admin UI: its page on the admin port only, its generated password in place.
+expect 200 "the Admin UI page on the admin port" "$admin/admin-ui/"
+expect 200 "the Admin UI's icons on the admin port" "$admin/admin-ui/mdi/css/materialdesignicons.min.css"
+expect 404 "the Admin UI page through the load balancer" http://127.0.0.1:8080/admin-ui/
+ui_password=$(docker compose exec -T node1 cat /run/ioscale/admin-ui-password)
+[[ $ui_password =~ ^[0-9a-f]{64}$ ]] || { echo "the generated Admin UI password is not 32 bytes of hex"; exit 1; }
+echo "admin ui: admin port only, generated password"
 # Prometheus scrapes every node.
 for _ in $(seq 1 60); do
   up=$(curl -fsS 'http://127.0.0.1:9090/api/v1/query?query=sum(up%7Bjob%3D%22ioscale%22%7D)' \

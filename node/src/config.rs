@@ -87,6 +87,11 @@ pub struct Config {
     /// | cut -d: -f2`). Without it the UI opens without a login.
     #[arg(long, env = "IOSCALE_ADMIN_UI_PASSWORD_BCRYPT", hide_env_values = true)]
     pub admin_ui_password_bcrypt: Option<String>,
+    /// A file holding the Admin UI's password itself (a generated secret, as Compose and Helm
+    /// write them): the node keeps only its bcrypt hash, made at start. Instead of
+    /// `--admin-ui-password-bcrypt`.
+    #[arg(long, env = "IOSCALE_ADMIN_UI_PASSWORD_FILE")]
+    pub admin_ui_password_file: Option<PathBuf>,
     /// Serve the Admin UI without a login (anyone reaching it can see every socket and
     /// disconnect them): only behind `--admin-listen` on a private network, or for a demo.
     /// Without it, `--admin-ui` needs `--admin-ui-password-bcrypt`.
@@ -396,6 +401,7 @@ impl std::fmt::Debug for Config {
                 "admin_ui_password_bcrypt",
                 &self.admin_ui_password_bcrypt.as_ref().map(|_| "[redacted]"),
             )
+            .field("admin_ui_password_file", &self.admin_ui_password_file)
             .field("admin_ui_no_login", &self.admin_ui_no_login)
             .field("admin_ui_dir", &self.admin_ui_dir)
             .field("admin_ui_max_sockets", &self.admin_ui_max_sockets)

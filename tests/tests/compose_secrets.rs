@@ -127,12 +127,17 @@ async fn secrets_are_generated_once_and_kept() -> Result<()> {
         let cfg = compose_config(&logs, &[]).await?;
         let services = cfg["services"].as_object().context("services")?;
         let root = logs.dir().join("volumes");
-        let no_env = [("IOSCALE_API_KEY", ""), ("GRAFANA_ADMIN_PASSWORD", "")];
+        let no_env = [
+            ("IOSCALE_API_KEY", ""),
+            ("GRAFANA_ADMIN_PASSWORD", ""),
+            ("IOSCALE_ADMIN_UI_PASSWORD", ""),
+        ];
         run_secrets_script(&logs, services, &root, &no_env).await?;
 
         let files = [
             ("ioscale-secrets", "jwt-secret", 10001),
             ("ioscale-secrets", "api-key", 10001),
+            ("ioscale-secrets", "admin-ui-password", 10001),
             ("grafana-secrets", "admin-password", 472),
         ];
         let mut first = Vec::new();

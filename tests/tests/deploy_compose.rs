@@ -146,7 +146,15 @@ async fn compose_file_is_valid_and_wires_the_cluster() -> Result<()> {
                 env["IOSCALE_ADMIN_LISTEN"] == ADMIN_LISTEN,
                 "{n} must serve the API and /metrics on {ADMIN_LISTEN} only: {env}"
             );
-            for var in ["IOSCALE_JWT_SECRET_FILE", "IOSCALE_API_KEY_FILE"] {
+            ensure!(
+                env["IOSCALE_ADMIN_UI"] == "true" && env["IOSCALE_ADMIN_UI_PASSWORD_BCRYPT"].is_null(),
+                "{n} must serve the Admin UI with the generated password: {env}"
+            );
+            for var in [
+                "IOSCALE_JWT_SECRET_FILE",
+                "IOSCALE_API_KEY_FILE",
+                "IOSCALE_ADMIN_UI_PASSWORD_FILE",
+            ] {
                 let file = env[var].as_str().unwrap_or_default();
                 generated_file(services, n, file, true)
                     .with_context(|| format!("{n}'s {var} {file:?}"))?;

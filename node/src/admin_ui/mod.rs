@@ -292,22 +292,41 @@ pub fn install(
     Ok(Some(ui))
 }
 
-/// The login `--admin-ui` asks for: none only when `--admin-ui-no-login` says so.
+/// The login `--admin-ui` asks for: a bcrypt hash, or a password file hashed here; none only
+/// when `--admin-ui-no-login` says so.
 ///
 /// # Errors
-/// No password hash without `--admin-ui-no-login`, both, or a hash that is not one.
+/// No login and no `--admin-ui-no-login`, two of them, an unreadable or empty password file,
+/// or a hash that is not one.
 pub fn credentials(config: &crate::config::Config) -> anyhow::Result<Option<Credentials>> {
-    match (&config.admin_ui_password_bcrypt, config.admin_ui_no_login) {
-        (Some(hash), false) => Ok(Some(Credentials::new(&config.admin_ui_username, hash)?)),
-        (None, true) => Ok(None),
-        (Some(_), true) => {
-            anyhow::bail!(
-                "--admin-ui-password-bcrypt and --admin-ui-no-login contradict each other"
-            )
+    let user = &config.admin_ui_username;
+    match (
+        &config.admin_ui_password_bcrypt,
+        &config.admin_ui_password_file,
+        config.admin_ui_no_login,
+    ) {
+        (Some(hash), None, false) => Ok(Some(Credentials::new(user, hash)?)),
+        (None, Some(file), false) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                anyhow::anyhow!("reading --admin-ui-password-file {}: {e}", file.display())
+            })?;
+            let password = text.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!("--admin-ui-password-file {} is empty", file.display());
+            }
+            // Cost 10: about 50 ms once at start; each login check costs the same.
+            let hash = bcrypt::hash(password, 10)?;
+            Ok(Some(Credentials::new(user, &hash)?))
         }
-        (None, false) => anyhow::bail!(
-            "--admin-ui needs --admin-ui-password-bcrypt (anyone reaching the UI could see and \
-             disconnect every socket); --admin-ui-no-login serves it without a login"
+        (None, None, true) => Ok(None),
+        (None, None, false) => anyhow::bail!(
+            "--admin-ui needs --admin-ui-password-bcrypt or --admin-ui-password-file (anyone \
+             reaching the UI could see and disconnect every socket); --admin-ui-no-login serves \
+             it without a login"
+        ),
+        _ => anyhow::bail!(
+            "give one of --admin-ui-password-bcrypt, --admin-ui-password-file and \
+             --admin-ui-no-login"
         ),
     }
 }
@@ -456,5 +475,41 @@ mod tests {
         let both = config(&["--admin-ui-password-bcrypt", &hash, "--admin-ui-no-login"]);
         assert!(credentials(&both).is_err());
         assert!(credentials(&config(&["--admin-ui-password-bcrypt", "pw"])).is_err());
+    }
+
+    #[test]
+    fn a_password_file_is_hashed_at_start_and_checked_like_a_hash() {
+        let dir = std::env::temp_dir().join(format!("ioscale-admin-ui-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = credentials(&config(&["--admin-ui-password-file", path]))
+            .unwrap()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ok = serde_json::json!({"username": "admin", "password": "s3cret"});
+        assert!(rt.block_on(c.check(&ok)));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(credentials(&config(&["--admin-ui-password-file", path])).is_err());
+        let missing = dir.join("none");
+        assert!(
+            credentials(&config(&[
+                "--admin-ui-password-file",
+                missing.to_str().unwrap()
+            ]))
+            .is_err()
+        );
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let both = config(&[
+            "--admin-ui-password-file",
+            path,
+            "--admin-ui-password-bcrypt",
+            &hash,
+        ]);
+        assert!(credentials(&both).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
