@@ -443,7 +443,9 @@ async fn presence(
     axum::extract::Path(room): axum::extract::Path<String>,
     q: Result<Query<NsQuery>, QueryRejection>,
 ) -> ApiResult {
-    let ns = query(q)?.namespace.unwrap_or_else(|| "/pubsub".to_owned());
+    let ns = query(q)?
+        .namespace
+        .unwrap_or_else(|| crate::pubsub::NAMESPACE.to_owned());
     namespace(&st, Some(ns.clone()))?;
     let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e);
     let p =

@@ -237,32 +237,42 @@ impl Presence {
             since: now_ms(),
         };
         let record = serde_json::to_string(&member).unwrap_or_default();
-        let stored: i64 = self
+        // The node's set first: an entry without its member is harmless (a sweep or a leave
+        // removes nothing), a member without its entry would outlive a dead node unswept.
+        let entry = entry(s.ns(), room, &id);
+        let (a, b) = tokio::join!(
+            self.client
+                .sadd::<(), _, _>(self.node_key(&self.node), entry.clone()),
+            self.client
+                .sadd::<(), _, _>(self.nodes_key(), self.node.clone()),
+        );
+        a.and(b).map_err(|e| unavailable(&e))?;
+        let stored: Result<i64, _> = self
             .client
             .eval(
                 JOIN_SCRIPT,
                 vec![self.room_key(s.ns(), room)],
                 vec![id.clone(), record, self.max_members.to_string()],
             )
-            .await
-            .map_err(|e| unavailable(&e))?;
-        if stored != 1 {
-            return Err(Refused::new(
-                Code::Conflict,
-                format!(
-                    "the room has {} members, the most presence allows",
-                    self.max_members
+            .await;
+        if stored.as_ref().map_or(true, |n| *n != 1) {
+            if !self.is_member(s, room) {
+                let _ = self
+                    .client
+                    .srem::<(), _, _>(self.node_key(&self.node), entry)
+                    .await;
+            }
+            return Err(match stored {
+                Err(e) => unavailable(&e),
+                Ok(_) => Refused::new(
+                    Code::Conflict,
+                    format!(
+                        "the room has {} members, the most presence allows",
+                        self.max_members
+                    ),
                 ),
-            ));
+            });
         }
-        let entry = entry(s.ns(), room, &id);
-        let (a, b) = tokio::join!(
-            self.client
-                .sadd::<(), _, _>(self.node_key(&self.node), entry),
-            self.client
-                .sadd::<(), _, _>(self.nodes_key(), self.node.clone()),
-        );
-        a.and(b).map_err(|e| unavailable(&e))?;
         let rooms = match s.extensions.get::<Arc<Rooms>>() {
             Some(r) => r,
             None => {
@@ -346,14 +356,26 @@ impl Presence {
         node: &str,
     ) -> Result<bool, fred::error::Error> {
         let removed: i64 = self.client.hdel(self.room_key(ns, room), id).await?;
-        self.client
-            .srem::<(), _, _>(self.node_key(node), entry(ns, room, id))
-            .await?;
         if removed == 1 {
             self.changes.with_label_values(&["leave"]).inc();
             self.send_leave(ns, room, id);
         }
+        // A stale entry is harmless (a sweep removes nothing for it): its loss is only logged.
+        if let Err(e) = self
+            .client
+            .srem::<(), _, _>(self.node_key(node), entry(ns, room, id))
+            .await
+        {
+            tracing::debug!(error = %e, "presence: a node-set entry not removed");
+        }
         Ok(removed == 1)
+    }
+
+    /// Whether `s` is already a member of `room` here (a rejoin that failed keeps it one).
+    fn is_member(&self, s: &SocketRef<Adapter>, room: &str) -> bool {
+        s.extensions
+            .get::<Arc<Rooms>>()
+            .is_some_and(|r| r.lock().iter().any(|x| x == room))
     }
 
     fn send_leave(&self, ns: &str, room: &str, id: &str) {

@@ -436,10 +436,10 @@ async fn serve(
 }
 
 /// The drain: an eighth of it for load balancers to see the node not ready, then its clients
-/// told to go evenly over the next three eighths (they reconnect to the other nodes as a stream, not a
-/// storm, each recovering its session), the rest for the stragglers' reconnects (their
-/// backoff, up to 1.5 s for socket.io-client's first attempt, and their restores: the old
-/// session's node still answers the survivors' requests meanwhile). A longer wait before
+/// told to go evenly over the next three eighths (they reconnect to the other nodes as a
+/// stream, not a storm, each recovering its session), the rest for the stragglers' reconnects
+/// (their backoff, up to 1.5 s for socket.io-client's first attempt, and their restores: the
+/// old session's node still answers the survivors' requests meanwhile). A longer wait before
 /// telling only delays the last client: nginx and HAProxy retry a refused handshake on
 /// another node at once, and Kubernetes removes a not-ready endpoint within a second or two.
 async fn drain_connections(connections: &Connections, drain: Duration) {
